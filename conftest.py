@@ -1,0 +1,21 @@
+"""Pytest set-up for the whole repository: the site fixtures of the runtime layer, and markers.
+
+A test that uses the `site` fixture (directly or through another fixture) is an integration test;
+every other test is a unit test and needs no site.
+"""
+
+import os
+import sys
+
+import pytest
+
+# the fixtures live in the dev runtime layer; on a real bench they are loaded from this checkout too
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "devruntime"))
+
+pytest_plugins = ["vperf_devruntime.pytest_plugin"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+	for item in items:
+		if "site" in getattr(item, "fixturenames", ()):
+			item.add_marker(pytest.mark.integration)

@@ -1,0 +1,95 @@
+"""Command line of the dev/CI runtime: `python -m vperf_devruntime COMMAND [--db sqlite|mariadb]`."""
+
+import argparse
+import json
+import os
+import sys
+
+from vperf_devruntime import services, site
+
+
+def _connect(backend: str) -> None:
+	site.ensure_site(backend)
+	site.connect(backend)
+
+
+def cmd_site(args: argparse.Namespace) -> None:
+	env = site.ensure_site(args.db, fresh=args.fresh)
+	print(json.dumps(env, indent=1, sort_keys=True))
+
+
+def cmd_main(args: argparse.Namespace) -> None:
+	"""The README's main job: a site with the app, its environment, configuration and jobs."""
+	import frappe
+
+	_connect(args.db)
+	from verenigingen_perf.utils.performance import config
+
+	effective = config.describe(config.get_config())
+	print(f"Site: {frappe.local.site} ({args.db}) at {frappe.local.site_path}")
+	print(f"Installed apps: {', '.join(frappe.get_installed_apps())}")
+	roles = frappe.get_all("Role", filters={"name": ("in", ["Performance Manager", "System Manager"])}, pluck="name")
+	print(f"Roles: {', '.join(sorted(roles))}")
+	print(f"Environment: {effective['environment']} (decided by {effective['environment_source']})")
+	print("Effective configuration:")
+	for key, value in sorted(effective["values"].items()):
+		marker = "  (override)" if key in effective["overrides"] else ""
+		print(f"  {key:28} {value}{marker}")
+	jobs = frappe.get_all(
+		"Scheduled Job Type",
+		filters={"method": ("like", f"{site.APP}.%")},
+		fields=["method", "frequency", "cron_format", "stopped"],
+		order_by="method",
+	)
+	print(f"Scheduler jobs of {site.APP}: {len(jobs)}")
+	for job in jobs:
+		state = "stopped" if job.stopped else "active"
+		print(f"  {job.method}  {job.frequency}{' ' + job.cron_format if job.cron_format else ''}  {state}")
+	frappe.destroy()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+	from vperf_devruntime import server
+
+	site.ensure_site(args.db) if args.ensure else os.environ.update(site.site_env(args.db))
+	server.serve(args.port)
+
+
+def cmd_execute(args: argparse.Namespace) -> None:
+	"""Run one scheduled job of the site now, through its Scheduled Job Type."""
+	import frappe
+
+	_connect(args.db)
+	frappe.get_doc("Scheduled Job Type", {"method": args.method}).execute()
+	frappe.db.commit()
+	frappe.destroy()
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+	for stopped in services.stop_all(site.WORK):
+		print(f"stopped {stopped}")
+
+
+def main(argv: list[str] | None = None) -> None:
+	parser = argparse.ArgumentParser(prog="vperf_devruntime", description=__doc__)
+	sub = parser.add_subparsers(dest="command", required=True)
+
+	def add(name, fn, help_text):
+		p = sub.add_parser(name, help=help_text)
+		p.add_argument("--db", choices=site.BACKENDS, default=os.environ.get("DEVRUNTIME_DB", "sqlite"))
+		p.set_defaults(fn=fn)
+		return p
+
+	add("site", cmd_site, "create or migrate the site").add_argument("--fresh", action="store_true")
+	add("main", cmd_main, "the main job: site, environment, configuration, scheduler jobs")
+	serve = add("serve", cmd_serve, "serve the site on 127.0.0.1")
+	serve.add_argument("--port", type=int, required=True)
+	serve.add_argument("--ensure", action="store_true", help="create or migrate the site first")
+	add("execute", cmd_execute, "run a scheduled job now").add_argument("method")
+	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
+	args = parser.parse_args(argv)
+	args.fn(args)
+
+
+if __name__ == "__main__":
+	sys.exit(main())

@@ -1,0 +1,263 @@
+"""The runtime fixes: each one makes monoframe behave like Frappe where the app depends on it.
+
+Every fix carries a one-line comment naming the monoframe defect it works around. Nothing in the
+app knows about these; on a real bench none of this is loaded.
+"""
+
+import json
+import os
+import sys
+import types
+
+_applied = False
+
+
+def apply() -> None:
+	global _applied
+	if _applied:
+		return
+	_applied = True
+	import monoframe
+
+	_fix_multi_app(monoframe)
+	_fix_site_context(monoframe)
+	_fix_outbound_calls(monoframe)
+	_fix_logging(monoframe)
+	_fix_install(monoframe)
+	_fix_sqlite_querybuilder(monoframe)
+
+
+def extra_apps() -> list[str]:
+	"""Apps 'on the bench' besides the framework (DEVRUNTIME_APPS, comma separated)."""
+	return [a.strip() for a in os.environ.get("DEVRUNTIME_APPS", "").split(",") if a.strip()]
+
+
+def _fix_multi_app(monoframe) -> None:
+	from monoframe.utils.caching import request_cache
+
+	def get_all_apps(with_internal_apps=True, sites_path=None):
+		# defect: get_all_apps is hard-coded to ['monoframe']
+		return ["monoframe", *extra_apps()]
+
+	@request_cache
+	def get_installed_apps(*, _ensure_on_bench=False):
+		# defect: get_installed_apps is hard-coded to ['monoframe']; read the site's list as Frappe does
+		if getattr(monoframe.flags, "in_install_db", True):
+			return []
+		if not getattr(monoframe.local, "db", None):
+			return ["monoframe"]
+		return json.loads(monoframe.db.get_global("installed_apps") or "[]")
+
+	def _load_app_hooks(app_name=None):
+		# defect: hooks are read only from monoframe.hooks, never from installed apps
+		import inspect
+
+		def _is_valid_hook(obj):
+			return not isinstance(obj, types.ModuleType | types.FunctionType | type)
+
+		hooks = {}
+		apps = [app_name] if app_name else get_installed_apps()
+		for app in apps:
+			module = monoframe.get_module(f"{app}.hooks")
+			for key, value in inspect.getmembers(module, predicate=_is_valid_hook):
+				if not key.startswith("_"):
+					monoframe.append_hook(hooks, key, value)
+		return hooks
+
+	def get_app_path(app_name, *joins):
+		# defect: get_app_path ignores app_name and always answers the framework's folder
+		return monoframe.get_pymodule_path(app_name, *joins)
+
+	def get_app_source_path(app_name, *joins):
+		# defect: same as get_app_path, for the source folder
+		return monoframe.get_pymodule_path(app_name, "..", *joins)
+
+	def get_module_list(app_name="monoframe"):
+		# defect: modules.txt is read from the framework whatever the app
+		return monoframe.get_file_items(get_app_path(app_name, "modules.txt"))
+
+	def setup_module_map(include_all_apps=True):
+		# defect: the module map only knows the framework's modules, so app doctypes have no controller
+		app_modules = {}
+		for app in get_all_apps():
+			app_modules[app] = [monoframe.scrub(m) for m in get_module_list(app)]
+		monoframe.local.app_modules = app_modules
+		monoframe.local.module_app = {m: app for app, mods in app_modules.items() for m in mods}
+
+	site_cached = monoframe.utils.caching.site_cache(_load_app_hooks)
+	monoframe.get_all_apps = get_all_apps
+	monoframe.get_installed_apps = get_installed_apps
+	monoframe._load_app_hooks = _load_app_hooks
+	monoframe._site_cached_load_app_hooks = site_cached
+	monoframe._request_cached_load_app_hooks = request_cache(_load_app_hooks)
+	monoframe.get_app_path = get_app_path
+	monoframe.get_app_source_path = get_app_source_path
+	monoframe.get_module_list = get_module_list
+	monoframe.setup_module_map = setup_module_map
+
+
+def _fix_site_context(monoframe) -> None:
+	original_init = monoframe.init
+
+	def init(*args, force=False, **kwargs):
+		# defect: init takes no site or sites_path and uses the working directory as the site folder
+		already = getattr(monoframe.local, "initialised", None) and not force
+		original_init(force=force)
+		if already:
+			return
+		site_path = os.environ.get("DEVRUNTIME_SITE_PATH")
+		if site_path:
+			monoframe.local.site_path = site_path
+		# defect: frappe.local.site is missing
+		monoframe.local.site = os.environ.get("DEVRUNTIME_SITE_NAME", "monoframe")
+		monoframe.local.sites_path = os.path.dirname(monoframe.local.site_path)
+
+	monoframe.init = init
+
+
+def site_config() -> dict:
+	"""MONOFRAME_EXTRA_CONFIG hook: the site's site_config.json, as a bench site has one.
+
+	defect: site_config.json is ignored and frappe.conf takes no custom keys.
+	"""
+	path = os.path.join(os.environ.get("DEVRUNTIME_SITE_PATH", ""), "site_config.json")
+	if not os.path.exists(path):
+		return {}
+	with open(path) as f:
+		return json.load(f)
+
+
+def _fix_outbound_calls(monoframe) -> None:
+	import monoframe.hooks as framework_hooks
+
+	# defect: the framework's scheduler fetches a remote changelog feed and checks for updates
+	outbound = ("changelog_feed", "check_for_update", "new_release", "fetch_changelog")
+	for event, jobs in list(getattr(framework_hooks, "scheduler_events", {}).items()):
+		if isinstance(jobs, dict):
+			for cron, cron_jobs in jobs.items():
+				jobs[cron] = [j for j in cron_jobs if not any(o in j for o in outbound)]
+		else:
+			framework_hooks.scheduler_events[event] = [j for j in jobs if not any(o in j for o in outbound)]
+
+
+def _fix_logging(monoframe) -> None:
+	import logging
+	from logging.handlers import RotatingFileHandler
+
+	import monoframe.utils.logger as logger_module
+
+	def create_handler(module, site=None, max_size=100_000, file_count=20, stream_only=False):
+		# defect: log files are written to ../logs relative to the working directory
+		formatter = logging.Formatter(f"%(asctime)s %(levelname)s {module} %(message)s")
+		if stream_only:
+			handler = logging.StreamHandler()
+		else:
+			log_dir = os.path.join(os.environ.get("DEVRUNTIME_SITE_PATH") or os.getcwd(), "logs")
+			os.makedirs(log_dir, exist_ok=True)
+			handler = RotatingFileHandler(
+				os.path.join(log_dir, f"{module}.log"), maxBytes=max_size, backupCount=file_count
+			)
+		handler.setFormatter(formatter)
+		return [handler]
+
+	logger_module.create_handler = create_handler
+
+
+def _fix_install(monoframe) -> None:
+	import monoframe.installer as installer
+
+	def add_to_installed_apps(app_name, rebuild_website=True):
+		# defect: add_to_installed_apps is a no-op, so the site never records an installed app
+		installed = monoframe.get_installed_apps()
+		if app_name not in installed:
+			installed.append(app_name)
+			monoframe.db.set_global("installed_apps", json.dumps(installed))
+			monoframe.db.commit()
+		if monoframe.flags.in_install:
+			installer.post_install(rebuild_website)
+
+	def install_app(name, verbose=False, set_as_patched=True, force=False):
+		# defect: install_app refuses every app but monoframe; this is Frappe's install_app for the rest
+		_install_app(monoframe, installer, name, set_as_patched, force)
+
+	installer.add_to_installed_apps = add_to_installed_apps
+	# defect: the framework's after_install imports monoframe.tests.utils.generators, which is not shipped
+	generators = types.ModuleType("monoframe.tests.utils.generators")
+	generators._clear_test_log = lambda: None
+	sys.modules.setdefault(generators.__name__, generators)
+	installer.install_app = install_app
+
+
+def _fix_sqlite_querybuilder(monoframe) -> None:
+	from pypika import dialects
+	from pypika.enums import Dialects
+	from pypika.queries import QueryBuilder
+
+	builder = dialects.SQLLiteQueryBuilder
+
+	def __init__(self, **kwargs):
+		# defect: PyPI pypika (not Frappe's fork) passes wrapper_cls twice ('got multiple values')
+		kwargs.setdefault("wrapper_cls", dialects.SQLLiteValueWrapper)
+		QueryBuilder.__init__(self, dialect=Dialects.SQLLITE, **kwargs)
+		self._insert_or_replace = False
+
+	def for_update(self, nowait=False, skip_locked=False, of=()):
+		# defect: PyPI pypika's for_update() takes no skip_locked; SQLite locks the whole file anyway
+		return self
+
+	def _insert_sql(self, **kwargs):
+		# defect: PyPI pypika writes MySQL's INSERT IGNORE, which SQLite spells INSERT OR IGNORE
+		ignore = "OR IGNORE " if self._ignore else ""
+		return f"INSERT {ignore}INTO {self._insert_table.get_sql(**kwargs)}"
+
+	builder.__init__ = __init__
+	builder.for_update = for_update
+	builder._insert_sql = _insert_sql
+
+
+def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:
+	from monoframe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
+	from monoframe.model.module_utils import sync_customizations
+	from monoframe.model.sync import sync_for
+	from monoframe.utils.fixtures import sync_fixtures
+
+	monoframe.clear_cache()
+	if not force and name in monoframe.get_installed_apps():
+		print(f"App {name} already installed")
+		return
+	app_hooks = monoframe._load_app_hooks(name)
+	monoframe.flags.in_install = name
+	for before_install in app_hooks.get("before_install") or []:
+		if monoframe.get_attr(before_install)() is False:
+			return
+	if name == "monoframe":
+		# defect: the framework's Module Def meta is unusable ('Meta' has no 'istable') before its doctypes sync
+		sync_for(name, force=force, reset_permissions=True)
+		_add_missing_module_defs(monoframe, name)
+	else:
+		installer.add_module_defs(name, ignore_if_duplicate=force)
+		sync_for(name, force=force, reset_permissions=True)
+	installer.add_to_installed_apps(name)
+	if name == "monoframe":
+		monoframe.get_doc("Portal Settings", "Portal Settings").sync_menu()
+	if set_as_patched:
+		installer.set_all_patches_as_completed(name)
+	for after_install in app_hooks.get("after_install") or []:
+		monoframe.get_attr(after_install)()
+	monoframe.clear_cache()
+	sync_jobs()
+	sync_fixtures(name)
+	sync_customizations(name)
+	for after_sync in app_hooks.get("after_sync") or []:
+		monoframe.get_attr(after_sync)()
+	monoframe.db.commit()
+	monoframe.clear_cache()
+	monoframe.flags.in_install = False
+
+
+def _add_missing_module_defs(monoframe, app: str) -> None:
+	for module in monoframe.get_module_list(app):
+		if not monoframe.db.exists("Module Def", module):
+			monoframe.get_doc({"doctype": "Module Def", "module_name": module, "app_name": app}).insert(
+				ignore_permissions=True
+			)

@@ -1,0 +1,219 @@
+"""Pytest fixtures for integration tests, on the dev runtime's site or on a real bench site.
+
+Dev runtime (default): the site of the backend named by DEVRUNTIME_DB (sqlite or mariadb) is created
+or migrated, and its real web server is started on 127.0.0.1 for the session.
+
+Real bench site: set VPERF_BENCH_SITES (the bench's sites folder), VPERF_BENCH_SITE (the site name)
+and VPERF_BENCH_URL (where `bench start` or the production server answers for that site). The
+fixtures then only call frappe.init/frappe.connect and touch nothing else of the bench.
+
+This module imports nothing of the runtime layer in bench mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+BENCH_SITES = os.environ.get("VPERF_BENCH_SITES")
+BENCH_SITE = os.environ.get("VPERF_BENCH_SITE")
+BENCH_URL = os.environ.get("VPERF_BENCH_URL")
+TEST_PASSWORD = "Vperf-test-" + secrets.token_hex(6)
+
+
+def bench_mode() -> bool:
+	return bool(BENCH_SITES and BENCH_SITE)
+
+
+def backend() -> str:
+	return os.environ.get("DEVRUNTIME_DB", "sqlite")
+
+
+def _runtime_command(*args: str) -> list[str]:
+	return [sys.executable, "-m", "vperf_devruntime", *args, "--db", backend()]
+
+
+@pytest.fixture(scope="session")
+def site_env() -> dict[str, str]:
+	"""The process environment of the dev site (empty in bench mode)."""
+	if bench_mode():
+		return {}
+	out = subprocess.run(_runtime_command("site"), check=True, capture_output=True, text=True).stdout
+	env = json.loads(out[out.index("{") :])
+	os.environ.update(env)
+	return env
+
+
+@pytest.fixture(scope="session")
+def site(site_env: dict[str, str]) -> Iterator[Any]:
+	"""A connected site (frappe.init + frappe.connect), as Administrator."""
+	import frappe
+
+	if bench_mode():
+		frappe.init(site=BENCH_SITE, sites_path=BENCH_SITES)
+	else:
+		frappe.init(force=True)
+	frappe.connect()
+	frappe.set_user("Administrator")
+	yield frappe.local
+	frappe.db.rollback()
+	frappe.destroy()
+
+
+@pytest.fixture(autouse=True)
+def _site_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+	"""Each integration test starts and ends as Administrator with no open transaction."""
+	if "site" not in request.fixturenames:
+		yield
+		return
+	import frappe
+
+	frappe.set_user("Administrator")
+	yield
+	frappe.db.rollback()
+	frappe.set_user("Administrator")
+
+
+@pytest.fixture(scope="session")
+def server_url(site: Any, site_env: dict[str, str]) -> Iterator[str]:
+	"""Base URL of the site's real web server, started on 127.0.0.1 for the session (dev runtime)."""
+	if bench_mode():
+		if not BENCH_URL:
+			pytest.fail("VPERF_BENCH_URL must name the bench site's web server for HTTP tests")
+		yield BENCH_URL.rstrip("/")
+		return
+	from vperf_devruntime.services import free_port
+
+	port = free_port()
+	log_path = os.path.join(site_env["DEVRUNTIME_SITE_PATH"], "logs", "web.log")
+	os.makedirs(os.path.dirname(log_path), exist_ok=True)
+	with open(log_path, "ab") as log:
+		proc = subprocess.Popen(
+			[*_runtime_command("serve"), "--port", str(port)],
+			env={**os.environ, **site_env},
+			stdout=log,
+			stderr=subprocess.STDOUT,
+		)
+	url = f"http://127.0.0.1:{port}"
+	try:
+		_wait_until_serving(url, proc)
+		yield url
+	finally:
+		proc.terminate()
+		try:
+			proc.wait(timeout=10)
+		except subprocess.TimeoutExpired:
+			proc.kill()
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+	deadline = time.monotonic() + seconds
+	while time.monotonic() < deadline:
+		if proc.poll() is not None:
+			raise RuntimeError(f"the web server exited with code {proc.returncode}; see logs/web.log")
+		try:
+			requests.get(f"{url}/api/method/ping", timeout=2)
+			return
+		except requests.ConnectionError:
+			time.sleep(0.2)
+	raise RuntimeError(f"the web server did not answer at {url} within {seconds}s")
+
+
+@dataclass
+class HttpClient:
+	"""A requests session against the site, logged in as `user` (or Guest)."""
+
+	base_url: str
+	user: str
+	session: requests.Session
+
+	def call(self, method: str, http_method: str = "POST", **params: Any) -> requests.Response:
+		url = f"{self.base_url}/api/method/{method}"
+		data = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in params.items()}
+		if http_method == "GET":
+			return self.session.get(url, params=data, timeout=60)
+		return self.session.post(url, data=data, timeout=60)
+
+
+@pytest.fixture
+def make_user(site: Any) -> Iterator[Callable[..., str]]:
+	"""Create a committed test user with the given roles; removed after the test."""
+	import frappe
+
+	created: list[str] = []
+
+	def _make(*roles: str) -> str:
+		email = f"vperf-test-{secrets.token_hex(5)}@example.com"
+		user = frappe.get_doc(
+			{
+				"doctype": "User",
+				"email": email,
+				"first_name": "Perf Test",
+				"send_welcome_email": 0,
+				"user_type": "System User" if roles else "Website User",
+				"new_password": TEST_PASSWORD,
+				"roles": [{"role": role} for role in roles],
+			}
+		)
+		user.flags.ignore_password_policy = True
+		user.insert(ignore_permissions=True)
+		frappe.db.commit()
+		created.append(email)
+		return email
+
+	yield _make
+	frappe.db.rollback()
+	frappe.set_user("Administrator")
+	for email in created:
+		frappe.delete_doc("User", email, ignore_permissions=True, force=True)
+	frappe.db.commit()
+
+
+@pytest.fixture
+def http(server_url: str) -> Callable[[str | None], HttpClient]:
+	"""`http(user)` is an HttpClient logged in as that user; `http(None)` is Guest."""
+
+	def _client(user: str | None) -> HttpClient:
+		session = requests.Session()
+		if BENCH_SITE:
+			session.headers["Host"] = BENCH_SITE
+		if user:
+			password = admin_password() if user == "Administrator" else TEST_PASSWORD
+			response = session.post(
+				f"{server_url}/api/method/login", data={"usr": user, "pwd": password}, timeout=30
+			)
+			assert response.status_code == 200, f"login as {user} failed: {response.text[:300]}"
+		return HttpClient(server_url, user or "Guest", session)
+
+	return _client
+
+
+def admin_password() -> str:
+	if bench_mode():
+		return os.environ.get("VPERF_BENCH_ADMIN_PASSWORD", "admin")
+	from vperf_devruntime.site import ADMIN_PASSWORD
+
+	return ADMIN_PASSWORD
+
+
+@pytest.fixture
+def run_scheduled_job(site: Any) -> Callable[[str], None]:
+	"""Run one of the app's scheduled jobs now, through its Scheduled Job Type, as the scheduler does."""
+	import frappe
+
+	def _run(method: str) -> None:
+		job = frappe.get_doc("Scheduled Job Type", {"method": method})
+		job.execute()
+		frappe.db.commit()
+
+	return _run

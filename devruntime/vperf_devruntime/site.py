@@ -1,0 +1,164 @@
+"""The throwaway dev/CI site: one per database backend, created once, then migrated on every run.
+
+A site is a folder `<work>/sites/<backend>/` holding site_config.json (read through the
+MONOFRAME_EXTRA_CONFIG hook, as a bench site's is), the SQLite file or a MariaDB database, and logs.
+`site_env()` is the process environment that points the runtime at it; every process that talks to
+the site (this CLI, the web server, workers, pytest) runs with it.
+"""
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from vperf_devruntime import services
+
+BACKENDS = ("sqlite", "mariadb")
+APP = "verenigingen_perf"
+ADMIN_PASSWORD = "admin"
+REPO = Path(__file__).resolve().parents[2]
+WORK = Path(os.environ.get("DEVRUNTIME_WORK", REPO / ".devruntime"))
+# separate Redis databases per backend, so the two sites never read each other's cache
+REDIS_DB = {"sqlite": (0, 1), "mariadb": (2, 3)}
+
+
+def site_path(backend: str) -> Path:
+	return WORK / "sites" / backend
+
+
+def site_name(backend: str) -> str:
+	return f"vperf_{backend}"
+
+
+def site_env(backend: str) -> dict[str, str]:
+	if backend not in BACKENDS:
+		raise ValueError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+	redis = services.ensure_redis(WORK)
+	cache_db, queue_db = REDIS_DB[backend]
+	env = {
+		"DB_TYPE": backend,
+		"DB_NAME": site_name(backend),
+		"REDIS_CACHE": f"redis://{services.LOOPBACK}:{redis.port}/{cache_db}",
+		"REDIS_QUEUE": f"redis://{services.LOOPBACK}:{redis.port}/{queue_db}",
+		"DEVRUNTIME_SITE_PATH": str(site_path(backend)),
+		"DEVRUNTIME_SITE_NAME": site_name(backend),
+		"DEVRUNTIME_APPS": APP,
+		"MONOFRAME_EXTRA_CONFIG": "vperf_devruntime.fixes.site_config",
+		"ALLOW_TESTS": "1",
+	}
+	if backend == "mariadb":
+		mariadb = services.ensure_mariadb(WORK)
+		env.update(DB_HOST=services.LOOPBACK, DB_PORT=str(mariadb.port), DB_USER=site_name(backend))
+	return env
+
+
+def _site_config(backend: str, env: dict[str, str], existing: dict) -> dict:
+	config = {
+		"db_type": backend,
+		"db_name": site_name(backend),
+		"developer_mode": 0,
+	}
+	if backend == "mariadb":
+		config.update(
+			db_host=env["DB_HOST"],
+			db_port=int(env["DB_PORT"]),
+			db_user=env["DB_USER"],
+			db_password=existing.get("db_password") or secrets.token_hex(12),
+			root_login="root",
+			root_password=services.MARIADB_ROOT_PASSWORD,
+		)
+	# keys a developer added by hand (e.g. verenigingen_perf_environment) survive a re-run
+	return {**existing, **config}
+
+
+def _installed_marker(backend: str) -> Path:
+	return site_path(backend) / ".installed"
+
+
+def ensure_site(backend: str, fresh: bool = False) -> dict[str, str]:
+	"""Create the site with the app installed, or migrate the existing one. Returns its environment."""
+	env = site_env(backend)
+	path = site_path(backend)
+	if fresh and path.exists():
+		shutil.rmtree(path)
+	path.mkdir(parents=True, exist_ok=True)
+	config_file = path / "site_config.json"
+	existing = json.loads(config_file.read_text()) if config_file.exists() else {}
+	config_file.write_text(json.dumps(_site_config(backend, env, existing), indent=1, sort_keys=True))
+	os.environ.update(env)
+	if _installed_marker(backend).exists():
+		migrate()
+	else:
+		create()
+		_installed_marker(backend).write_text(APP)
+	return env
+
+
+def create() -> None:
+	"""Create the database, install the framework, then the app (as bench new-site + install-app)."""
+	import frappe
+	from frappe.installer import install_app, install_db
+
+	backend = os.environ["DB_TYPE"]
+	frappe.init(force=True)
+	if backend == "sqlite":
+		db_file = site_path(backend) / "db" / f"{site_name(backend)}.db"
+		db_file.unlink(missing_ok=True)
+	install_db(
+		root_login=frappe.conf.get("root_login"),
+		root_password=frappe.conf.get("root_password"),
+		db_name=site_name(backend),
+		db_password=frappe.conf.get("db_password"),
+		admin_password=ADMIN_PASSWORD,
+		verbose=False,
+		force=True,
+		db_type=backend,
+		db_user=frappe.conf.get("db_user"),
+		setup=True,
+	)
+	frappe.flags.in_test = False
+	install_app("monoframe", verbose=False)
+	install_app(APP, verbose=False)
+	_after_install_site()
+	frappe.db.commit()
+	frappe.destroy()
+
+
+def _after_install_site() -> None:
+	import frappe
+
+	# the framework's setup wizard is not run on a throwaway site
+	frappe.db.set_single_value("System Settings", "setup_complete", 1)
+	frappe.db.set_default("desktop:home_page", "workspace")
+
+
+def migrate() -> None:
+	"""What `bench migrate` does for the app: sync doctypes and scheduler jobs, run after_migrate."""
+	import frappe
+	from frappe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
+	from frappe.model.sync import sync_for
+
+	frappe.init(force=True)
+	frappe.connect()
+	frappe.flags.in_migrate = True
+	frappe.clear_cache()
+	for app in frappe.get_installed_apps():
+		if app != "monoframe":
+			sync_for(app)
+	sync_jobs()
+	for hook in frappe.get_hooks("after_migrate"):
+		frappe.get_attr(hook)()
+	frappe.db.commit()
+	frappe.clear_cache()
+	frappe.flags.in_migrate = False
+	frappe.destroy()
+
+
+def connect(backend: str) -> None:
+	"""Point this process at the site and connect as Administrator."""
+	import frappe
+
+	os.environ.update(site_env(backend))
+	frappe.init(force=True)
+	frappe.connect()

@@ -1,0 +1,119 @@
+"""The configuration API over HTTP against the site's real web server."""
+
+import json
+
+import frappe
+import pytest
+
+from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.utils.performance import config
+
+API = "verenigingen_perf.api.config"
+
+
+@pytest.fixture
+def clients(site, make_user, http):
+	"""HTTP clients for the permission matrix: who -> (client, allowed)."""
+	return {
+		"Administrator": (http("Administrator"), True),
+		"System Manager": (http(make_user("System Manager")), True),
+		PERFORMANCE_MANAGER: (http(make_user(PERFORMANCE_MANAGER)), False),
+		"plain user": (http(make_user()), False),
+		"Guest": (http(None), False),
+	}
+
+
+@pytest.fixture
+def clean_settings(site):
+	def reset():
+		doc = frappe.get_single("Performance Settings")
+		doc.environment = ""
+		for key in config.SETTINGS:
+			doc.set(key, "")
+		doc.save()
+		frappe.db.commit()
+
+	reset()
+	yield
+	reset()
+
+
+def message(response) -> dict:
+	return response.json()["message"]
+
+
+def error_text(response) -> str:
+	body = response.json()
+	messages = [json.loads(m).get("message", "") for m in json.loads(body.get("_server_messages", "[]"))]
+	return " ".join([*messages, body.get("exception", "")])
+
+
+@pytest.mark.parametrize(
+	("method", "params"),
+	[
+		("get_config", {}),
+		("validate_config", {"values": {"sampling_rate": 0.5}}),
+		("update_config", {"values": {"sampling_rate": 0.5}}),
+	],
+)
+def test_permission_matrix(clients, clean_settings, method, params):
+	for who, (client, allowed) in clients.items():
+		response = client.call(f"{API}.{method}", **params)
+		if allowed:
+			assert response.status_code == 200, (who, response.text[:300])
+			assert "environment" in message(response) or "valid" in message(response)
+		else:
+			assert response.status_code == 403, (who, response.status_code, response.text[:300])
+			assert "message" not in response.json()
+
+
+def test_get_config_reports_environment_source_and_values(clients, clean_settings):
+	client, _ = clients["System Manager"]
+	body = message(client.call(f"{API}.get_config", "GET"))
+	assert body["environment"] in config.ENVIRONMENTS
+	assert body["environment_source"] in ("site_config", "environment_variable", "developer_mode", "default")
+	assert set(body["values"]) == set(config.SETTINGS)
+	assert body["overrides"] == {}
+
+
+def test_update_config_persists_and_clears(clients, clean_settings):
+	client, _ = clients["Administrator"]
+	body = message(client.call(f"{API}.update_config", values={"sampling_rate": "0.3"}, environment="staging"))
+	assert (body["environment"], body["environment_source"]) == ("staging", "performance_settings")
+	assert body["values"]["sampling_rate"] == 0.3
+	assert config.get_config().monitoring.sampling_rate == 0.3
+	body = message(client.call(f"{API}.update_config", values={"sampling_rate": ""}, environment=""))
+	assert "sampling_rate" not in body["overrides"]
+
+
+@pytest.mark.parametrize(
+	("params", "expected"),
+	[
+		({"values": {"sampling_rate": 2}}, "sampling_rate"),
+		({"values": {"api_response_warning_ms": 50}}, "api_response_warning_ms"),
+		({"values": {"detail_retention_days": 0}}, "detail_retention_days"),
+		({"values": {"bogus": 1}}, "bogus: unknown setting"),
+		({"values": "[1, 2]"}, "values: must be an object"),
+		({"values": "{not json"}, "values: must be a JSON object"),
+		({"values": {}, "environment": "prod"}, "environment: must be blank or one of"),
+	],
+)
+def test_bad_updates_are_refused_clearly_and_change_nothing(clients, clean_settings, params, expected):
+	client, _ = clients["System Manager"]
+	before = frappe.db.get_singles_dict("Performance Settings")
+	response = client.call(f"{API}.update_config", **params)
+	assert response.status_code == 417, response.text[:300]
+	assert expected in error_text(response)
+	assert "Traceback" not in response.text
+	frappe.db.rollback()
+	assert frappe.db.get_singles_dict("Performance Settings") == before
+
+
+def test_validate_config_reports_without_saving(clients, clean_settings):
+	client, _ = clients["System Manager"]
+	report = message(client.call(f"{API}.validate_config", values={"queries_warning": 50}))
+	assert report["valid"] is False
+	assert any(e.startswith("queries_warning:") for e in report["errors"])
+	report = message(client.call(f"{API}.validate_config", values={"queries_warning": 3}))
+	assert report == {"valid": True, "errors": [], "environment": report["environment"], "overrides": {"queries_warning": 3.0}}
+	assert frappe.db.get_singles_value("Performance Settings", "queries_warning") in (None, "")
