@@ -20,11 +20,16 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-python=${DEVRUNTIME_PYTHON:-}
-if [ -z "$python" ]; then
-	python=$(command -v python3.12 || ls -d /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1 || true)
-fi
-[ -n "$python" ] && [ -x "$python" ] || { echo "devruntime: Python 3.12 not found (set DEVRUNTIME_PYTHON)" >&2; exit 1; }
+python=""
+for candidate in ${DEVRUNTIME_PYTHON:-} ${PYENV_ROOT:-/root/.pyenv}/versions/3.12*/bin/python3.12 \
+	/usr/local/bin/python3.12 /usr/bin/python3.12 python3.12; do
+	# a pyenv shim may exist and still refuse to run, so each candidate must actually start
+	if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+		python=$candidate
+		break
+	fi
+done
+[ -n "$python" ] || { echo "devruntime: no working Python 3.12 found (set DEVRUNTIME_PYTHON)" >&2; exit 1; }
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 
