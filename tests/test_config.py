@@ -29,7 +29,9 @@ def test_production_defaults_are_the_strict_ones():
 	assert c.monitoring.sampling_rate == 1.0
 
 
-@pytest.mark.parametrize(("environment", "sampling"), [("development", 0.1), ("staging", 0.5), ("production", 1.0)])
+@pytest.mark.parametrize(
+	("environment", "sampling"), [("development", 0.1), ("staging", 0.5), ("production", 1.0)]
+)
 def test_sampling_per_environment(environment, sampling):
 	assert build_config(environment, "default").monitoring.sampling_rate == sampling
 
@@ -49,7 +51,9 @@ def test_environments_go_from_lenient_to_strict(key):
 
 
 def test_health_thresholds_get_stricter():
-	dev, staging, prod = (ENVIRONMENT_DEFAULTS[e]["health_warning"] for e in ("development", "staging", "production"))
+	dev, staging, prod = (
+		ENVIRONMENT_DEFAULTS[e]["health_warning"] for e in ("development", "staging", "production")
+	)
 	assert dev < staging < prod
 
 
@@ -105,7 +109,9 @@ def test_detection_rejects_an_unknown_environment_naming_the_source():
 def test_validation_names_field_and_rule(overrides, field, rule):
 	with pytest.raises(ConfigValidationError) as e:
 		validate_overrides("production", overrides)
-	assert any(message.startswith(f"{field}:") and rule in message for message in e.value.errors), e.value.errors
+	assert any(message.startswith(f"{field}:") and rule in message for message in e.value.errors), (
+		e.value.errors
+	)
 
 
 def test_blank_values_mean_no_override():
@@ -140,7 +146,7 @@ def test_flat_values_cover_every_setting():
 raw_values = st.one_of(
 	st.none(),
 	st.booleans(),
-	st.integers(min_value=-10**6, max_value=10**6),
+	st.integers(min_value=-(10**6), max_value=10**6),
 	st.floats(allow_nan=True, allow_infinity=True),
 	st.text(max_size=8),
 	st.sampled_from(["0", "1", "0.5", "yes", "No", "-1", "1e3", "abc", " "]),

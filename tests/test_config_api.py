@@ -78,7 +78,9 @@ def test_get_config_reports_environment_source_and_values(clients, clean_setting
 
 def test_update_config_persists_and_clears(clients, clean_settings):
 	client, _ = clients["Administrator"]
-	body = message(client.call(f"{API}.update_config", values={"sampling_rate": "0.3"}, environment="staging"))
+	body = message(
+		client.call(f"{API}.update_config", values={"sampling_rate": "0.3"}, environment="staging")
+	)
 	assert (body["environment"], body["environment_source"]) == ("staging", "performance_settings")
 	assert body["values"]["sampling_rate"] == 0.3
 	assert config.get_config().monitoring.sampling_rate == 0.3
@@ -115,5 +117,10 @@ def test_validate_config_reports_without_saving(clients, clean_settings):
 	assert report["valid"] is False
 	assert any(e.startswith("queries_warning:") for e in report["errors"])
 	report = message(client.call(f"{API}.validate_config", values={"queries_warning": 3}))
-	assert report == {"valid": True, "errors": [], "environment": report["environment"], "overrides": {"queries_warning": 3.0}}
+	assert report == {
+		"valid": True,
+		"errors": [],
+		"environment": report["environment"],
+		"overrides": {"queries_warning": 3.0},
+	}
 	assert frappe.db.get_singles_value("Performance Settings", "queries_warning") in (None, "")

@@ -12,3 +12,16 @@ after_migrate = "verenigingen_perf.install.after_migrate"
 
 # the effective configuration is cached in Redis; `bench clear-cache` drops it with the rest
 clear_cache = "verenigingen_perf.utils.performance.config.clear_config_cache"
+
+# every request and background job is measured (capture -> in-process queue -> Redis buffer)
+before_request = ["verenigingen_perf.utils.performance.capture.before_request"]
+after_request = ["verenigingen_perf.utils.performance.capture.after_request"]
+before_job = ["verenigingen_perf.utils.performance.capture.before_job"]
+after_job = ["verenigingen_perf.utils.performance.capture.after_job"]
+
+scheduler_events = {
+	"cron": {
+		# buffer -> Performance Metric rows
+		"* * * * *": ["verenigingen_perf.utils.performance.buffer.drain_job"],
+	},
+}

@@ -28,7 +28,9 @@ def cmd_main(args: argparse.Namespace) -> None:
 	effective = config.describe(config.get_config())
 	print(f"Site: {frappe.local.site} ({args.db}) at {frappe.local.site_path}")
 	print(f"Installed apps: {', '.join(frappe.get_installed_apps())}")
-	roles = frappe.get_all("Role", filters={"name": ("in", ["Performance Manager", "System Manager"])}, pluck="name")
+	roles = frappe.get_all(
+		"Role", filters={"name": ("in", ["Performance Manager", "System Manager"])}, pluck="name"
+	)
 	print(f"Roles: {', '.join(sorted(roles))}")
 	print(f"Environment: {effective['environment']} (decided by {effective['environment_source']})")
 	print("Effective configuration:")
@@ -65,6 +67,14 @@ def cmd_execute(args: argparse.Namespace) -> None:
 	frappe.destroy()
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+	"""Run the site's background jobs until the queues are empty (an RQ worker in burst mode)."""
+	from frappe.utils.background_jobs import start_worker
+
+	os.environ.update(site.site_env(args.db))
+	start_worker(queue=args.queue, quiet=True, burst=True)
+
+
 def cmd_stop(args: argparse.Namespace) -> None:
 	for stopped in services.stop_all(site.WORK):
 		print(f"stopped {stopped}")
@@ -86,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 	serve.add_argument("--port", type=int, required=True)
 	serve.add_argument("--ensure", action="store_true", help="create or migrate the site first")
 	add("execute", cmd_execute, "run a scheduled job now").add_argument("method")
+	add("worker", cmd_worker, "run queued background jobs, then exit").add_argument("--queue", default=None)
 	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
 	args = parser.parse_args(argv)
 	args.fn(args)

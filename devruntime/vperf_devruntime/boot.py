@@ -50,9 +50,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 			is_package = importlib.util.find_spec(target_name) is not None and hasattr(
 				importlib.import_module(target_name), "__path__"
 			)
-			return importlib.machinery.ModuleSpec(
-				fullname, _AliasLoader(target_name), is_package=is_package
-			)
+			return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target_name), is_package=is_package)
 		if fullname == TARGET:
 			for finder in sys.meta_path:
 				if finder is self:

@@ -58,6 +58,11 @@ class MonitoringConfig:
 	buffer_max_entries: int
 	drain_batch_size: int
 	dashboard_cache_ttl_s: int
+	excluded_paths: tuple[str, ...]
+	context_max_chars: int
+	flush_interval_ms: int
+	config_refresh_s: int
+	drain_claim_timeout_s: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,11 @@ SETTINGS: dict[str, Setting] = {
 		_s("buffer_max_entries", "monitoring", "buffer_max_entries", kind=int, minimum=1),
 		_s("drain_batch_size", "monitoring", "drain_batch_size", kind=int, minimum=1),
 		_s("dashboard_cache_ttl_s", "monitoring", "dashboard_cache_ttl_s", kind=int),
+		_s("excluded_paths", "monitoring", "excluded_paths", kind=tuple),
+		_s("context_max_chars", "monitoring", "context_max_chars", kind=int, minimum=64),
+		_s("flush_interval_ms", "monitoring", "flush_interval_ms", kind=int, minimum=10),
+		_s("config_refresh_s", "monitoring", "config_refresh_s", kind=int, minimum=1),
+		_s("drain_claim_timeout_s", "monitoring", "drain_claim_timeout_s", kind=int, minimum=10),
 	)
 }
 
@@ -146,6 +156,26 @@ RETENTION_ORDER: tuple[tuple[str, str], ...] = (
 	("detail_retention_days", "hourly_retention_days"),
 	("hourly_retention_days", "daily_retention_days"),
 )
+
+# static files, health probes and the desk's realtime polling are not worth a row each
+_EXCLUDED_PATHS = (
+	"/assets/",
+	"/files/",
+	"/private/files/",
+	"/socket.io/",
+	"/favicon.ico",
+	"/api/method/ping",
+	"/api/method/frappe.realtime.",
+	"/website_script.js",
+)
+
+_CAPTURE_DEFAULTS = {
+	"excluded_paths": _EXCLUDED_PATHS,
+	"context_max_chars": 1000,
+	"flush_interval_ms": 200,
+	"config_refresh_s": 5,
+	"drain_claim_timeout_s": 300,
+}
 
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
@@ -177,6 +207,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"buffer_max_entries": 10000,
 		"drain_batch_size": 5000,
 		"dashboard_cache_ttl_s": 30,
+		**_CAPTURE_DEFAULTS,
 	},
 	"staging": {
 		"api_response_warning_ms": 100,
@@ -199,6 +230,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"buffer_max_entries": 50000,
 		"drain_batch_size": 5000,
 		"dashboard_cache_ttl_s": 60,
+		**_CAPTURE_DEFAULTS,
 	},
 	"production": {
 		"api_response_warning_ms": 10,
@@ -221,6 +253,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"buffer_max_entries": 100000,
 		"drain_batch_size": 10000,
 		"dashboard_cache_ttl_s": 60,
+		**_CAPTURE_DEFAULTS,
 	},
 }
 
@@ -234,6 +267,8 @@ def _is_blank(value: Any) -> bool:
 
 def coerce(setting: Setting, value: Any) -> Any:
 	"""Convert a raw value (from the desk, JSON or the API) to the setting's type, or raise ValueError."""
+	if setting.kind is tuple:
+		return _coerce_paths(setting, value)
 	if setting.kind is bool:
 		if isinstance(value, bool):
 			return value
@@ -257,8 +292,24 @@ def coerce(setting: Setting, value: Any) -> Any:
 	return number
 
 
+def _coerce_paths(setting: Setting, value: Any) -> tuple[str, ...]:
+	"""A list of path prefixes: a list, or text with one prefix per line."""
+	items = value.splitlines() if isinstance(value, str) else value
+	if not isinstance(items, list | tuple):
+		raise ValueError(f"{setting.key}: must be a list of path prefixes, got {value!r}")
+	paths = []
+	for item in items:
+		if not isinstance(item, str):
+			raise ValueError(f"{setting.key}: every entry must be a path prefix, got {item!r}")
+		if item.strip():
+			if not item.strip().startswith("/"):
+				raise ValueError(f"{setting.key}: path prefixes start with '/', got {item.strip()!r}")
+			paths.append(item.strip())
+	return tuple(paths)
+
+
 def _check_range(setting: Setting, value: Any) -> str | None:
-	if setting.kind is bool:
+	if setting.kind in (bool, tuple):
 		return None
 	if setting.minimum is not None and value < setting.minimum:
 		if setting.minimum == 0:
@@ -430,8 +481,13 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 			**{name: Level(**level) for name, level in data["thresholds"].items()}
 		),
 		retention=DataRetentionConfig(**data["retention"]),
-		monitoring=MonitoringConfig(**data["monitoring"]),
-		overrides=dict(data.get("overrides") or {}),
+		monitoring=MonitoringConfig(
+			**{**data["monitoring"], "excluded_paths": tuple(data["monitoring"]["excluded_paths"])}
+		),
+		overrides={
+			key: tuple(value) if SETTINGS[key].kind is tuple else value
+			for key, value in (data.get("overrides") or {}).items()
+		},
 	)
 
 
@@ -464,14 +520,14 @@ def describe(config: PerformanceConfig) -> dict[str, Any]:
 	}
 
 
-
-
 def to_field_value(setting: Setting, value: Any) -> str:
 	"""How a clean override is stored in its Performance Settings field (blank: no override)."""
 	if value is None:
 		return ""
 	if setting.kind is bool:
 		return "Yes" if value else "No"
+	if setting.kind is tuple:
+		return "\n".join(value)
 	return str(value)
 
 

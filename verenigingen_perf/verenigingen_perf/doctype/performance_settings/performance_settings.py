@@ -16,7 +16,9 @@ class PerformanceSettings(Document):
 			)
 			clean = config.validate_overrides(environment, overrides)
 		except config.ConfigValidationError as e:
-			frappe.throw("<br>".join(e.errors), title="Invalid performance settings", exc=frappe.ValidationError)
+			frappe.throw(
+				"<br>".join(e.errors), title="Invalid performance settings", exc=frappe.ValidationError
+			)
 		# store the normalised form, so "0.50" and "0.5" are one value
 		for key in config.SETTINGS:
 			self.set(key, config.to_field_value(config.SETTINGS[key], clean.get(key)))

@@ -1,0 +1,423 @@
+"""Measuring requests, background jobs and code blocks.
+
+A measurement is a span: wall time, the SQL statements that went through `frappe.db.sql` and the time
+spent in them, a memory figure, status. Spans nest: a span opened inside a request (or a job enqueued
+by it) carries the request's trace id, and the sampling decision is made once per trace.
+
+The request path only appends the finished span to an in-process queue (see buffer.py); it never
+touches the database and never lets an error of ours reach the user's request.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+import resource
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import frappe
+
+from verenigingen_perf.utils.performance import buffer
+from verenigingen_perf.utils.performance.config import MonitoringConfig, PerformanceConfig, get_config
+
+# column sizes of Performance Metric, not tunable thresholds
+OPERATION_MAX_CHARS = 140
+USER_MAX_CHARS = 140
+ERROR_MAX_CHARS = 500
+TRACE_HEADER = "X-Vperf-Trace"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_local_config: tuple[float, PerformanceConfig] | None = None
+_config_lock = threading.Lock()
+
+
+def current_config() -> PerformanceConfig:
+	"""The effective configuration, re-read from the shared cache at most every `config_refresh_s`.
+
+	Requests must not pay a Redis round trip for it; a saved change reaches every worker within
+	that interval (and the saving worker at once).
+	"""
+	global _local_config
+	cached = _local_config
+	now = time.monotonic()
+	if cached is not None and now < cached[0]:
+		return cached[1]
+	with _config_lock:
+		config = get_config()
+		_local_config = (now + config.monitoring.config_refresh_s, config)
+		return config
+
+
+def forget_local_config() -> None:
+	global _local_config
+	_local_config = None
+
+
+# --- SQL counting ---------------------------------------------------------------------------------
+
+
+class SqlCounter:
+	"""Counts statements and their time on one database connection object."""
+
+	__slots__ = ("count", "seconds")
+
+	def __init__(self) -> None:
+		self.count = 0
+		self.seconds = 0.0
+
+
+def sql_counter() -> SqlCounter | None:
+	"""The counter of the current connection, wrapping its `sql` method on first use."""
+	db = getattr(frappe.local, "db", None)
+	if db is None:
+		return None
+	counter = db.__dict__.get("_vperf_sql_counter")
+	if counter is not None:
+		return counter
+	counter = SqlCounter()
+	original = db.sql
+
+	@functools.wraps(original)
+	def counted_sql(*args: Any, **kwargs: Any) -> Any:
+		started = time.perf_counter()
+		try:
+			return original(*args, **kwargs)
+		finally:
+			counter.seconds += time.perf_counter() - started
+			counter.count += 1
+
+	db.sql = counted_sql
+	db._vperf_sql_counter = counter
+	return counter
+
+
+# --- spans ----------------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+	return os.urandom(10).hex()
+
+
+def _peak_rss_kb() -> int:
+	# ru_maxrss is in KB on Linux; a syscall, far cheaper than reading /proc
+	return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+@dataclass
+class Trace:
+	trace_id: str
+	sampled: bool
+
+
+@dataclass
+class Span:
+	operation: str
+	operation_type: str
+	trace: Trace
+	parent_span: str | None
+	span_id: str = field(default_factory=new_id)
+	started_wall: float = field(default_factory=time.time)
+	started: float = field(default_factory=time.perf_counter)
+	counter: SqlCounter | None = None
+	count_at_start: int = 0
+	seconds_at_start: float = 0.0
+	rss_at_start: int = 0
+	traces_allocations: bool = False
+	context: dict[str, Any] | None = None
+
+	def begin(self, monitoring: MonitoringConfig) -> Span:
+		self.counter = sql_counter()
+		if self.counter is not None:
+			self.count_at_start = self.counter.count
+			self.seconds_at_start = self.counter.seconds
+		self.rss_at_start = _peak_rss_kb()
+		if monitoring.capture_memory_peak:
+			self.traces_allocations = True
+			if not tracemalloc.is_tracing():
+				tracemalloc.start()
+			tracemalloc.reset_peak()
+		return self
+
+	def finish(
+		self, status: str, http_status: int | None = None, error: BaseException | str | None = None
+	) -> dict[str, Any]:
+		duration = time.perf_counter() - self.started
+		counter = self.counter
+		queries = counter.count - self.count_at_start if counter else 0
+		db_seconds = counter.seconds - self.seconds_at_start if counter else 0.0
+		peak_rss = _peak_rss_kb()
+		peak_alloc_kb = 0.0
+		if self.traces_allocations and tracemalloc.is_tracing():
+			peak_alloc_kb = tracemalloc.get_traced_memory()[1] / 1024
+		return {
+			"name": self.span_id,
+			"operation": self.operation,
+			"operation_type": self.operation_type,
+			"started_at": self.started_wall,
+			"duration_ms": duration * 1000,
+			"query_count": queries,
+			"db_time_ms": db_seconds * 1000,
+			"peak_rss_mb": peak_rss / 1024,
+			"rss_growth_kb": peak_rss - self.rss_at_start,
+			"peak_alloc_kb": peak_alloc_kb,
+			"status": status,
+			"http_status": http_status or 0,
+			"user": _current_user(),
+			"trace_id": self.trace.trace_id,
+			"parent_span": self.parent_span,
+			"error": _describe_error(error),
+			"context": self.context,
+		}
+
+
+def _current_user() -> str | None:
+	session = getattr(frappe.local, "session", None)
+	return session.get("user") if session else None
+
+
+def _describe_error(error: BaseException | str | None) -> str | None:
+	if error is None:
+		return None
+	if isinstance(error, BaseException):
+		return f"{type(error).__name__}: {error}"
+	return str(error)
+
+
+def _stack() -> list[Span]:
+	stack = getattr(frappe.local, "vperf_spans", None)
+	if stack is None:
+		stack = frappe.local.vperf_spans = []
+	return stack
+
+
+def active_trace() -> Trace | None:
+	return getattr(frappe.local, "vperf_trace", None)
+
+
+def _start_trace(monitoring: MonitoringConfig, inherited: Trace | None = None) -> Trace:
+	trace = inherited or Trace(new_id(), random.random() < monitoring.sampling_rate)
+	frappe.local.vperf_trace = trace
+	return trace
+
+
+def _end_trace() -> None:
+	frappe.local.vperf_trace = None
+	frappe.local.vperf_spans = []
+
+
+def _safe(fn: F) -> F:
+	"""Instrumentation never raises into the operation it measures."""
+
+	@functools.wraps(fn)
+	def wrapper(*args: Any, **kwargs: Any) -> Any:
+		try:
+			return fn(*args, **kwargs)
+		except Exception:
+			buffer.count_internal_error()
+			return None
+
+	return wrapper  # type: ignore[return-value]
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+_METHOD_PATH = re.compile(r"^/api/(?:v\d+/)?method/([^/?#]+)")
+_RESOURCE_PATH = re.compile(r"^/api/(?:v\d+/)?(resource|document|doctype)/([^/?#]+)(/[^?#]+)?")
+_ID_SEGMENT = re.compile(r"/(?:\d+|[0-9a-f]{8,}|[0-9a-f-]{36})(?=/|$)", re.IGNORECASE)
+
+
+def operation_for_request(method: str, path: str) -> str:
+	"""A stable name: the whitelisted method path, or the normalised resource path."""
+	if match := _METHOD_PATH.match(path):
+		return match.group(1)
+	if match := _RESOURCE_PATH.match(path):
+		kind, doctype, rest = match.groups()
+		return f"{method} /api/{kind}/{doctype}{'/{name}' if rest else ''}"
+	return f"{method} {_ID_SEGMENT.sub('/{id}', path) or '/'}"
+
+
+def is_excluded(path: str, monitoring: MonitoringConfig) -> bool:
+	return path.startswith(monitoring.excluded_paths)
+
+
+@_safe
+def before_request() -> None:
+	"""Hook: start measuring this request (sampling and exclusions from the configuration)."""
+	_end_trace()
+	monitoring = current_config().monitoring
+	request = getattr(frappe.local, "request", None)
+	if not monitoring.enabled or request is None or is_excluded(request.path, monitoring):
+		return
+	install_job_trace_propagation()
+	trace = _start_trace(monitoring)
+	if trace.sampled:
+		span = Span(operation_for_request(request.method, request.path), "request", trace, None)
+		_stack().append(span.begin(monitoring))
+
+
+@_safe
+def after_request(response: Any = None, request: Any = None) -> None:
+	"""Hook: finish the request's span and hand it to the buffer, whatever the outcome."""
+	stack = getattr(frappe.local, "vperf_spans", None) or []
+	try:
+		if stack and stack[0].operation_type == "request":
+			# no response object means the framework itself failed to build one
+			http_status = getattr(response, "status_code", None) or 500
+			status = "error" if http_status >= 400 else "ok"
+			error = _response_error(http_status) if status == "error" else None
+			entry = stack[0].finish(status, http_status, error)
+			if response is not None:
+				response.headers[TRACE_HEADER] = stack[0].trace.trace_id
+			buffer.add(entry, current_config().monitoring)
+	finally:
+		_end_trace()
+
+
+def _response_error(http_status: int) -> str:
+	response = getattr(frappe.local, "response", None) or {}
+	return response.get("exc_type") or f"HTTP {http_status}"
+
+
+# --- background jobs ------------------------------------------------------------------------------
+
+
+@_safe
+def before_job(method: str | None = None, kwargs: dict | None = None, transaction_type: str = "job") -> None:
+	"""Hook: start measuring a background job, in the trace of the request that enqueued it."""
+	_end_trace()
+	forget_local_config()  # a job reads the configuration fresh; it pays no request's latency
+	monitoring = current_config().monitoring
+	if not monitoring.enabled:
+		return
+	inherited, parent_span = _trace_from_job_meta()
+	trace = _start_trace(monitoring, inherited)
+	if trace.sampled:
+		job = getattr(frappe.local, "job", None) or {}
+		operation = method or job.get("method") or "unknown job"
+		_stack().append(Span(operation, "job", trace, parent_span).begin(monitoring))
+
+
+@_safe
+def after_job(method: str | None = None, kwargs: dict | None = None, result: Any = None) -> None:
+	"""Hook: finish the job's span (error status when the job raised) and push it at once."""
+	stack = getattr(frappe.local, "vperf_spans", None) or []
+	try:
+		if stack and stack[0].operation_type == "job":
+			error = sys.exc_info()[1]
+			monitoring = current_config().monitoring
+			buffer.add(stack[0].finish("error" if error else "ok", None, error), monitoring)
+			# a job's work-horse process may exit without running atexit handlers
+			buffer.flush()
+	finally:
+		_end_trace()
+
+
+def _trace_from_job_meta() -> tuple[Trace | None, str | None]:
+	try:
+		from rq import get_current_job
+
+		job = get_current_job()
+	except Exception:
+		return None, None
+	meta = (job.meta or {}).get(buffer.JOB_META_KEY) if job else None
+	if not meta:
+		return None, None
+	return Trace(meta["trace_id"], bool(meta["sampled"])), meta.get("parent_span")
+
+
+_propagation_installed = False
+
+
+def install_job_trace_propagation() -> None:
+	"""Jobs enqueued inside a trace carry it in their RQ job meta, so the job joins the trace.
+
+	Frappe's enqueue has no hook for this in v15 or v16; RQ's `Queue.enqueue_call` (which Frappe's
+	enqueue calls in both) takes a `meta` argument, so it is wrapped once per process.
+	"""
+	global _propagation_installed
+	if _propagation_installed:
+		return
+	from rq.queue import Queue
+
+	original = Queue.enqueue_call
+
+	@functools.wraps(original)
+	def enqueue_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+		meta = _safe(trace_meta_for_enqueue)()
+		if meta is not None:
+			kwargs["meta"] = {**(kwargs.get("meta") or {}), buffer.JOB_META_KEY: meta}
+		return original(self, *args, **kwargs)
+
+	Queue.enqueue_call = enqueue_call
+	_propagation_installed = True
+
+
+def trace_meta_for_enqueue() -> dict[str, Any] | None:
+	"""What a job enqueued now must carry to join the current trace (None outside a trace)."""
+	trace = active_trace()
+	if trace is None:
+		return None
+	stack = getattr(frappe.local, "vperf_spans", None) or []
+	return {
+		"trace_id": trace.trace_id,
+		"sampled": trace.sampled,
+		"parent_span": stack[-1].span_id if stack else None,
+	}
+
+
+# --- code blocks ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def measure(operation: str, context: dict[str, Any] | None = None) -> Iterator[Span | None]:
+	"""Measure a block: `with measure("member.load"): ...`, or decorate: `@measure("member.load")`.
+
+	Inside a request or job the span joins its trace (and its sampling decision); elsewhere it starts
+	its own trace and is flushed when the outermost span ends.
+	"""
+	span = _open_custom_span(operation, context)
+	try:
+		yield span
+	except BaseException as error:
+		_close_custom_span(span, error)
+		raise
+	else:
+		_close_custom_span(span, None)
+
+
+@_safe
+def _open_custom_span(operation: str, context: dict[str, Any] | None) -> Span | None:
+	monitoring = current_config().monitoring
+	if not monitoring.enabled:
+		return None
+	trace = active_trace() or _start_trace(monitoring)
+	if not trace.sampled:
+		return None
+	stack = _stack()
+	span = Span(operation, "custom", trace, stack[-1].span_id if stack else None, context=context)
+	stack.append(span.begin(monitoring))
+	return span
+
+
+@_safe
+def _close_custom_span(span: Span | None, error: BaseException | None) -> None:
+	if span is None:
+		return
+	stack = _stack()
+	if span in stack:
+		stack.remove(span)
+	monitoring = current_config().monitoring
+	buffer.add(span.finish("error" if error else "ok", None, error), monitoring)
+	if not stack:
+		_end_trace()
+		buffer.flush()
