@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,3 +218,51 @@ def run_scheduled_job(site: Any) -> Callable[[str], None]:
 		frappe.db.commit()
 
 	return _run
+
+
+@pytest.fixture
+def run_background_jobs(site: Any, site_env: dict[str, str]) -> Callable[[], None]:
+	"""Run the queued background jobs to completion (dev: a burst worker; bench: its own workers)."""
+	import frappe
+
+	def _run() -> None:
+		frappe.db.commit()
+		if bench_mode():
+			from frappe.utils.background_jobs import get_queues
+
+			deadline = time.monotonic() + 120
+			while any(q.count for q in get_queues()) and time.monotonic() < deadline:
+				time.sleep(0.5)
+			return
+		subprocess.run(
+			_runtime_command("worker"),
+			env={**os.environ, **site_env},
+			check=True,
+			capture_output=True,
+			timeout=300,
+		)
+
+	return _run
+
+
+@pytest.fixture
+def redis_outage(site: Any, site_env: dict[str, str]) -> Callable[[], Any]:
+	"""`with redis_outage(): ...` stops the site's Redis and starts it again on the same port after.
+
+	Only the dev runtime owns its Redis; on a bench site the tests using this are skipped.
+	"""
+	if bench_mode():
+		pytest.skip("stopping Redis is only done on the dev runtime's own server")
+	from vperf_devruntime import services
+	from vperf_devruntime import site as dev_site
+
+	@contextmanager
+	def _outage() -> Iterator[None]:
+		stopped = services.stop(dev_site.WORK, "redis")
+		assert stopped is not None, "the dev runtime's Redis was not running"
+		try:
+			yield
+		finally:
+			services.ensure_redis(dev_site.WORK, port=stopped.port)
+
+	return _outage

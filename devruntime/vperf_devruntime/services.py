@@ -69,7 +69,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str, seconds: float 
 	raise RuntimeError(f"{what} did not listen on {LOOPBACK}:{port} within {seconds}s")
 
 
-def ensure_redis(work: Path) -> Service:
+def ensure_redis(work: Path, port: int | None = None) -> Service:
 	current = _load(work, "redis")
 	if current and current.alive():
 		return current
@@ -78,7 +78,7 @@ def ensure_redis(work: Path) -> Service:
 		raise RuntimeError("redis-server not found: run devruntime/setup.sh (installs Debian's redis-server)")
 	data = work / "redis"
 	data.mkdir(parents=True, exist_ok=True)
-	port = free_port()
+	port = port or free_port()
 	proc = subprocess.Popen(
 		[
 			binary,
@@ -172,19 +172,26 @@ def ensure_mariadb(work: Path) -> Service:
 	return service
 
 
+def stop(work: Path, name: str) -> Service | None:
+	"""Stop one server this layer started; returns what it was (so it can be started again)."""
+	service = _load(work, name)
+	if service and service.alive():
+		os.kill(service.pid, signal.SIGTERM)
+		for _ in range(100):
+			try:
+				os.kill(service.pid, 0)
+			except OSError:
+				break
+			time.sleep(0.1)
+	_state_file(work, name).unlink(missing_ok=True)
+	return service
+
+
 def stop_all(work: Path) -> list[str]:
 	"""Stop every server this layer started (by the pid it recorded)."""
 	stopped = []
 	for name in ("redis", "mariadb"):
-		service = _load(work, name)
-		if service and service.alive():
-			os.kill(service.pid, signal.SIGTERM)
-			for _ in range(100):
-				try:
-					os.kill(service.pid, 0)
-				except OSError:
-					break
-				time.sleep(0.1)
+		service = stop(work, name)
+		if service:
 			stopped.append(f"{name} (pid {service.pid})")
-		_state_file(work, name).unlink(missing_ok=True)
 	return stopped

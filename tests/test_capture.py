@@ -1,0 +1,347 @@
+"""Capture over HTTP against the site's real web server, the buffer and the drain."""
+
+import threading
+import time
+
+import frappe
+import pytest
+
+from verenigingen_perf.utils.performance import buffer, capture, config
+
+TESTING = "verenigingen_perf.api.testing"
+DRAIN_WAIT_S = 60
+
+
+@pytest.fixture
+def overrides(site):
+	"""Apply configuration overrides for a test, restored afterwards; waits until the web server
+	has the new configuration (it re-reads at most every `config_refresh_s`)."""
+	applied: list[dict] = []
+
+	def _apply(**values):
+		config.update_config({"config_refresh_s": 1, **values})
+		frappe.db.commit()
+		applied.append(values)
+		capture.forget_local_config()
+
+	yield _apply
+	doc = frappe.get_single("Performance Settings")
+	for key in config.SETTINGS:
+		doc.set(key, "")
+	doc.save()
+	frappe.db.commit()
+	capture.forget_local_config()
+
+
+def rows_for(**filters) -> list[dict]:
+	return frappe.get_all(
+		"Performance Metric",
+		filters=filters,
+		fields=[
+			"name",
+			"operation",
+			"operation_type",
+			"query_count",
+			"db_time_ms",
+			"duration_ms",
+			"status",
+			"http_status",
+			"user",
+			"trace_id",
+			"parent_span",
+			"error",
+			"peak_rss_mb",
+		],
+	)
+
+
+def drain_until(predicate, what: str) -> list[dict]:
+	"""Drain repeatedly until `predicate()` holds (the server flushes in the background)."""
+	deadline = time.monotonic() + DRAIN_WAIT_S
+	while True:
+		buffer.drain()
+		result = predicate()
+		if result:
+			return result
+		if time.monotonic() > deadline:
+			pytest.fail(f"{what}: not seen within {DRAIN_WAIT_S}s")
+		time.sleep(0.2)
+
+
+def rows_of_trace(trace_id: str, expected: int = 1) -> list[dict]:
+	return drain_until(
+		lambda: (r := rows_for(trace_id=trace_id)) and len(r) >= expected and r,
+		f"{expected} row(s) of {trace_id}",
+	)
+
+
+def wait_for_server_config(client, predicate, what: str) -> None:
+	"""Poll with requests until the web server shows the configuration change."""
+	deadline = time.monotonic() + DRAIN_WAIT_S
+	while not predicate(client.call(f"{TESTING}.run_statements", count=0)):
+		if time.monotonic() > deadline:
+			pytest.fail(f"the web server did not pick up {what}")
+		time.sleep(0.2)
+
+
+def test_query_count_operation_user_and_status(site, http, make_user, overrides):
+	overrides(sampling_rate=1)
+	client = http(make_user("System Manager"))
+	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	baseline_response = client.call(f"{TESTING}.run_statements", count=0)
+	n = 7
+	response = client.call(f"{TESTING}.run_statements", count=n)
+	assert response.status_code == 200
+	[baseline] = rows_of_trace(baseline_response.headers[capture.TRACE_HEADER])
+	[row] = rows_of_trace(response.headers[capture.TRACE_HEADER])
+	# the framework's own per-request statements are measured by the count=0 call, not guessed
+	assert row["query_count"] - baseline["query_count"] == n
+	assert row["operation"] == f"{TESTING}.run_statements"
+	assert row["operation_type"] == "request"
+	assert row["user"] == client.user
+	assert (row["status"], row["http_status"]) == ("ok", 200)
+	assert row["duration_ms"] > 0 and row["db_time_ms"] > 0 and row["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+	("kind", "http_status", "error"),
+	[("validation", 417, "ValidationError"), ("server", 500, "RuntimeError")],
+)
+def test_a_failing_request_is_recorded_as_error(site, http, overrides, kind, http_status, error):
+	overrides(sampling_rate=1)
+	client = http("Administrator")
+	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	response = client.call(f"{TESTING}.fail", kind=kind)
+	assert response.status_code == http_status
+	[row] = rows_of_trace(response.headers[capture.TRACE_HEADER])
+	assert (row["status"], row["http_status"]) == ("error", http_status)
+	assert error in row["error"]
+
+
+def test_a_job_is_tied_to_the_request_that_enqueued_it(site, http, overrides, run_background_jobs):
+	overrides(sampling_rate=1)
+	client = http("Administrator")
+	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	response = client.call(f"{TESTING}.enqueue_probe", statements=3)
+	assert response.status_code == 200
+	trace_id = response.headers[capture.TRACE_HEADER]
+	run_background_jobs()
+	rows = rows_of_trace(trace_id, expected=2)
+	request_row = next(r for r in rows if r["operation_type"] == "request")
+	job_row = next(r for r in rows if r["operation_type"] == "job")
+	assert job_row["operation"] == f"{TESTING}.probe_job"
+	assert job_row["parent_span"] == request_row["name"]
+	assert job_row["query_count"] >= 3
+	assert job_row["status"] == "ok"
+
+
+def test_a_failing_job_is_recorded_as_error(site, http, overrides, run_background_jobs):
+	overrides(sampling_rate=1)
+	client = http("Administrator")
+	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	trace_id = client.call(f"{TESTING}.enqueue_probe", fail=1).headers[capture.TRACE_HEADER]
+	run_background_jobs()
+	rows = rows_of_trace(trace_id, expected=2)
+	job_row = next(r for r in rows if r["operation_type"] == "job")
+	assert job_row["status"] == "error"
+	assert "planted job failure" in job_row["error"]
+
+
+def test_sampling_zero_records_nothing_and_one_records_everything(site, http, make_user, overrides):
+	probe = http("Administrator")
+	overrides(sampling_rate=0)
+	wait_for_server_config(probe, lambda r: capture.TRACE_HEADER not in r.headers, "sampling 0")
+	unsampled = http(make_user("System Manager"))
+	for _ in range(10):
+		response = unsampled.call(f"{TESTING}.run_statements", count=1)
+		assert response.status_code == 200
+		assert capture.TRACE_HEADER not in response.headers
+	time.sleep(1)  # longer than the flush interval: anything queued would have reached Redis
+	buffer.drain()
+	assert rows_for(user=unsampled.user) == []
+
+	overrides(sampling_rate=1)
+	wait_for_server_config(probe, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	sampled = http(make_user("System Manager"))
+	traces = {
+		sampled.call(f"{TESTING}.run_statements", count=1).headers[capture.TRACE_HEADER] for _ in range(10)
+	}
+	run_statements = f"{TESTING}.run_statements"
+	rows = drain_until(
+		lambda: len(r := rows_for(user=sampled.user, operation=run_statements)) >= 10 and r, "10 sampled rows"
+	)
+	assert {r["trace_id"] for r in rows} == traces
+
+
+def test_an_excluded_path_records_nothing(site, http, make_user, overrides):
+	probe = http("Administrator")
+	overrides(sampling_rate=1, excluded_paths=f"/api/method/{TESTING}.run_statements")
+	wait_for_server_config(probe, lambda r: capture.TRACE_HEADER not in r.headers, "the exclusion")
+	client = http(make_user("System Manager"))
+	for _ in range(5):
+		assert client.call(f"{TESTING}.run_statements", count=1).status_code == 200
+	other = client.call(f"{TESTING}.fail", kind="validation")
+	assert capture.TRACE_HEADER in other.headers  # the rest of the site is still measured
+	# once the later request's row is in, anything the excluded ones could have queued is in too
+	rows_of_trace(other.headers[capture.TRACE_HEADER])
+	assert rows_for(user=client.user, operation=f"{TESTING}.run_statements") == []
+
+
+def test_redis_down_requests_succeed_and_drops_are_counted(site, http, overrides, redis_outage):
+	overrides(sampling_rate=1)
+	guest = http(None)
+	wait_for_server_config(guest, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	requests_while_down = 5
+	with redis_outage():
+		for _ in range(requests_while_down):
+			response = guest.call(f"{TESTING}.run_statements", count=2)
+			assert response.status_code == 200, response.text[:300]
+			assert response.json()["message"] == 2
+		time.sleep(1)  # the server's flusher tries, and fails, to push them
+	# Redis came back empty; the server reports the drops it counted while Redis was away
+	deadline = time.monotonic() + DRAIN_WAIT_S
+	while buffer.state().dropped < requests_while_down:
+		assert time.monotonic() < deadline, f"dropped counter stayed at {buffer.state().dropped}"
+		time.sleep(0.2)
+	assert guest.call(f"{TESTING}.run_statements", count=0).status_code == 200
+
+
+def synthetic_entries(count: int, operation: str) -> list[dict]:
+	now = time.time()
+	return [
+		{
+			"name": capture.new_id(),
+			"operation": operation,
+			"operation_type": "custom",
+			"started_at": now,
+			"duration_ms": 1.0,
+			"query_count": 0,
+			"db_time_ms": 0.0,
+			"peak_rss_mb": 0.0,
+			"rss_growth_kb": 0,
+			"peak_alloc_kb": 0.0,
+			"status": "ok",
+			"http_status": 0,
+			"user": "Administrator",
+			"trace_id": capture.new_id(),
+			"parent_span": None,
+			"error": None,
+			"context": {"i": i},
+		}
+		for i in range(count)
+	]
+
+
+def push(entries: list[dict]) -> None:
+	monitoring = config.get_config().monitoring
+	for entry in entries:
+		buffer.add(entry, monitoring)
+	buffer.flush()
+
+
+def test_two_concurrent_drains_land_every_measurement_exactly_once(site, overrides):
+	overrides(drain_batch_size=25)
+	buffer.drain()
+	operation = f"test.concurrent-drain.{capture.new_id()}"
+	entries = synthetic_entries(1000, operation)
+	push(entries)
+	errors: list[BaseException] = []
+	site_name, sites_path = frappe.local.site, getattr(frappe.local, "sites_path", None)
+
+	def worker():
+		try:
+			if sites_path:
+				frappe.init(site=site_name, sites_path=sites_path)
+			else:
+				frappe.init(force=True)
+			frappe.connect()
+			buffer.drain()
+		except BaseException as e:  # reported to the main thread
+			errors.append(e)
+		finally:
+			frappe.destroy()
+
+	threads = [threading.Thread(target=worker) for _ in range(2)]
+	for t in threads:
+		t.start()
+	for t in threads:
+		t.join(timeout=300)
+	assert not errors, errors
+	buffer.drain()
+	names = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
+	assert len(names) == len(entries)
+	assert set(names) == {e["name"] for e in entries}
+
+
+def test_a_drain_that_died_is_taken_over_without_loss_or_duplicates(site, overrides):
+	overrides(drain_batch_size=10, drain_claim_timeout_s=10)
+	buffer.drain()
+	operation = f"test.dead-drain.{capture.new_id()}"
+	entries = synthetic_entries(30, operation)
+	push(entries)
+	client = buffer.redis_client()
+	claim = client.register_script(buffer._CLAIM)
+	# a drain claims a batch and dies before inserting ...
+	claim(
+		keys=[buffer.buffer_key(), buffer.claim_list_key("dead1"), buffer.claims_key()],
+		args=[10, "dead1", time.time() - 60],
+	)
+	# ... another claims, inserts and commits, and dies before releasing its claim
+	items = claim(
+		keys=[buffer.buffer_key(), buffer.claim_list_key("dead2"), buffer.claims_key()],
+		args=[10, "dead2", time.time() - 60],
+	)
+	frappe.db.bulk_insert(
+		"Performance Metric", ["name", *buffer._STANDARD, *buffer.COLUMNS], buffer._rows(items)[0]
+	)
+	frappe.db.commit()
+	report = buffer.drain()
+	assert report.claims_taken_over == 2
+	names = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
+	assert sorted(names) == sorted(e["name"] for e in entries)
+	assert buffer.state().claimed_batches == 0
+
+
+def test_a_full_buffer_drops_and_counts(site, overrides):
+	buffer.drain()
+	overrides(buffer_max_entries=5)
+	before = buffer.state().dropped
+	push(synthetic_entries(8, f"test.full.{capture.new_id()}"))
+	state = buffer.state()
+	assert state.buffered == 5
+	assert state.dropped - before == 3
+	buffer.drain()
+
+
+def test_measure_nests_inside_a_trace_and_counts_statements(site, overrides):
+	overrides(sampling_rate=1)
+	capture.forget_local_config()
+	with capture.measure("test.outer", context={"unserialisable": object()}) as outer:
+		frappe.db.sql("select 1")
+		with capture.measure("test.inner") as inner:
+			frappe.db.sql("select 1")
+			frappe.db.sql("select 1")
+	outer_row = rows_of_trace(outer.trace.trace_id, expected=2)
+	rows = {r["operation"]: r for r in outer_row}
+	assert rows["test.inner"]["query_count"] == 2
+	assert rows["test.outer"]["query_count"] == 3
+	assert rows["test.inner"]["parent_span"] == outer.span_id == rows["test.outer"]["name"]
+	assert inner.trace.trace_id == outer.trace.trace_id
+	context = frappe.db.get_value("Performance Metric", outer.span_id, "context")
+	assert "object object at" in context
+
+
+def test_measure_as_a_decorator_records_errors(site, overrides):
+	overrides(sampling_rate=1)
+	capture.forget_local_config()
+	marker = f"test.decorated.{capture.new_id()}"
+
+	@capture.measure(marker)
+	def broken():
+		raise ValueError("bad input")
+
+	with pytest.raises(ValueError):
+		broken()
+	[row] = drain_until(lambda: rows_for(operation=marker), marker)
+	assert row["status"] == "error"
+	assert "ValueError: bad input" in row["error"]
