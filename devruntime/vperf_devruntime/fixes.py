@@ -214,6 +214,19 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 	builder.for_update = for_update
 	builder._insert_sql = _insert_sql
 
+	from monoframe.database.sqlite.schema import SQLiteTable
+
+	original_alter = SQLiteTable.alter
+
+	def alter(self):
+		# defect: alter() rebuilds the table from PRAGMA columns and drops the name PRIMARY KEY
+		original_alter(self)
+		monoframe.db.sql_ddl(
+			f'CREATE UNIQUE INDEX IF NOT EXISTS "{self.table_name}_name" ON "{self.table_name}" ("name")'
+		)
+
+	SQLiteTable.alter = alter
+
 
 def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:
 	from monoframe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs

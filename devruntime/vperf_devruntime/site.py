@@ -6,6 +6,7 @@ MONOFRAME_EXTRA_CONFIG hook, as a bench site's is), the SQLite file or a MariaDB
 the site (this CLI, the web server, workers, pytest) runs with it.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -76,8 +77,11 @@ def _installed_marker(backend: str) -> Path:
 	return site_path(backend) / ".installed"
 
 
-def ensure_site(backend: str, fresh: bool = False) -> dict[str, str]:
-	"""Create the site with the app installed, or migrate the existing one. Returns its environment."""
+def ensure_site(backend: str, fresh: bool = False, quiet: bool = True) -> dict[str, str]:
+	"""Create the site with the app installed, or migrate the existing one. Returns its environment.
+
+	With `quiet`, the framework's progress output goes to the site's logs/install.log.
+	"""
 	env = site_env(backend)
 	path = site_path(backend)
 	if fresh and path.exists():
@@ -87,12 +91,23 @@ def ensure_site(backend: str, fresh: bool = False) -> dict[str, str]:
 	existing = json.loads(config_file.read_text()) if config_file.exists() else {}
 	config_file.write_text(json.dumps(_site_config(backend, env, existing), indent=1, sort_keys=True))
 	os.environ.update(env)
-	if _installed_marker(backend).exists():
-		migrate()
-	else:
-		create()
-		_installed_marker(backend).write_text(APP)
+	(path / "logs").mkdir(exist_ok=True)
+	with _output_to(path / "logs" / "install.log" if quiet else None):
+		if _installed_marker(backend).exists():
+			migrate()
+		else:
+			create()
+			_installed_marker(backend).write_text(APP)
 	return env
+
+
+@contextlib.contextmanager
+def _output_to(log: Path | None):
+	if log is None:
+		yield
+		return
+	with open(log, "a") as f, contextlib.redirect_stdout(f):
+		yield
 
 
 def create() -> None:

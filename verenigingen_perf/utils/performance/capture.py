@@ -11,7 +11,6 @@ touches the database and never lets an error of ours reach the user's request.
 from __future__ import annotations
 
 import functools
-import os
 import random
 import re
 import resource
@@ -105,7 +104,11 @@ def sql_counter() -> SqlCounter | None:
 
 
 def new_id() -> str:
-	return os.urandom(10).hex()
+	"""Time-ordered and unique: rows then append to the primary key instead of splitting its pages.
+
+	`random` is re-seeded in every forked worker, so two workers do not share the random part.
+	"""
+	return f"{time.time_ns():016x}{random.getrandbits(32):08x}"
 
 
 def _peak_rss_kb() -> int:
@@ -113,27 +116,54 @@ def _peak_rss_kb() -> int:
 	return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-@dataclass
 class Trace:
-	trace_id: str
-	sampled: bool
+	__slots__ = ("sampled", "trace_id")
+
+	def __init__(self, trace_id: str, sampled: bool):
+		self.trace_id = trace_id
+		self.sampled = sampled
 
 
-@dataclass
 class Span:
-	operation: str
-	operation_type: str
-	trace: Trace
-	parent_span: str | None
-	span_id: str = field(default_factory=new_id)
-	started_wall: float = field(default_factory=time.time)
-	started: float = field(default_factory=time.perf_counter)
-	counter: SqlCounter | None = None
-	count_at_start: int = 0
-	seconds_at_start: float = 0.0
-	rss_at_start: int = 0
-	traces_allocations: bool = False
-	context: dict[str, Any] | None = None
+	"""One measured operation; plain slots rather than a dataclass, since one is built per request."""
+
+	__slots__ = (
+		"context",
+		"count_at_start",
+		"counter",
+		"operation",
+		"operation_type",
+		"parent_span",
+		"rss_at_start",
+		"seconds_at_start",
+		"span_id",
+		"started",
+		"started_wall",
+		"trace",
+		"traces_allocations",
+	)
+
+	def __init__(
+		self,
+		operation: str,
+		operation_type: str,
+		trace: Trace,
+		parent_span: str | None,
+		context: dict[str, Any] | None = None,
+	):
+		self.operation = operation
+		self.operation_type = operation_type
+		self.trace = trace
+		self.parent_span = parent_span
+		self.context = context
+		self.span_id = new_id()
+		self.started_wall = time.time()
+		self.started = time.perf_counter()
+		self.counter: SqlCounter | None = None
+		self.count_at_start = 0
+		self.seconds_at_start = 0.0
+		self.rss_at_start = 0
+		self.traces_allocations = False
 
 	def begin(self, monitoring: MonitoringConfig) -> Span:
 		self.counter = sql_counter()
@@ -193,26 +223,39 @@ def _describe_error(error: BaseException | str | None) -> str | None:
 	return str(error)
 
 
+class _TraceState:
+	"""What frappe.local holds for the current request, job or script: its trace and open spans."""
+
+	__slots__ = ("monitoring", "spans", "trace")
+
+	def __init__(self, trace: Trace, monitoring: MonitoringConfig):
+		self.trace = trace
+		self.monitoring = monitoring
+		self.spans: list[Span] = []
+
+
+def _state() -> _TraceState | None:
+	return getattr(frappe.local, "vperf", None)
+
+
 def _stack() -> list[Span]:
-	stack = getattr(frappe.local, "vperf_spans", None)
-	if stack is None:
-		stack = frappe.local.vperf_spans = []
-	return stack
+	state = _state()
+	return state.spans if state else []
 
 
 def active_trace() -> Trace | None:
-	return getattr(frappe.local, "vperf_trace", None)
+	state = _state()
+	return state.trace if state else None
 
 
-def _start_trace(monitoring: MonitoringConfig, inherited: Trace | None = None) -> Trace:
+def _start_trace(monitoring: MonitoringConfig, inherited: Trace | None = None) -> _TraceState:
 	trace = inherited or Trace(new_id(), random.random() < monitoring.sampling_rate)
-	frappe.local.vperf_trace = trace
-	return trace
+	state = frappe.local.vperf = _TraceState(trace, monitoring)
+	return state
 
 
 def _end_trace() -> None:
-	frappe.local.vperf_trace = None
-	frappe.local.vperf_spans = []
+	frappe.local.vperf = None
 
 
 def _safe(fn: F) -> F:
@@ -236,6 +279,7 @@ _RESOURCE_PATH = re.compile(r"^/api/(?:v\d+/)?(resource|document|doctype)/([^/?#
 _ID_SEGMENT = re.compile(r"/(?:\d+|[0-9a-f]{8,}|[0-9a-f-]{36})(?=/|$)", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)
 def operation_for_request(method: str, path: str) -> str:
 	"""A stable name: the whitelisted method path, or the normalised resource path."""
 	if match := _METHOD_PATH.match(path):
@@ -253,34 +297,38 @@ def is_excluded(path: str, monitoring: MonitoringConfig) -> bool:
 @_safe
 def before_request() -> None:
 	"""Hook: start measuring this request (sampling and exclusions from the configuration)."""
-	_end_trace()
+	local = frappe.local
 	monitoring = current_config().monitoring
-	request = getattr(frappe.local, "request", None)
+	request = getattr(local, "request", None)
 	if not monitoring.enabled or request is None or is_excluded(request.path, monitoring):
+		local.vperf = None
 		return
 	install_job_trace_propagation()
-	trace = _start_trace(monitoring)
+	trace = Trace(new_id(), random.random() < monitoring.sampling_rate)
+	state = local.vperf = _TraceState(trace, monitoring)
 	if trace.sampled:
 		span = Span(operation_for_request(request.method, request.path), "request", trace, None)
-		_stack().append(span.begin(monitoring))
+		state.spans.append(span.begin(monitoring))
 
 
 @_safe
 def after_request(response: Any = None, request: Any = None) -> None:
 	"""Hook: finish the request's span and hand it to the buffer, whatever the outcome."""
-	stack = getattr(frappe.local, "vperf_spans", None) or []
-	try:
-		if stack and stack[0].operation_type == "request":
-			# no response object means the framework itself failed to build one
-			http_status = getattr(response, "status_code", None) or 500
-			status = "error" if http_status >= 400 else "ok"
-			error = _response_error(http_status) if status == "error" else None
-			entry = stack[0].finish(status, http_status, error)
-			if response is not None:
-				response.headers[TRACE_HEADER] = stack[0].trace.trace_id
-			buffer.add(entry, current_config().monitoring)
-	finally:
-		_end_trace()
+	local = frappe.local
+	state = getattr(local, "vperf", None)
+	if state is None:
+		return
+	local.vperf = None
+	if not state.spans or state.spans[0].operation_type != "request":
+		return
+	span = state.spans[0]
+	# no response object means the framework itself failed to build one
+	http_status = getattr(response, "status_code", None) or 500
+	status = "error" if http_status >= 400 else "ok"
+	error = _response_error(http_status) if status == "error" else None
+	buffer.add(span.finish(status, http_status, error), state.monitoring)
+	if response is not None:
+		response.headers[TRACE_HEADER] = state.trace.trace_id
 
 
 def _response_error(http_status: int) -> str:
@@ -300,17 +348,17 @@ def before_job(method: str | None = None, kwargs: dict | None = None, transactio
 	if not monitoring.enabled:
 		return
 	inherited, parent_span = _trace_from_job_meta()
-	trace = _start_trace(monitoring, inherited)
-	if trace.sampled:
+	state = _start_trace(monitoring, inherited)
+	if state.trace.sampled:
 		job = getattr(frappe.local, "job", None) or {}
 		operation = method or job.get("method") or "unknown job"
-		_stack().append(Span(operation, "job", trace, parent_span).begin(monitoring))
+		state.spans.append(Span(operation, "job", state.trace, parent_span).begin(monitoring))
 
 
 @_safe
 def after_job(method: str | None = None, kwargs: dict | None = None, result: Any = None) -> None:
 	"""Hook: finish the job's span (error status when the job raised) and push it at once."""
-	stack = getattr(frappe.local, "vperf_spans", None) or []
+	stack = _stack()
 	try:
 		if stack and stack[0].operation_type == "job":
 			error = sys.exc_info()[1]
@@ -367,7 +415,7 @@ def trace_meta_for_enqueue() -> dict[str, Any] | None:
 	trace = active_trace()
 	if trace is None:
 		return None
-	stack = getattr(frappe.local, "vperf_spans", None) or []
+	stack = _stack()
 	return {
 		"trace_id": trace.trace_id,
 		"sampled": trace.sampled,
@@ -400,11 +448,11 @@ def _open_custom_span(operation: str, context: dict[str, Any] | None) -> Span | 
 	monitoring = current_config().monitoring
 	if not monitoring.enabled:
 		return None
-	trace = active_trace() or _start_trace(monitoring)
-	if not trace.sampled:
+	state = _state() or _start_trace(monitoring)
+	if not state.trace.sampled:
 		return None
-	stack = _stack()
-	span = Span(operation, "custom", trace, stack[-1].span_id if stack else None, context=context)
+	stack = state.spans
+	span = Span(operation, "custom", state.trace, stack[-1].span_id if stack else None, context=context)
 	stack.append(span.begin(monitoring))
 	return span
 
