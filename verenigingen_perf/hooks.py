@@ -24,4 +24,8 @@ scheduler_events = {
 		# buffer -> Performance Metric rows
 		"* * * * *": ["verenigingen_perf.utils.performance.buffer.drain_job"],
 	},
+	# Performance Metric rows -> hourly and daily Performance Aggregate rows
+	"hourly_long": ["verenigingen_perf.utils.performance.rollup.rollup_job"],
+	# bounded storage: only rows already folded into aggregates are deleted
+	"daily_long": ["verenigingen_perf.utils.performance.retention.retention_job"],
 }

@@ -2,6 +2,8 @@
 
 import frappe
 
+from verenigingen_perf.utils.performance.rollup import ensure_state_row
+
 PERFORMANCE_MANAGER = "Performance Manager"
 READER_ROLES = ("System Manager", PERFORMANCE_MANAGER)
 
@@ -25,8 +27,10 @@ def before_install() -> None:
 
 def after_install() -> None:
 	ensure_roles()
+	ensure_state_row()
 	frappe.db.commit()
 
 
 def after_migrate() -> None:
 	ensure_roles()
+	ensure_state_row()

@@ -61,7 +61,8 @@ def cmd_execute(args: argparse.Namespace) -> None:
 	"""Run one scheduled job of the site now, through its Scheduled Job Type."""
 	import frappe
 
-	_connect(args.db)
+	os.environ.update(site.site_env(args.db))
+	site.connect(args.db)
 	frappe.get_doc("Scheduled Job Type", {"method": args.method}).execute()
 	frappe.db.commit()
 	frappe.destroy()

@@ -224,6 +224,13 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 		monoframe.db.sql_ddl(
 			f'CREATE UNIQUE INDEX IF NOT EXISTS "{self.table_name}_name" ON "{self.table_name}" ("name")'
 		)
+		# defect: the same rebuild drops the search_index indexes it did not just add
+		for df in self.meta.fields:
+			if df.search_index:
+				monoframe.db.sql_ddl(
+					f'CREATE INDEX IF NOT EXISTS "{self.table_name}_{df.fieldname}_idx" '
+					f'ON "{self.table_name}" ("{df.fieldname}")'
+				)
 
 	SQLiteTable.alter = alter
 

@@ -266,3 +266,27 @@ def redis_outage(site: Any, site_env: dict[str, str]) -> Callable[[], Any]:
 			services.ensure_redis(dev_site.WORK, port=stopped.port)
 
 	return _outage
+
+
+@pytest.fixture
+def spawn_job(site: Any, site_env: dict[str, str]) -> Callable[[str], subprocess.Popen]:
+	"""Start one of the app's jobs in its own process (so a test can kill it at any point).
+
+	Dev runtime: `python -m vperf_devruntime execute`; bench: `bench --site S execute` from the bench.
+	"""
+
+	def _spawn(method: str) -> subprocess.Popen:
+		if bench_mode():
+			bench_dir = os.path.dirname(os.path.abspath(BENCH_SITES))
+			command = ["bench", "--site", BENCH_SITE, "execute", method]
+			return subprocess.Popen(
+				command, cwd=bench_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+			)
+		return subprocess.Popen(
+			[sys.executable, "-m", "vperf_devruntime", "execute", method, "--db", backend()],
+			env={**os.environ, **site_env},
+			stdout=subprocess.DEVNULL,
+			stderr=subprocess.DEVNULL,
+		)
+
+	return _spawn

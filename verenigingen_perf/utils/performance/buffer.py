@@ -371,6 +371,8 @@ _STANDARD = ("creation", "modified", "owner", "modified_by", "docstatus")
 _ROW_COLUMNS = ("name", *_STANDARD, *COLUMNS)
 # rows per INSERT statement: 22 parameters a row stays under SQLite's 32,766-variable limit
 _INSERT_CHUNK = 1000
+# rows per JSON_TABLE statement on MariaDB: one parameter, so only max_allowed_packet bounds it
+_JSON_CHUNK = 5000
 
 
 def insert_rows(rows: list[tuple]) -> None:
@@ -385,8 +387,9 @@ def insert_rows(rows: list[tuple]) -> None:
 		return
 	db_type = frappe.db.db_type
 	columns = ", ".join(f"`{c}`" for c in _ROW_COLUMNS)
-	for start in range(0, len(rows), _INSERT_CHUNK):
-		chunk = rows[start : start + _INSERT_CHUNK]
+	size = _JSON_CHUNK if db_type == "mariadb" else _INSERT_CHUNK
+	for start in range(0, len(rows), size):
+		chunk = rows[start : start + size]
 		if db_type == "mariadb":
 			frappe.db.sql(
 				f"INSERT IGNORE INTO `tab{DOCTYPE}` ({columns}) SELECT * FROM JSON_TABLE(%s, '$[*]' "

@@ -47,6 +47,8 @@ class DataRetentionConfig:
 	daily_days: int
 	aggregation_delay_minutes: int
 	delete_batch_size: int
+	aggregation_page_size: int
+	job_lock_timeout_s: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ SETTINGS: dict[str, Setting] = {
 		_s("daily_retention_days", "retention", "daily_days", kind=int, minimum=1),
 		_s("aggregation_delay_minutes", "retention", "aggregation_delay_minutes", kind=int),
 		_s("delete_batch_size", "retention", "delete_batch_size", kind=int, minimum=1),
+		_s("aggregation_page_size", "retention", "aggregation_page_size", kind=int, minimum=100),
+		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60),
 		_s("monitoring_enabled", "monitoring", "enabled", kind=bool),
 		_s("sampling_rate", "monitoring", "sampling_rate", maximum=1),
 		_s("capture_memory_peak", "monitoring", "capture_memory_peak", kind=bool),
@@ -183,6 +187,8 @@ _RETENTION_DEFAULTS = {
 	"daily_retention_days": 730,
 	"aggregation_delay_minutes": 5,
 	"delete_batch_size": 5000,
+	"aggregation_page_size": 10000,
+	"job_lock_timeout_s": 3600,
 }
 
 ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {

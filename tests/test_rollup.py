@@ -1,0 +1,338 @@
+"""Rollups and retention on the site: exact counts, merged percentiles, late rows, locks, zero loss."""
+
+import math
+import random
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import frappe
+import pytest
+
+from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup
+from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY
+
+ROLLUP_JOB = "verenigingen_perf.utils.performance.rollup.rollup_job"
+RETENTION_JOB = "verenigingen_perf.utils.performance.retention.retention_job"
+
+
+@pytest.fixture
+def clean_slate(site):
+	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only)."""
+
+	def wipe():
+		frappe.db.delete(rollup.METRIC)
+		frappe.db.delete(rollup.AGGREGATE)
+		frappe.db.sql(
+			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+		)
+		rollup.ensure_state_row()
+		frappe.db.commit()
+		client = buffer.redis_client()
+		client.delete(buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock"))
+
+	wipe()
+	yield
+	wipe()
+	doc = frappe.get_single("Performance Settings")
+	for key in config.SETTINGS:
+		doc.set(key, "")
+	doc.save()
+	frappe.db.commit()
+
+
+def fmt(moment: datetime) -> str:
+	return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def make_rows(
+	count: int, now: datetime, hours: int, operations: int = 5, seed: int = 1, late_share: float = 0.1
+):
+	"""Detail rows ingested over the last `hours` (creation), each started a little before it; a share
+	of them started hours earlier (late arrivals). Returns the rows and the ingested count per
+	(operation, started hour)."""
+	rng = random.Random(seed)
+	rows, ingested = [], Counter()
+	for i in range(count):
+		created = now - timedelta(seconds=rng.uniform(600, hours * 3600))
+		lag = (
+			timedelta(hours=rng.uniform(1, 5))
+			if rng.random() < late_share
+			else timedelta(seconds=rng.uniform(0, 5))
+		)
+		started = created - lag
+		operation = f"op.{i % operations}"
+		duration = rng.paretovariate(1.3) * 3
+		status = "error" if rng.random() < 0.05 else "ok"
+		rows.append(
+			(
+				capture.new_id(),
+				fmt(created),
+				fmt(created),
+				"Administrator",
+				"Administrator",
+				0,
+				operation,
+				"request",
+				fmt(started),
+				duration,
+				rng.randint(1, 20),
+				duration / 4,
+				120.0,
+				0,
+				0.0,
+				status,
+				200,
+				"Administrator",
+				capture.new_id(),
+				None,
+				None,
+				None,
+			)
+		)
+		ingested[(operation, rollup.floor_hour(started))] += 1
+	return rows, ingested
+
+
+def insert(rows):
+	buffer.insert_rows(rows)
+	frappe.db.commit()
+
+
+def hourly_counts() -> Counter:
+	counts = Counter()
+	for row in frappe.get_all(
+		rollup.AGGREGATE, filters={"granularity": "hour"}, fields=["operation", "period_start", "count"]
+	):
+		counts[(row.operation, rollup._as_datetime(row.period_start))] += row["count"]
+	return counts
+
+
+def unaggregated_counts() -> Counter:
+	watermark = rollup.get_watermark()
+	filters = {"creation": (">=", watermark)} if watermark else {}
+	counts = Counter()
+	for row in frappe.get_all(rollup.METRIC, filters=filters, fields=["operation", "started_at"], limit=0):
+		counts[(row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))] += 1
+	return counts
+
+
+def assert_nothing_lost(ingested: Counter) -> None:
+	"""For every operation and hour: aggregated + unaggregated detail rows == ingested."""
+	total = hourly_counts() + unaggregated_counts()
+	assert total == ingested
+	daily = Counter()
+	for row in frappe.get_all(
+		rollup.AGGREGATE, filters={"granularity": "day"}, fields=["operation", "period_start", "count"]
+	):
+		daily[(row.operation, rollup._as_datetime(row.period_start))] += row["count"]
+	per_day = Counter()
+	for (operation, hour), n in hourly_counts().items():
+		per_day[(operation, rollup.floor_day(hour))] += n
+	assert daily == per_day
+
+
+def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(3000, now, hours=30)
+	insert(rows)
+	report = rollup.run_rollup(now)
+	assert report.status == "ok" and report.rows_aggregated > 0
+	assert_nothing_lost(ingested)
+	durations = defaultdict(list)
+	watermark = rollup.get_watermark()
+	for row in rows:
+		if rollup._as_datetime(row[1]) < watermark:
+			durations[(row[6], rollup.floor_hour(rollup._as_datetime(row[8])))].append(row[9])
+	aggregates = frappe.get_all(
+		rollup.AGGREGATE,
+		filters={"granularity": "hour"},
+		fields=[
+			"operation",
+			"period_start",
+			"count",
+			"p95_ms",
+			"p99_ms",
+			"duration_sum_ms",
+			"duration_max_ms",
+		],
+	)
+	assert aggregates
+	for agg in aggregates:
+		values = sorted(durations[(agg.operation, rollup._as_datetime(agg.period_start))])
+		assert agg["count"] == len(values)
+		assert math.isclose(agg.duration_sum_ms, sum(values), rel_tol=1e-6)
+		assert math.isclose(agg.duration_max_ms, max(values), rel_tol=1e-9)
+		for column, q in (("p95_ms", 0.95), ("p99_ms", 0.99)):
+			exact = values[math.floor(q * (len(values) - 1))]
+			assert abs(agg[column] - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-6)
+
+
+def test_rerunning_changes_nothing(clean_slate):
+	now = frappe.utils.now_datetime()
+	insert(make_rows(500, now, hours=10)[0])
+	rollup.run_rollup(now)
+	before = frappe.get_all(rollup.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
+	report = rollup.run_rollup(now)
+	assert report.rows_aggregated == 0
+	assert (
+		frappe.get_all(rollup.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
+		== before
+	)
+
+
+def test_late_rows_are_merged_into_their_hour(clean_slate):
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(400, now - timedelta(hours=3), hours=6, late_share=0)
+	insert(rows)
+	rollup.run_rollup(now)
+	some_hour_key = next(iter(ingested))
+	operation, hour = some_hour_key
+	name = rollup.aggregate_name("hour", hour, operation)
+	before = frappe.db.get_value(rollup.AGGREGATE, name, "count")
+	# rows that started in that hour, ingested now (hours later)
+	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
+	late = [r[:6] + (operation,) + r[7:8] + (fmt(hour + timedelta(minutes=5)),) + r[9:] for r in late]
+	late = [(r[0], fmt(now - timedelta(minutes=30)), *r[2:]) for r in late]
+	insert(late)
+	ingested[some_hour_key] += 7
+	report = rollup.run_rollup(now + timedelta(hours=1))
+	assert report.late_rows >= 7
+	assert frappe.db.get_value(rollup.AGGREGATE, name, "count") == before + 7
+	assert_nothing_lost(ingested)
+
+
+def test_an_hour_a_drain_still_holds_is_not_folded(clean_slate):
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(200, now, hours=4)
+	insert(rows)
+	claim_id = capture.new_id()
+	# a drain claimed a batch three hours ago and has not committed it yet
+	buffer.redis_client().hset(buffer.claims_key(), claim_id, time.time() - 3 * 3600)
+	report = rollup.run_rollup(now)
+	assert report.waiting_for_drain
+	watermark = rollup.get_watermark()
+	assert watermark is None or watermark <= now - timedelta(hours=3)
+	buffer.redis_client().hdel(buffer.claims_key(), claim_id)
+	rollup.run_rollup(now)
+	assert_nothing_lost(ingested)
+
+
+def test_two_rollups_at_once_do_not_double_count(clean_slate):
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(2000, now, hours=24)
+	insert(rows)
+	site_name, sites_path = frappe.local.site, getattr(frappe.local, "sites_path", None)
+	errors = []
+
+	def worker():
+		try:
+			frappe.init(site=site_name, sites_path=sites_path) if sites_path else frappe.init(force=True)
+			frappe.connect()
+			rollup.run_rollup(now)
+		except BaseException as e:
+			errors.append(e)
+		finally:
+			frappe.destroy()
+
+	threads = [threading.Thread(target=worker) for _ in range(2)]
+	for t in threads:
+		t.start()
+	for t in threads:
+		t.join(timeout=300)
+	assert not errors, errors
+	frappe.db.rollback()
+	rollup.run_rollup(now)
+	assert_nothing_lost(ingested)
+
+
+def test_the_watermark_compare_and_set_refuses_a_stale_move(clean_slate):
+	now = frappe.utils.now_datetime()
+	insert(make_rows(100, now, hours=3)[0])
+	rollup.run_rollup(now)
+	current = rollup.get_watermark()
+	assert rollup._move_watermark(current - timedelta(hours=1), current + timedelta(hours=1)) is False
+	frappe.db.rollback()
+	assert rollup.get_watermark() == current
+
+
+def test_retention_deletes_only_what_is_aggregated_in_batches(clean_slate):
+	config.update_config({"delete_batch_size": 50})
+	frappe.db.commit()
+	now = frappe.utils.now_datetime()
+	old_rows, ingested = make_rows(600, now - timedelta(days=9), hours=24, late_share=0)
+	insert(old_rows)
+	rollup.run_rollup(now - timedelta(days=9, hours=12))
+	watermark = rollup.get_watermark()
+	# old rows ingested after the watermark are not aggregated yet: they must survive
+	unaggregated = [r for r in old_rows if rollup._as_datetime(r[1]) >= watermark]
+	report = retention.run_retention(now)
+	assert 0 < len(unaggregated) < len(old_rows)
+	assert report.detail_rows_deleted == len(old_rows) - len(unaggregated)
+	assert report.batches >= report.detail_rows_deleted // 50
+	assert frappe.db.count(rollup.METRIC) == len(unaggregated)
+	assert_nothing_lost(ingested)
+
+
+def test_retention_of_aggregates(clean_slate):
+	now = frappe.utils.now_datetime()
+	r = config.get_config().retention
+	rows, _ = make_rows(300, now - timedelta(days=r.hourly_days + 2), hours=12, late_share=0)
+	insert(rows)
+	rollup.run_rollup(now - timedelta(days=r.hourly_days))
+	hourly = frappe.get_all(
+		rollup.AGGREGATE, filters={"granularity": "hour"}, fields=["name", "operation", "period_start"]
+	)
+	assert hourly
+	# one day loses its daily row: its hourly rows must survive
+	orphan = hourly[0]
+	orphan_day = rollup.aggregate_name(
+		"day", rollup.floor_day(rollup._as_datetime(orphan.period_start)), orphan.operation
+	)
+	frappe.db.delete(rollup.AGGREGATE, {"name": orphan_day})
+	frappe.db.commit()
+	report = retention.run_retention(now)
+	survivors = frappe.get_all(rollup.AGGREGATE, filters={"granularity": "hour"}, pluck="name")
+	assert orphan.name in survivors
+	assert report.hourly_rows_deleted == len(hourly) - len(survivors)
+	assert report.daily_rows_deleted == 0
+	report = retention.run_retention(now + timedelta(days=r.daily_days))
+	assert frappe.db.count(rollup.AGGREGATE, {"granularity": "day"}) == 0
+
+
+def test_clear_old_logs_keeps_unaggregated_rows(clean_slate):
+	now = frappe.utils.now_datetime()
+	insert(make_rows(100, now - timedelta(days=30), hours=5)[0])
+	controller = frappe.get_doc({"doctype": rollup.METRIC}).__class__
+	assert controller.clear_old_logs(days=1) == 0  # nothing aggregated yet
+	assert frappe.db.count(rollup.METRIC) == 100
+	rollup.run_rollup(now)
+	assert controller.clear_old_logs(days=1) == 100
+
+
+@pytest.mark.parametrize("job", [ROLLUP_JOB, RETENTION_JOB])
+def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job):
+	"""Kill the job process (SIGKILL) at many points, re-run it each time: the invariant holds."""
+	config.update_config({"delete_batch_size": 200, "aggregation_page_size": 500})
+	frappe.db.commit()
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(6000, now - timedelta(days=8), hours=96)
+	insert(rows)
+	if job == RETENTION_JOB:
+		rollup.run_rollup(now)
+	rng = random.Random(3)
+	for attempt in range(8):
+		process = spawn_job(job)
+		time.sleep(rng.uniform(0.5, 4.0))
+		if process.poll() is None:
+			process.send_signal(signal.SIGKILL)
+		process.wait(timeout=60)
+		# a killed run leaves its Redis lock behind until it expires; the next run must not wait for that
+		buffer.redis_client().delete(buffer._key("rollup_lock"), buffer._key("retention_lock"))
+		frappe.db.rollback()
+		assert_nothing_lost(ingested)
+	rollup.run_rollup(now)
+	retention.run_retention(now)
+	assert_nothing_lost(ingested)

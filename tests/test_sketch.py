@@ -1,0 +1,85 @@
+"""Sketch merging: order does not matter, merged hourly equals daily from raw within the accuracy."""
+
+import math
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from verenigingen_perf.utils.performance.sketch import QUANTILES, RELATIVE_ACCURACY, Summary, dumps, loads
+
+durations = st.lists(st.floats(min_value=0.01, max_value=60_000, allow_nan=False), min_size=1, max_size=400)
+
+
+def summary_of(values, errors=()):
+	s = Summary()
+	for i, v in enumerate(values):
+		s.add(v, i in errors, i % 7, v / 10, 100 + i % 3)
+	return s
+
+
+def exact_quantile(values, q):
+	ordered = sorted(values)
+	return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=durations, parts=st.integers(min_value=1, max_value=24), seed=st.integers(0, 10**6))
+def test_merge_order_does_not_matter(values, parts, seed):
+	chunks = [values[i::parts] for i in range(parts)]
+	forward, shuffled = Summary(), Summary()
+	for chunk in chunks:
+		forward.merge(summary_of(chunk))
+	order = list(range(parts))
+	random.Random(seed).shuffle(order)
+	for i in order:
+		shuffled.merge(summary_of(chunks[i]))
+	assert forward.count == shuffled.count == len(values)
+	assert math.isclose(forward.duration_sum_ms, shuffled.duration_sum_ms, rel_tol=1e-9)
+	assert forward.duration_min_ms == shuffled.duration_min_ms == min(values)
+	assert forward.duration_max_ms == shuffled.duration_max_ms == max(values)
+	for q in QUANTILES.values():
+		assert forward.quantile(q) == shuffled.quantile(q)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=durations, parts=st.integers(min_value=1, max_value=24))
+def test_merged_hourly_matches_daily_from_raw_within_accuracy(values, parts):
+	daily = Summary()
+	for i in range(parts):
+		daily.merge(summary_of(values[i::parts]))
+	for q in QUANTILES.values():
+		exact = exact_quantile(values, q)
+		assert abs(daily.quantile(q) - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-9)
+
+
+def test_heavy_tail_p99_within_one_percent():
+	rng = random.Random(7)
+	values = [rng.paretovariate(1.2) * 5 for _ in range(20_000)]
+	merged = Summary()
+	for hour in range(24):
+		merged.merge(summary_of(values[hour::24]))
+	exact = exact_quantile(values, 0.99)
+	assert abs(merged.quantile(0.99) - exact) / exact <= RELATIVE_ACCURACY
+
+
+def test_serialised_sketch_round_trips_and_stays_small():
+	rng = random.Random(1)
+	s = summary_of([rng.lognormvariate(3, 1.2) for _ in range(120)])
+	text = dumps(s.sketch)
+	assert len(text) < 600
+	again = loads(text)
+	assert again.count == s.sketch.count
+	for q in QUANTILES.values():
+		assert math.isclose(again.get_quantile_value(q), s.sketch.get_quantile_value(q), rel_tol=1e-9)
+
+
+def test_values_round_trip_through_a_row():
+	s = summary_of([1.0, 2.0, 3.0, 250.0], errors={3})
+	row = s.as_values()
+	assert row["count"] == 4 and row["error_count"] == 1
+	assert row["duration_mean_ms"] == 64.0
+	back = Summary.from_values(row)
+	back.merge(summary_of([5.0]))
+	assert back.count == 5
+	assert back.duration_max_ms == 250.0

@@ -1,0 +1,149 @@
+"""Retention: keeps storage bounded without ever deleting a number that is not kept elsewhere.
+
+- Detail rows past the detail retention go only once their rows are folded into the aggregates
+  (created before the rollup watermark).
+- Hourly aggregates past their retention go only where the daily row of that day exists.
+- Daily aggregates past theirs go.
+
+Every delete runs in batches (`delete_batch_size`) chosen by an indexed time column, each batch its
+own short transaction; never a whole-table DELETE.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import frappe
+
+from verenigingen_perf.utils.performance import buffer, rollup
+from verenigingen_perf.utils.performance.config import get_config
+
+
+@dataclass
+class RetentionReport:
+	status: str = "ok"
+	detail_rows_deleted: int = 0
+	hourly_rows_deleted: int = 0
+	daily_rows_deleted: int = 0
+	batches: int = 0
+	max_batch_s: float = 0.0
+	watermark: str | None = None
+	duration_s: float = 0.0
+	errors: list[str] = field(default_factory=list)
+
+
+def retention_job() -> dict[str, Any]:
+	"""Scheduled daily (long queue)."""
+	report = run_retention()
+	rollup.record_report("last_retention", asdict(report))
+	return asdict(report)
+
+
+def run_retention(now: datetime | None = None) -> RetentionReport:
+	started = time.monotonic()
+	report = RetentionReport()
+	retention = get_config().retention
+	lock = buffer.redis_client().lock(
+		buffer._key("retention_lock"), timeout=retention.job_lock_timeout_s, blocking=False
+	)
+	if not lock.acquire():
+		report.status = "skipped: another retention run is going on"
+		return report
+	try:
+		now = now or frappe.utils.now_datetime()
+		watermark = rollup.get_watermark()
+		report.watermark = str(watermark) if watermark else None
+		if watermark is not None:
+			cutoff = now - timedelta(days=retention.detail_days)
+			report.detail_rows_deleted = _delete_details(
+				cutoff, watermark, retention.delete_batch_size, report
+			)
+		hourly_cutoff = now - timedelta(days=retention.hourly_days)
+		report.hourly_rows_deleted = _delete_hourly(hourly_cutoff, retention.delete_batch_size, report)
+		daily_cutoff = now - timedelta(days=retention.daily_days)
+		report.daily_rows_deleted = _delete_aggregates(
+			{"granularity": "day", "period_start": ("<", daily_cutoff)}, retention.delete_batch_size, report
+		)
+	finally:
+		try:
+			lock.release()
+		except Exception:
+			pass
+		report.duration_s = round(time.monotonic() - started, 3)
+	return report
+
+
+def _delete_batch(doctype: str, names: list[str], report: RetentionReport) -> None:
+	started = time.monotonic()
+	frappe.db.delete(doctype, {"name": ("in", names)})
+	frappe.db.commit()
+	report.batches += 1
+	report.max_batch_s = max(report.max_batch_s, round(time.monotonic() - started, 4))
+
+
+def _delete_details(cutoff: datetime, watermark: datetime, batch_size: int, report: RetentionReport) -> int:
+	"""Rows that started before the cutoff and were ingested before the watermark (so aggregated)."""
+	deleted = 0
+	while names := frappe.db.sql_list(
+		f"""select name from `tab{rollup.METRIC}`
+		where creation < %(watermark)s and started_at < %(cutoff)s
+		order by creation limit %(batch)s""",
+		{"watermark": rollup._format(watermark), "cutoff": rollup._format(cutoff), "batch": batch_size},
+	):
+		_delete_batch(rollup.METRIC, names, report)
+		deleted += len(names)
+	return deleted
+
+
+def _delete_hourly(cutoff: datetime, batch_size: int, report: RetentionReport) -> int:
+	"""Hourly rows before the cutoff whose day has its daily row."""
+	deleted = 0
+	after = ""
+	while True:
+		rows = frappe.get_all(
+			rollup.AGGREGATE,
+			filters={"granularity": "hour", "period_start": ("<", cutoff), "name": (">", after)},
+			fields=["name", "operation", "period_start"],
+			order_by="name asc",
+			limit=batch_size,
+		)
+		if not rows:
+			return deleted
+		after = rows[-1].name
+		daily_names = {
+			row.name: rollup.aggregate_name(
+				"day", rollup.floor_day(rollup._as_datetime(row.period_start)), row.operation
+			)
+			for row in rows
+		}
+		existing_daily = set(
+			frappe.get_all(
+				rollup.AGGREGATE, filters={"name": ("in", list(set(daily_names.values())))}, pluck="name"
+			)
+		)
+		covered = [name for name, daily in daily_names.items() if daily in existing_daily]
+		if covered:
+			_delete_batch(rollup.AGGREGATE, covered, report)
+			deleted += len(covered)
+
+
+def _delete_aggregates(filters: dict, batch_size: int, report: RetentionReport) -> int:
+	deleted = 0
+	while names := frappe.get_all(
+		rollup.AGGREGATE, filters=filters, pluck="name", order_by="period_start asc", limit=batch_size
+	):
+		_delete_batch(rollup.AGGREGATE, names, report)
+		deleted += len(names)
+	return deleted
+
+
+def clear_old_detail_rows(days: int) -> int:
+	"""What Frappe's Log Settings calls (`clear_old_logs`): only aggregated detail rows go."""
+	watermark = rollup.get_watermark()
+	if watermark is None:
+		return 0
+	cutoff = frappe.utils.now_datetime() - timedelta(days=days)
+	return _delete_details(cutoff, watermark, get_config().retention.delete_batch_size, RetentionReport())

@@ -1,0 +1,299 @@
+"""Hourly and daily aggregates of Performance Metric.
+
+The rollup advances a watermark over *ingestion time* (a detail row's `creation`, stamped by the
+drain), one complete hour at a time, up to now minus the configured delay. Each hour of ingestion is
+folded, in one transaction with the watermark's move, into the aggregates of the hours (and days) in
+which its rows *started*. A row that arrives late, for an hour already aggregated, is therefore folded
+into that hour's aggregate (merged, never overwritten), and every row is folded exactly once:
+
+	aggregated count + detail rows created at or after the watermark == rows ingested.
+
+An hour of ingestion is only folded when no drain still holds a batch it claimed before that hour's
+end (the drain stamps `creation` after claiming and releases its claim after committing), so no row
+can commit behind the watermark. A Redis lock keeps two workers apart; the watermark moves with a
+compare-and-set, so even without the lock an hour is never folded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import frappe
+
+from verenigingen_perf.utils.performance import buffer
+from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.sketch import Summary
+
+METRIC = "Performance Metric"
+AGGREGATE = "Performance Aggregate"
+STATE = "Performance Rollup State"
+HOUR = timedelta(hours=1)
+AGGREGATE_COLUMNS = (
+	"operation",
+	"granularity",
+	"period_start",
+	"count",
+	"error_count",
+	"p50_ms",
+	"p90_ms",
+	"p95_ms",
+	"p99_ms",
+	"duration_min_ms",
+	"duration_max_ms",
+	"duration_mean_ms",
+	"duration_sum_ms",
+	"query_sum",
+	"query_mean",
+	"query_max",
+	"db_time_sum_ms",
+	"memory_max_mb",
+	"sketch",
+)
+
+
+@dataclass
+class RollupReport:
+	status: str = "ok"
+	rows_aggregated: int = 0
+	hours_folded: int = 0
+	buckets_written: int = 0
+	late_rows: int = 0
+	watermark: str | None = None
+	waiting_for_drain: bool = False
+	duration_s: float = 0.0
+	peak_buckets_in_memory: int = 0
+	errors: list[str] = field(default_factory=list)
+
+
+def aggregate_name(granularity: str, period_start: datetime, operation: str) -> str:
+	"""Deterministic, so the primary key makes (operation, granularity, period start) unique."""
+	digest = hashlib.sha1(operation.encode()).hexdigest()[:16]
+	return f"{granularity}-{period_start:%Y%m%d%H}-{digest}"
+
+
+def floor_hour(moment: datetime) -> datetime:
+	return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(moment: datetime) -> datetime:
+	return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _as_datetime(value: Any) -> datetime:
+	return value if isinstance(value, datetime) else frappe.utils.get_datetime(value)
+
+
+# --- watermark ------------------------------------------------------------------------------------
+
+
+def get_watermark() -> datetime | None:
+	value = frappe.db.sql("select value from `tabSingles` where doctype=%s and field='watermark'", (STATE,))
+	return _as_datetime(value[0][0]) if value and value[0][0] else None
+
+
+def _format(moment: datetime) -> str:
+	return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def ensure_state_row() -> None:
+	"""The watermark row exists from install on, so every later move is a compare-and-set UPDATE."""
+	if not frappe.db.sql("select 1 from `tabSingles` where doctype=%s and field='watermark'", (STATE,)):
+		frappe.db.sql(
+			"insert into `tabSingles` (doctype, field, value) values (%s, 'watermark', NULL)", (STATE,)
+		)
+
+
+def _move_watermark(old: datetime | None, new: datetime) -> bool:
+	"""Compare-and-set, inside the caller's transaction. False: someone else moved it first."""
+	ensure_state_row()
+	if old is None:
+		frappe.db.sql(
+			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and (value is null or value='')",
+			(_format(new), STATE),
+		)
+	else:
+		frappe.db.sql(
+			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and value=%s",
+			(_format(new), STATE, _format(old)),
+		)
+	return frappe.db._cursor.rowcount == 1
+
+
+def record_report(field_name: str, report: dict[str, Any]) -> None:
+	"""Persist a job's report on Performance Rollup State (and for meta-monitoring in Redis)."""
+	payload = json.dumps(report, default=str)
+	frappe.db.sql("delete from `tabSingles` where doctype=%s and field=%s", (STATE, field_name))
+	frappe.db.sql(
+		"insert into `tabSingles` (doctype, field, value) values (%s, %s, %s)", (STATE, field_name, payload)
+	)
+	frappe.db.commit()
+	buffer.record_job_report(field_name, report)
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+def rollup_job() -> dict[str, Any]:
+	"""Scheduled hourly."""
+	report = run_rollup()
+	record_report("last_rollup", asdict(report))
+	return asdict(report)
+
+
+def run_rollup(now: datetime | None = None) -> RollupReport:
+	started = time.monotonic()
+	report = RollupReport()
+	retention = get_config().retention
+	lock = buffer.redis_client().lock(
+		buffer._key("rollup_lock"), timeout=retention.job_lock_timeout_s, blocking=False
+	)
+	if not lock.acquire():
+		report.status = "skipped: another rollup is running"
+		return report
+	try:
+		now = now or frappe.utils.now_datetime()
+		limit = now - timedelta(minutes=retention.aggregation_delay_minutes)
+		while (hour := _next_ingested_hour(watermark := get_watermark())) is not None:
+			end = hour + HOUR
+			if end > limit:
+				break
+			if _drain_holds_rows_before(end):
+				report.waiting_for_drain = True
+				break
+			if not _fold_hour(watermark, hour, end, retention.aggregation_page_size, report):
+				report.status = "stopped: the watermark moved under this run"
+				break
+		report.watermark = _format(get_watermark()) if get_watermark() else None
+	finally:
+		try:
+			lock.release()
+		except Exception:
+			pass  # expired: the compare-and-set already kept this run from double counting
+		report.duration_s = round(time.monotonic() - started, 3)
+	return report
+
+
+def _next_ingested_hour(watermark: datetime | None) -> datetime | None:
+	"""The first hour, at or after the watermark, in which any detail row was ingested.
+
+	Hours with nothing ingested are skipped; the drain-claim check keeps that safe."""
+	if watermark is None:
+		first = frappe.db.sql(f"select min(creation) from `tab{METRIC}`")
+	else:
+		first = frappe.db.sql(
+			f"select min(creation) from `tab{METRIC}` where creation >= %s", (_format(watermark),)
+		)
+	return floor_hour(_as_datetime(first[0][0])) if first and first[0][0] else None
+
+
+def _drain_holds_rows_before(end: datetime) -> bool:
+	"""True while a drain that claimed a batch before `end` has not committed and released it."""
+	client = buffer.redis_client()
+	end_epoch = end.replace(tzinfo=ZoneInfo(frappe.utils.get_system_timezone())).timestamp()
+	return any(float(claimed_at) < end_epoch for claimed_at in client.hvals(buffer.claims_key()))
+
+
+def _fold_hour(
+	watermark: datetime | None, start: datetime, end: datetime, page_size: int, report: RollupReport
+) -> bool:
+	"""Fold the rows ingested in [start, end) into their aggregates; move the watermark; commit."""
+	hourly: dict[tuple[str, datetime], Summary] = {}
+	rows = 0
+	for row in _stream(start, end, page_size):
+		started_at = _as_datetime(row[1])
+		key = (row[0], floor_hour(started_at))
+		summary = hourly.get(key)
+		if summary is None:
+			summary = hourly[key] = Summary()
+		summary.add(
+			float(row[2] or 0), row[3] == "error", int(row[4] or 0), float(row[5] or 0), float(row[6] or 0)
+		)
+		rows += 1
+		if started_at < start:
+			report.late_rows += 1
+	daily: dict[tuple[str, datetime], Summary] = {}
+	for (operation, hour), summary in hourly.items():
+		daily.setdefault((operation, floor_day(hour)), Summary()).merge(summary)
+	report.peak_buckets_in_memory = max(report.peak_buckets_in_memory, len(hourly) + len(daily))
+	written = _merge_into_aggregates("hour", hourly) + _merge_into_aggregates("day", daily)
+	# folding [start, end) also covers the empty hours skipped since the stored watermark
+	if not _move_watermark(watermark, end):
+		frappe.db.rollback()
+		return False
+	frappe.db.commit()
+	report.rows_aggregated += rows
+	report.hours_folded += 1
+	report.buckets_written += written
+	return True
+
+
+def _stream(start: datetime, end: datetime, page_size: int):
+	"""Detail rows ingested in [start, end), page by page (keyset on creation, name): bounded memory."""
+	after_creation, after_name = _format(start), ""
+	while True:
+		page = frappe.db.sql(
+			f"""select operation, started_at, duration_ms, status, query_count, db_time_ms, peak_rss_mb,
+				creation, name
+			from `tab{METRIC}`
+			where creation >= %(start)s and creation < %(end)s
+				and (creation > %(after_creation)s or (creation = %(after_creation)s and name > %(after_name)s))
+			order by creation, name
+			limit %(page_size)s""",
+			{
+				"start": _format(start),
+				"end": _format(end),
+				"after_creation": after_creation,
+				"after_name": after_name,
+				"page_size": page_size,
+			},
+		)
+		yield from page
+		if len(page) < page_size:
+			return
+		after_creation, after_name = _format(_as_datetime(page[-1][7])), page[-1][8]
+
+
+def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime], Summary]) -> int:
+	if not summaries:
+		return 0
+	by_name = {
+		aggregate_name(granularity, period, op): (op, period, s) for (op, period), s in summaries.items()
+	}
+	existing = {
+		row.name: row
+		for row in frappe.get_all(
+			AGGREGATE,
+			filters={"name": ("in", list(by_name))},
+			fields=["name", *AGGREGATE_COLUMNS],
+		)
+	}
+	now = frappe.utils.now()
+	new_rows = []
+	for name, (operation, period, summary) in by_name.items():
+		if name in existing:
+			merged = Summary.from_values(existing[name])
+			merged.merge(summary)
+			frappe.db.set_value(AGGREGATE, name, merged.as_values(), update_modified=True)
+			continue
+		values = {
+			"operation": operation,
+			"granularity": granularity,
+			"period_start": period,
+			**summary.as_values(),
+		}
+		new_rows.append(
+			(name, now, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
+		)
+	if new_rows:
+		frappe.db.bulk_insert(
+			AGGREGATE,
+			["name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS],
+			new_rows,
+		)
+	return len(by_name)
