@@ -143,9 +143,16 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 	assert_nothing_lost(ingested)
 	durations = defaultdict(list)
 	watermark = rollup.get_watermark()
-	for row in rows:
-		if rollup._as_datetime(row[1]) < watermark:
-			durations[(row[6], rollup.floor_hour(rollup._as_datetime(row[8])))].append(row[9])
+	# exact values from the stored detail rows (the database's own float rounding included)
+	for row in frappe.get_all(
+		rollup.METRIC,
+		filters={"creation": ("<", watermark)},
+		fields=["operation", "started_at", "duration_ms"],
+		limit=0,
+	):
+		durations[(row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))].append(
+			row.duration_ms
+		)
 	aggregates = frappe.get_all(
 		rollup.AGGREGATE,
 		filters={"granularity": "hour"},
