@@ -201,7 +201,7 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	before = frappe.db.get_value(rollup.AGGREGATE, name, "count")
 	# rows that started in that hour, ingested now (hours later)
 	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
-	late = [r[:6] + (operation,) + r[7:8] + (fmt(hour + timedelta(minutes=5)),) + r[9:] for r in late]
+	late = [(*r[:6], operation, *r[7:8], fmt(hour + timedelta(minutes=5)), *r[9:]) for r in late]
 	late = [(r[0], fmt(now - timedelta(minutes=30)), *r[2:]) for r in late]
 	insert(late)
 	ingested[some_hour_key] += 7
@@ -330,7 +330,7 @@ def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job):
 	if job == RETENTION_JOB:
 		rollup.run_rollup(now)
 	rng = random.Random(3)
-	for attempt in range(8):
+	for _attempt in range(8):
 		process = spawn_job(job)
 		time.sleep(rng.uniform(0.5, 4.0))
 		if process.poll() is None:
