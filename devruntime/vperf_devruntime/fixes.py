@@ -234,6 +234,18 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 
 	SQLiteTable.alter = alter
 
+	from monoframe.database.sqlite.database import SQLiteDatabase
+
+	original_get_connection = SQLiteDatabase.get_connection
+
+	def get_connection(self, read_only=False):
+		# defect: SQLite's default 2 MB page cache; bulk deletes over four indexes thrash it (16 MB here)
+		conn = original_get_connection(self, read_only)
+		conn.execute("PRAGMA cache_size=-16384")
+		return conn
+
+	SQLiteDatabase.get_connection = get_connection
+
 
 def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:
 	from monoframe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs

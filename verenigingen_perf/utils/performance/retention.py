@@ -85,17 +85,32 @@ def _delete_batch(doctype: str, names: list[str], report: RetentionReport) -> No
 
 
 def _delete_details(cutoff: datetime, watermark: datetime, batch_size: int, report: RetentionReport) -> int:
-	"""Rows that started before the cutoff and were ingested before the watermark (so aggregated)."""
+	"""Rows that started before the cutoff and were ingested before both it and the watermark.
+
+	Batches are ranges of the indexed `creation` column: the batch ends at the creation time of the
+	`batch_size`-th candidate, so each DELETE is a bounded index range, not a list of names."""
 	deleted = 0
-	while names := frappe.db.sql_list(
-		f"""select name from `tab{rollup.METRIC}`
-		where creation < %(watermark)s and started_at < %(cutoff)s
-		order by creation limit %(batch)s""",
-		{"watermark": rollup._format(watermark), "cutoff": rollup._format(cutoff), "batch": batch_size},
-	):
-		_delete_batch(rollup.METRIC, names, report)
-		deleted += len(names)
-	return deleted
+	bound = min(watermark, cutoff)
+	table = f"`tab{rollup.METRIC}`"
+	while True:
+		edge = frappe.db.sql(
+			f"""select creation from {table} where creation < %(bound)s and started_at < %(cutoff)s
+			order by creation limit 1 offset %(offset)s""",
+			{"bound": rollup._format(bound), "cutoff": rollup._format(cutoff), "offset": batch_size - 1},
+		)
+		upper = rollup._format(rollup._as_datetime(edge[0][0])) if edge else rollup._format(bound)
+		started = time.monotonic()
+		frappe.db.sql(
+			f"delete from {table} where creation <= %(upper)s and creation < %(bound)s and started_at < %(cutoff)s",
+			{"upper": upper, "bound": rollup._format(bound), "cutoff": rollup._format(cutoff)},
+		)
+		count = frappe.db._cursor.rowcount
+		frappe.db.commit()
+		report.batches += 1
+		report.max_batch_s = max(report.max_batch_s, round(time.monotonic() - started, 4))
+		deleted += count
+		if not edge:
+			return deleted
 
 
 def _delete_hourly(cutoff: datetime, batch_size: int, report: RetentionReport) -> int:

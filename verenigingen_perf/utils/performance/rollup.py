@@ -205,18 +205,27 @@ def _fold_hour(
 	"""Fold the rows ingested in [start, end) into their aggregates; move the watermark; commit."""
 	hourly: dict[tuple[str, datetime], Summary] = {}
 	rows = 0
-	for row in _stream(start, end, page_size):
-		started_at = _as_datetime(row[1])
-		key = (row[0], floor_hour(started_at))
-		summary = hourly.get(key)
-		if summary is None:
-			summary = hourly[key] = Summary()
-		summary.add(
-			float(row[2] or 0), row[3] == "error", int(row[4] or 0), float(row[5] or 0), float(row[6] or 0)
-		)
-		rows += 1
-		if started_at < start:
-			report.late_rows += 1
+	for page in _stream(start, end, page_size):
+		groups: dict[tuple[str, datetime], tuple[list, list, list, list, list]] = {}
+		for operation, started_at, duration, status, queries, db_time, memory, _creation, _name in page:
+			started_at = _as_datetime(started_at)
+			key = (operation, floor_hour(started_at))
+			group = groups.get(key)
+			if group is None:
+				group = groups[key] = ([], [], [], [], [])
+			group[0].append(float(duration or 0))
+			group[1].append(status == "error")
+			group[2].append(int(queries or 0))
+			group[3].append(float(db_time or 0))
+			group[4].append(float(memory or 0))
+			if started_at < start:
+				report.late_rows += 1
+		for key, (durations, errors, queries, db_times, memories) in groups.items():
+			summary = hourly.get(key)
+			if summary is None:
+				summary = hourly[key] = Summary()
+			summary.add_many(durations, sum(errors), queries, db_times, memories)
+		rows += len(page)
 	daily: dict[tuple[str, datetime], Summary] = {}
 	for (operation, hour), summary in hourly.items():
 		daily.setdefault((operation, floor_day(hour)), Summary()).merge(summary)
@@ -234,7 +243,7 @@ def _fold_hour(
 
 
 def _stream(start: datetime, end: datetime, page_size: int):
-	"""Detail rows ingested in [start, end), page by page (keyset on creation, name): bounded memory."""
+	"""Pages of the detail rows ingested in [start, end) (keyset on creation, name): bounded memory."""
 	after_creation, after_name = _format(start), ""
 	while True:
 		page = frappe.db.sql(
@@ -253,13 +262,15 @@ def _stream(start: datetime, end: datetime, page_size: int):
 				"page_size": page_size,
 			},
 		)
-		yield from page
+		if page:
+			yield page
 		if len(page) < page_size:
 			return
 		after_creation, after_name = _format(_as_datetime(page[-1][7])), page[-1][8]
 
 
 def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime], Summary]) -> int:
+	"""Merge the new summaries into the stored aggregates (or create them), in one upsert."""
 	if not summaries:
 		return 0
 	by_name = {
@@ -268,32 +279,51 @@ def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime
 	existing = {
 		row.name: row
 		for row in frappe.get_all(
-			AGGREGATE,
-			filters={"name": ("in", list(by_name))},
-			fields=["name", *AGGREGATE_COLUMNS],
+			AGGREGATE, filters={"name": ("in", list(by_name))}, fields=["name", *AGGREGATE_COLUMNS], limit=0
 		)
 	}
 	now = frappe.utils.now()
-	new_rows = []
+	rows = []
 	for name, (operation, period, summary) in by_name.items():
+		created = now
 		if name in existing:
 			merged = Summary.from_values(existing[name])
 			merged.merge(summary)
-			frappe.db.set_value(AGGREGATE, name, merged.as_values(), update_modified=True)
-			continue
+			summary = merged
 		values = {
 			"operation": operation,
 			"granularity": granularity,
-			"period_start": period,
+			"period_start": _format(period),
 			**summary.as_values(),
 		}
-		new_rows.append(
-			(name, now, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
+		rows.append(
+			(name, created, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
 		)
-	if new_rows:
-		frappe.db.bulk_insert(
-			AGGREGATE,
-			["name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS],
-			new_rows,
+	_upsert(rows)
+	return len(rows)
+
+
+_UPSERT_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS)
+# columns an upsert refreshes on an existing row (creation and owner stay as first written)
+_REFRESHED = ("modified", *AGGREGATE_COLUMNS)
+
+
+def _upsert(rows: list[tuple]) -> None:
+	"""One multi-row INSERT that updates rows already present (MariaDB ON DUPLICATE KEY UPDATE;
+	SQLite and PostgreSQL ON CONFLICT): one statement per bucket instead of one per aggregate."""
+	columns = ", ".join(f"`{c}`" for c in _UPSERT_COLUMNS)
+	placeholder = "(" + ", ".join(["%s"] * len(_UPSERT_COLUMNS)) + ")"
+	if frappe.db.db_type == "mariadb":
+		update = "on duplicate key update " + ", ".join(f"`{c}`=values(`{c}`)" for c in _REFRESHED)
+	else:
+		update = "on conflict (name) do update set " + ", ".join(f"`{c}`=excluded.`{c}`" for c in _REFRESHED)
+	for start in range(0, len(rows), _UPSERT_CHUNK):
+		chunk = rows[start : start + _UPSERT_CHUNK]
+		frappe.db.sql(
+			f"insert into `tab{AGGREGATE}` ({columns}) values {', '.join([placeholder] * len(chunk))} {update}",
+			[value for row in chunk for value in row],
 		)
-	return len(by_name)
+
+
+# rows per upsert: 25 parameters a row stays under SQLite's 32,766-variable limit
+_UPSERT_CHUNK = 1000

@@ -1,0 +1,231 @@
+"""Rollup and retention benchmark: throughput, memory, percentile accuracy and storage, measured.
+
+	devruntime/run bench rollup --db sqlite --rows 1000000      (or --db mariadb)
+
+Destructive on the site it runs on: it empties Performance Metric and Performance Aggregate first.
+Generates `--rows` detail rows with a heavy-tailed duration distribution over 50 operations and 7 days
+(2% of them ingested hours late), aggregates them in a separate process (its peak memory is measured
+there), compares every hourly and daily p95/p99 with the exact value computed from the raw data,
+measures the table sizes the database reports, then runs retention over all of them.
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import subprocess
+import sys
+import time
+from array import array
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import frappe
+
+from benchmarks import connect_site
+from verenigingen_perf.utils.performance import buffer, capture, retention, rollup, storage
+
+CHUNK = 50_000
+
+
+def fmt(moment: datetime) -> str:
+	return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+def wipe() -> None:
+	frappe.db.sql(f"delete from `tab{rollup.METRIC}`")
+	frappe.db.sql(f"delete from `tab{rollup.AGGREGATE}`")
+	frappe.db.sql(
+		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+	)
+	rollup.ensure_state_row()
+	frappe.db.commit()
+	buffer.redis_client().delete(
+		buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock")
+	)
+
+
+def duration_ms(rng: random.Random) -> float:
+	"""Heavy tail: mostly a log-normal body around 20 ms, 3% Pareto tail out to seconds."""
+	if rng.random() < 0.03:
+		return 200 * rng.paretovariate(1.5)
+	return rng.lognormvariate(3.0, 0.8)
+
+
+def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
+	"""Insert the rows; return raw durations per (operation, hour) and per (operation, day)."""
+	rng = random.Random(seed)
+	start = end - timedelta(days=days)
+	span_s = days * 86400
+	hourly: dict[tuple[str, datetime], array] = defaultdict(lambda: array("d"))
+	batch = []
+	for i in range(rows):
+		started = start + timedelta(seconds=rng.uniform(0, span_s))
+		late = rng.random() < 0.02
+		created = started + (
+			timedelta(hours=rng.uniform(1, 3)) if late else timedelta(seconds=rng.uniform(0, 5))
+		)
+		operation = f"bench.rollup.op{i % operations:02d}"
+		duration = duration_ms(rng)
+		batch.append(
+			(
+				capture.new_id(),
+				fmt(created),
+				fmt(created),
+				"Administrator",
+				"Administrator",
+				0,
+				operation,
+				"request",
+				fmt(started),
+				duration,
+				rng.randint(1, 30),
+				duration / 5,
+				150.0,
+				0,
+				0.0,
+				"error" if rng.random() < 0.01 else "ok",
+				200,
+				"Administrator",
+				capture.new_id(),
+				None,
+				None,
+				None,
+			)
+		)
+		hourly[(operation, rollup.floor_hour(started))].append(duration)
+		if len(batch) == CHUNK:
+			buffer.insert_rows(batch)
+			frappe.db.commit()
+			batch = []
+	buffer.insert_rows(batch)
+	frappe.db.commit()
+	return hourly
+
+
+def exact(values: list[float], q: float) -> float:
+	return values[math.floor(q * (len(values) - 1))]
+
+
+def relative_errors(hourly) -> dict[str, float]:
+	"""Worst relative error over every hourly and daily aggregate, against the raw values."""
+	stored = frappe.db.sql(
+		f"select operation, granularity, period_start, p95_ms, p99_ms from `tab{rollup.AGGREGATE}`",
+		as_dict=True,
+	)
+	daily: dict[tuple[str, datetime], list[float]] = defaultdict(list)
+	for (operation, hour), values in hourly.items():
+		daily[(operation, rollup.floor_day(hour))].extend(values)
+	sorted_hourly = {key: sorted(values) for key, values in hourly.items()}
+	sorted_daily = {key: sorted(values) for key, values in daily.items()}
+	worst = {"p95_rel_err": 0.0, "p99_rel_err": 0.0, "daily_p99_rel_err": 0.0}
+	for row in stored:
+		key = (row.operation, rollup._as_datetime(row.period_start))
+		if row.granularity == "hour":
+			values = sorted_hourly[key]
+			worst["p95_rel_err"] = max(
+				worst["p95_rel_err"], abs(float(row.p95_ms) - exact(values, 0.95)) / exact(values, 0.95)
+			)
+			worst["p99_rel_err"] = max(
+				worst["p99_rel_err"], abs(float(row.p99_ms) - exact(values, 0.99)) / exact(values, 0.99)
+			)
+		else:
+			values = sorted_daily[key]
+			err = abs(float(row.p99_ms) - exact(values, 0.99)) / exact(values, 0.99)
+			worst["daily_p99_rel_err"] = max(worst["daily_p99_rel_err"], err)
+	return {k: round(v, 6) for k, v in worst.items()}
+
+
+def aggregate_phase(db: str, now: str) -> None:
+	"""Child process: run the rollup and report its own throughput and peak memory growth."""
+	connect_site(db)
+	with open("/proc/self/statm") as f:
+		rss_start_kb = int(f.read().split()[1]) * resource.getpagesize() // 1024
+	started = time.perf_counter()
+	report = rollup.run_rollup(frappe.utils.get_datetime(now))
+	elapsed = time.perf_counter() - started
+	peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+	print(
+		json.dumps(
+			{
+				"rows_aggregated": report.rows_aggregated,
+				"seconds": elapsed,
+				"peak_mb": (peak_kb - rss_start_kb) / 1024,
+				"status": report.status,
+			}
+		)
+	)
+	frappe.destroy()
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--rows", type=int, default=1_000_000)
+	parser.add_argument("--operations", type=int, default=50)
+	parser.add_argument("--days", type=int, default=7)
+	parser.add_argument("--seed", type=int, default=42)
+	parser.add_argument("--phase", default="all", choices=("all", "aggregate"))
+	parser.add_argument("--now", help=argparse.SUPPRESS)
+	args = parser.parse_args()
+	if args.phase == "aggregate":
+		aggregate_phase(args.db, args.now)
+		return
+
+	connect_site(args.db)
+	wipe()
+	end = rollup.floor_hour(frappe.utils.now_datetime()) - timedelta(days=1)
+	started = time.perf_counter()
+	hourly = generate(args.rows, args.operations, args.days, end, args.seed)
+	insert_s = time.perf_counter() - started
+
+	fold_at = end + timedelta(days=1)
+	child = subprocess.run(
+		[
+			sys.executable,
+			"-m",
+			"benchmarks.rollup",
+			"--phase",
+			"aggregate",
+			"--db",
+			args.db,
+			"--now",
+			fmt(fold_at),
+		],
+		capture_output=True,
+		text=True,
+		check=True,
+	)
+	aggregate = json.loads(child.stdout.strip().splitlines()[-1])
+	assert aggregate["rows_aggregated"] == args.rows, aggregate
+	frappe.db.rollback()
+	errors = relative_errors(hourly)
+	detail, aggregates = storage.table_size(rollup.METRIC), storage.table_size(rollup.AGGREGATE)
+
+	report = retention.run_retention(fold_at + timedelta(days=8))
+	assert report.detail_rows_deleted == args.rows, report
+	figures = {
+		"db": args.db,
+		"rows": args.rows,
+		"insert_rows_per_s": round(args.rows / insert_s),
+		"aggregate_rows_per_s": round(aggregate["rows_aggregated"] / aggregate["seconds"]),
+		"aggregate_peak_mb": round(aggregate["peak_mb"], 1),
+		**errors,
+		"retention_rows_per_s": round(report.detail_rows_deleted / report.duration_s),
+		"retention_max_batch_s": report.max_batch_s,
+		"detail_bytes": detail.bytes,
+		"aggregate_rows": aggregates.rows,
+		"aggregate_bytes": aggregates.bytes,
+		"storage_ratio": round(detail.bytes / aggregates.bytes, 1),
+	}
+	wipe()
+	print(json.dumps(figures))
+	frappe.destroy()
+
+
+if __name__ == "__main__":
+	main()
