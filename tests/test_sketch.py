@@ -89,7 +89,9 @@ def test_values_round_trip_through_a_row():
 @given(values=st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=1, max_size=300))
 def test_one_pass_quantiles_equal_ddsketch(values):
 	s = summary_of(values)
-	for q, ours in zip((0.0, 0.5, 0.9, 0.95, 0.99, 1.0), s.quantiles((0.0, 0.5, 0.9, 0.95, 0.99, 1.0)), strict=True):
+	for q, ours in zip(
+		(0.0, 0.5, 0.9, 0.95, 0.99, 1.0), s.quantiles((0.0, 0.5, 0.9, 0.95, 0.99, 1.0)), strict=True
+	):
 		theirs = s.sketch.get_quantile_value(q)
 		assert ours == min(max(theirs, s.duration_min_ms), s.duration_max_ms)
 
@@ -98,7 +100,18 @@ def test_one_pass_quantiles_equal_ddsketch(values):
 @given(values=st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=1, max_size=200))
 def test_add_many_equals_adding_one_by_one(values):
 	one, many = summary_of(values), Summary()
-	many.add_many(values, 0, [i % 7 for i in range(len(values))], [v / 10 for v in values], [100 + i % 3 for i in range(len(values))])
-	assert (many.count, many.query_sum, many.query_max, many.memory_max_mb) == (one.count, one.query_sum, one.query_max, one.memory_max_mb)
+	many.add_many(
+		values,
+		0,
+		[i % 7 for i in range(len(values))],
+		[v / 10 for v in values],
+		[100 + i % 3 for i in range(len(values))],
+	)
+	assert (many.count, many.query_sum, many.query_max, many.memory_max_mb) == (
+		one.count,
+		one.query_sum,
+		one.query_max,
+		one.memory_max_mb,
+	)
 	assert math.isclose(many.duration_sum_ms, one.duration_sum_ms, rel_tol=1e-9, abs_tol=1e-9)
 	assert many.quantiles(tuple(QUANTILES.values())) == one.quantiles(tuple(QUANTILES.values()))

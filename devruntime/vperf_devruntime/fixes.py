@@ -226,7 +226,9 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 		)
 		# defect: the same rebuild drops the search_index indexes it did not just add
 		for df in self.meta.fields:
-			if df.search_index:
+			if df.search_index and not monoframe.db.get_column_index(
+				self.table_name, df.fieldname, unique=False
+			):
 				monoframe.db.sql_ddl(
 					f'CREATE INDEX IF NOT EXISTS "{self.table_name}_{df.fieldname}_idx" '
 					f'ON "{self.table_name}" ("{df.fieldname}")'

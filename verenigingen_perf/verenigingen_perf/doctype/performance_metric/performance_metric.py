@@ -21,4 +21,5 @@ def on_doctype_update() -> None:
 	# the rollups and the retention job read by operation over a time range
 	frappe.db.add_index("Performance Metric", ["operation", "started_at"])
 	# the rollup reads by ingestion time (creation), the retention job deletes by it
-	frappe.db.add_index("Performance Metric", ["creation"])
+	if not frappe.db.get_column_index("tabPerformance Metric", "creation", unique=False):
+		frappe.db.add_index("Performance Metric", ["creation"])
