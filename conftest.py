@@ -19,3 +19,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 	for item in items:
 		if "site" in getattr(item, "fixturenames", ()):
 			item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def default_settings(site):
+	"""Performance Settings back to the environment's defaults before and after the test."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import capture, config
+
+	def reset():
+		config.reset_overrides()
+		frappe.db.commit()
+		capture.forget_local_config()
+
+	reset()
+	yield
+	frappe.db.rollback()
+	reset()

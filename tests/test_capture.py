@@ -1,6 +1,5 @@
 """Capture over HTTP against the site's real web server, the buffer and the drain."""
 
-import threading
 import time
 
 import frappe
@@ -13,7 +12,7 @@ DRAIN_WAIT_S = 60
 
 
 @pytest.fixture
-def overrides(site):
+def overrides(default_settings):
 	"""Apply configuration overrides for a test, restored afterwards; waits until the web server
 	has the new configuration (it re-reads at most every `config_refresh_s`)."""
 	applied: list[dict] = []
@@ -24,13 +23,7 @@ def overrides(site):
 		applied.append(values)
 		capture.forget_local_config()
 
-	yield _apply
-	doc = frappe.get_single("Performance Settings")
-	for key in config.SETTINGS:
-		doc.set(key, "")
-	doc.save()
-	frappe.db.commit()
-	capture.forget_local_config()
+	return _apply
 
 
 def rows_for(**filters) -> list[dict]:
@@ -239,34 +232,13 @@ def push(entries: list[dict]) -> None:
 	buffer.flush()
 
 
-def test_two_concurrent_drains_land_every_measurement_exactly_once(site, overrides):
+def test_two_concurrent_drains_land_every_measurement_exactly_once(site, overrides, in_threads):
 	overrides(drain_batch_size=25)
 	buffer.drain()
 	operation = f"test.concurrent-drain.{capture.new_id()}"
 	entries = synthetic_entries(1000, operation)
 	push(entries)
-	errors: list[BaseException] = []
-	site_name, sites_path = frappe.local.site, getattr(frappe.local, "sites_path", None)
-
-	def worker():
-		try:
-			if sites_path:
-				frappe.init(site=site_name, sites_path=sites_path)
-			else:
-				frappe.init(force=True)
-			frappe.connect()
-			buffer.drain()
-		except BaseException as e:  # reported to the main thread
-			errors.append(e)
-		finally:
-			frappe.destroy()
-
-	threads = [threading.Thread(target=worker) for _ in range(2)]
-	for t in threads:
-		t.start()
-	for t in threads:
-		t.join(timeout=300)
-	assert not errors, errors
+	in_threads(buffer.drain, count=2)
 	buffer.drain()
 	names = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
 	assert len(names) == len(entries)

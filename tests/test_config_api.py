@@ -23,21 +23,6 @@ def clients(site, make_user, http):
 	}
 
 
-@pytest.fixture
-def clean_settings(site):
-	def reset():
-		doc = frappe.get_single("Performance Settings")
-		doc.environment = ""
-		for key in config.SETTINGS:
-			doc.set(key, "")
-		doc.save()
-		frappe.db.commit()
-
-	reset()
-	yield
-	reset()
-
-
 def message(response) -> dict:
 	return response.json()["message"]
 
@@ -56,7 +41,7 @@ def error_text(response) -> str:
 		("update_config", {"values": {"sampling_rate": 0.5}}),
 	],
 )
-def test_permission_matrix(clients, clean_settings, method, params):
+def test_permission_matrix(clients, default_settings, method, params):
 	for who, (client, allowed) in clients.items():
 		response = client.call(f"{API}.{method}", **params)
 		if allowed:
@@ -67,7 +52,7 @@ def test_permission_matrix(clients, clean_settings, method, params):
 			assert "message" not in response.json()
 
 
-def test_get_config_reports_environment_source_and_values(clients, clean_settings):
+def test_get_config_reports_environment_source_and_values(clients, default_settings):
 	client, _ = clients["System Manager"]
 	body = message(client.call(f"{API}.get_config", "GET"))
 	assert body["environment"] in config.ENVIRONMENTS
@@ -76,7 +61,7 @@ def test_get_config_reports_environment_source_and_values(clients, clean_setting
 	assert body["overrides"] == {}
 
 
-def test_update_config_persists_and_clears(clients, clean_settings):
+def test_update_config_persists_and_clears(clients, default_settings):
 	client, _ = clients["Administrator"]
 	body = message(
 		client.call(f"{API}.update_config", values={"sampling_rate": "0.3"}, environment="staging")
@@ -100,7 +85,7 @@ def test_update_config_persists_and_clears(clients, clean_settings):
 		({"values": {}, "environment": "prod"}, "environment: must be blank or one of"),
 	],
 )
-def test_bad_updates_are_refused_clearly_and_change_nothing(clients, clean_settings, params, expected):
+def test_bad_updates_are_refused_clearly_and_change_nothing(clients, default_settings, params, expected):
 	client, _ = clients["System Manager"]
 	before = frappe.db.get_singles_dict("Performance Settings")
 	response = client.call(f"{API}.update_config", **params)
@@ -111,7 +96,7 @@ def test_bad_updates_are_refused_clearly_and_change_nothing(clients, clean_setti
 	assert frappe.db.get_singles_dict("Performance Settings") == before
 
 
-def test_validate_config_reports_without_saving(clients, clean_settings):
+def test_validate_config_reports_without_saving(clients, default_settings):
 	client, _ = clients["System Manager"]
 	report = message(client.call(f"{API}.validate_config", values={"queries_warning": 50}))
 	assert report["valid"] is False

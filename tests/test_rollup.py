@@ -3,7 +3,6 @@
 import math
 import random
 import signal
-import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ RETENTION_JOB = "verenigingen_perf.utils.performance.retention.retention_job"
 
 
 @pytest.fixture
-def clean_slate(site):
+def clean_slate(default_settings):
 	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only)."""
 
 	def wipe():
@@ -36,11 +35,6 @@ def clean_slate(site):
 	wipe()
 	yield
 	wipe()
-	doc = frappe.get_single("Performance Settings")
-	for key in config.SETTINGS:
-		doc.set(key, "")
-	doc.save()
-	frappe.db.commit()
 
 
 def fmt(moment: datetime) -> str:
@@ -227,30 +221,11 @@ def test_an_hour_a_drain_still_holds_is_not_folded(clean_slate):
 	assert_nothing_lost(ingested)
 
 
-def test_two_rollups_at_once_do_not_double_count(clean_slate):
+def test_two_rollups_at_once_do_not_double_count(clean_slate, in_threads):
 	now = frappe.utils.now_datetime()
 	rows, ingested = make_rows(2000, now, hours=24)
 	insert(rows)
-	site_name, sites_path = frappe.local.site, getattr(frappe.local, "sites_path", None)
-	errors = []
-
-	def worker():
-		try:
-			frappe.init(site=site_name, sites_path=sites_path) if sites_path else frappe.init(force=True)
-			frappe.connect()
-			rollup.run_rollup(now)
-		except BaseException as e:
-			errors.append(e)
-		finally:
-			frappe.destroy()
-
-	threads = [threading.Thread(target=worker) for _ in range(2)]
-	for t in threads:
-		t.start()
-	for t in threads:
-		t.join(timeout=300)
-	assert not errors, errors
-	frappe.db.rollback()
+	in_threads(lambda: rollup.run_rollup(now), count=2)
 	rollup.run_rollup(now)
 	assert_nothing_lost(ingested)
 

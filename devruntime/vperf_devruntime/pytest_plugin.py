@@ -17,6 +17,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -290,3 +291,36 @@ def spawn_job(site: Any, site_env: dict[str, str]) -> Callable[[str], subprocess
 		)
 
 	return _spawn
+
+
+@pytest.fixture
+def in_threads(site: Any) -> Callable[..., None]:
+	"""`in_threads(fn, count)` runs `fn` at the same time in `count` threads, each with its own site
+	connection (as separate workers would), and fails the test if any of them raised."""
+	import frappe
+
+	def _run(fn: Callable[[], Any], count: int = 2, timeout_s: float = 300) -> None:
+		errors: list[BaseException] = []
+
+		def worker() -> None:
+			try:
+				if bench_mode():
+					frappe.init(site=BENCH_SITE, sites_path=BENCH_SITES)
+				else:
+					frappe.init(force=True)
+				frappe.connect()
+				fn()
+			except BaseException as e:  # handed to the test's thread
+				errors.append(e)
+			finally:
+				frappe.destroy()
+
+		threads = [threading.Thread(target=worker) for _ in range(count)]
+		for thread in threads:
+			thread.start()
+		for thread in threads:
+			thread.join(timeout=timeout_s)
+		assert not errors, errors
+		frappe.db.rollback()
+
+	return _run

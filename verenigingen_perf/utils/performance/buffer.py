@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,8 @@ import orjson
 import redis
 
 from verenigingen_perf.utils.performance.config import MonitoringConfig, get_config
+from verenigingen_perf.utils.performance.redis_store import key as _key
+from verenigingen_perf.utils.performance.redis_store import redis_client
 
 DOCTYPE = "Performance Metric"
 JOB_META_KEY = "verenigingen_perf_trace"
@@ -84,24 +88,22 @@ return 1
 """
 
 
-def redis_client() -> redis.Redis:
-	"""A plain client on Frappe's cache connection pool.
+@contextlib.contextmanager
+def exclusive(name: str, timeout_s: int) -> Iterator[bool]:
+	"""A non-blocking Redis lock for one of the app's jobs: yields False when another run holds it.
 
-	Frappe's RedisWrapper re-prefixes keys in its list and hash helpers; the buffer builds its keys
-	once (site-scoped, with `make_key`) and passes them to Lua scripts, so it talks plain Redis.
-	"""
-	pool = frappe.cache.connection_pool
-	client = _clients.get(id(pool))
-	if client is None:
-		client = _clients[id(pool)] = redis.Redis(connection_pool=pool)
-	return client
-
-
-_clients: dict[int, redis.Redis] = {}
-
-
-def _key(name: str) -> str:
-	return frappe.cache.make_key(f"verenigingen_perf:{name}")
+	A run that dies keeps it until `timeout_s`; one that outlives it relies on its own
+	compare-and-set checks, so releasing an expired lock is not an error."""
+	lock = redis_client().lock(_key(f"{name}_lock"), timeout=timeout_s, blocking=False)
+	acquired = lock.acquire()
+	try:
+		yield acquired
+	finally:
+		if acquired:
+			try:
+				lock.release()
+			except redis.exceptions.LockError:
+				pass
 
 
 def buffer_key() -> str:

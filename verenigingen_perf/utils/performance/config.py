@@ -7,6 +7,7 @@ and the process environment through Frappe, imported lazily.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -18,7 +19,7 @@ ENVIRONMENTS = ("development", "staging", "production")
 SITE_CONFIG_KEY = "verenigingen_perf_environment"
 ENVIRONMENT_VARIABLE = "VERENIGINGEN_PERF_ENVIRONMENT"
 SETTINGS_DOCTYPE = "Performance Settings"
-CACHE_KEY = "verenigingen_perf:effective_config"
+CACHE_KEY = "effective_config"
 
 
 @dataclass(frozen=True)
@@ -468,15 +469,26 @@ def load_config() -> PerformanceConfig:
 
 
 def get_config() -> PerformanceConfig:
-	"""The effective configuration, cached in Redis so every worker shares it and a save clears it."""
-	import frappe
+	"""The effective configuration, cached in Redis so every worker shares it and a save clears it.
 
-	cached = frappe.cache.get_value(CACHE_KEY)
+	Read with a plain client: Frappe's cache helpers also keep a per-request copy, which a
+	long-lived process (a console, the scheduler) would otherwise keep seeing after a save."""
+	import json
+
+	import redis
+
+	from verenigingen_perf.utils.performance.redis_store import key, redis_client
+
+	try:
+		cached = redis_client().get(key(CACHE_KEY))
+	except redis.exceptions.ConnectionError:
+		return load_config()
 	if cached is None:
 		config = load_config()
-		frappe.cache.set_value(CACHE_KEY, config.as_dict())
+		with contextlib.suppress(redis.exceptions.ConnectionError):
+			redis_client().set(key(CACHE_KEY), json.dumps(config.as_dict()))
 		return config
-	return config_from_dict(cached)
+	return config_from_dict(json.loads(cached))
 
 
 def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
@@ -498,9 +510,12 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 
 
 def clear_config_cache() -> None:
-	import frappe
+	import redis
 
-	frappe.cache.delete_value(CACHE_KEY)
+	from verenigingen_perf.utils.performance.redis_store import key, redis_client
+
+	with contextlib.suppress(redis.exceptions.ConnectionError):
+		redis_client().delete(key(CACHE_KEY))
 
 
 def flat_values(config: PerformanceConfig) -> dict[str, Any]:
@@ -556,6 +571,11 @@ def update_config(values: Mapping[str, Any], environment: str | None = None) -> 
 		doc.set(key, value)
 	doc.save()
 	return get_config()
+
+
+def reset_overrides() -> PerformanceConfig:
+	"""Back to the detected environment's defaults: no explicit environment, no overrides."""
+	return update_config(dict.fromkeys(SETTINGS, ""), environment="")
 
 
 def validation_report(values: Mapping[str, Any], environment: str | None = None) -> dict[str, Any]:

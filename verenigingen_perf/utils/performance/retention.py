@@ -46,13 +46,10 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 	started = time.monotonic()
 	report = RetentionReport()
 	retention = get_config().retention
-	lock = buffer.redis_client().lock(
-		buffer._key("retention_lock"), timeout=retention.job_lock_timeout_s, blocking=False
-	)
-	if not lock.acquire():
-		report.status = "skipped: another retention run is going on"
-		return report
-	try:
+	with buffer.exclusive("retention", retention.job_lock_timeout_s) as acquired:
+		if not acquired:
+			report.status = "skipped: another retention run is going on"
+			return report
 		now = now or frappe.utils.now_datetime()
 		watermark = rollup.get_watermark()
 		report.watermark = str(watermark) if watermark else None
@@ -67,12 +64,7 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 		report.daily_rows_deleted = _delete_aggregates(
 			{"granularity": "day", "period_start": ("<", daily_cutoff)}, retention.delete_batch_size, report
 		)
-	finally:
-		try:
-			lock.release()
-		except Exception:
-			pass
-		report.duration_s = round(time.monotonic() - started, 3)
+	report.duration_s = round(time.monotonic() - started, 3)
 	return report
 
 

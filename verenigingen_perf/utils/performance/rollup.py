@@ -150,13 +150,10 @@ def run_rollup(now: datetime | None = None) -> RollupReport:
 	started = time.monotonic()
 	report = RollupReport()
 	retention = get_config().retention
-	lock = buffer.redis_client().lock(
-		buffer._key("rollup_lock"), timeout=retention.job_lock_timeout_s, blocking=False
-	)
-	if not lock.acquire():
-		report.status = "skipped: another rollup is running"
-		return report
-	try:
+	with buffer.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
+		if not acquired:
+			report.status = "skipped: another rollup is running"
+			return report
 		now = now or frappe.utils.now_datetime()
 		limit = now - timedelta(minutes=retention.aggregation_delay_minutes)
 		while (hour := _next_ingested_hour(watermark := get_watermark())) is not None:
@@ -169,13 +166,9 @@ def run_rollup(now: datetime | None = None) -> RollupReport:
 			if not _fold_hour(watermark, hour, end, retention.aggregation_page_size, report):
 				report.status = "stopped: the watermark moved under this run"
 				break
-		report.watermark = _format(get_watermark()) if get_watermark() else None
-	finally:
-		try:
-			lock.release()
-		except Exception:
-			pass  # expired: the compare-and-set already kept this run from double counting
-		report.duration_s = round(time.monotonic() - started, 3)
+		watermark = get_watermark()
+		report.watermark = _format(watermark) if watermark else None
+	report.duration_s = round(time.monotonic() - started, 3)
 	return report
 
 

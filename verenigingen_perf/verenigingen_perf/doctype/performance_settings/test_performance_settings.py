@@ -6,24 +6,17 @@ import frappe
 import pytest
 
 from verenigingen_perf.utils.performance import config
+from verenigingen_perf.utils.performance.redis_store import key, redis_client
 
 
 @pytest.fixture
-def settings(site):
-	"""Performance Settings cleared before and after the test."""
+def settings(default_settings):
+	"""Performance Settings with no overrides, restored after the test."""
+	return frappe.get_single("Performance Settings")
 
-	def reset():
-		doc = frappe.get_single("Performance Settings")
-		doc.environment = ""
-		for key in config.SETTINGS:
-			doc.set(key, "")
-		doc.save()
-		frappe.db.commit()
 
-	reset()
-	yield frappe.get_single("Performance Settings")
-	frappe.db.rollback()
-	reset()
+def cached_config() -> bytes | None:
+	return redis_client().get(key(config.CACHE_KEY))
 
 
 def stored() -> dict:
@@ -73,17 +66,17 @@ def test_bad_values_are_rejected_without_change(settings, field, value, rule):
 
 def test_saving_clears_the_cached_configuration(settings):
 	first = config.get_config()
-	assert frappe.cache.get_value(config.CACHE_KEY) is not None
+	assert cached_config() is not None
 	settings.sampling_rate = "0.75" if first.monitoring.sampling_rate != 0.75 else "0.5"
 	settings.save()
-	assert frappe.cache.get_value(config.CACHE_KEY) is None
+	assert cached_config() is None
 	assert config.get_config().monitoring.sampling_rate == float(settings.sampling_rate)
 
 
 def test_clear_cache_drops_the_configuration(settings):
 	config.get_config()
 	frappe.clear_cache()
-	assert frappe.cache.get_value(config.CACHE_KEY) is None
+	assert cached_config() is None
 
 
 def test_site_config_and_environment_variable_are_consulted(settings, monkeypatch):
