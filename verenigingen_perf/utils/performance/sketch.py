@@ -11,7 +11,9 @@ import math
 import struct
 import zlib
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from ddsketch import DDSketch
 
@@ -141,26 +143,23 @@ class Summary:
 		return self.quantiles((q,))[0]
 
 	def quantiles(self, qs: tuple[float, ...]) -> list[float]:
-		"""Several quantiles in one pass over the bins, read exactly as DDSketch's get_quantile_value
-		reads one (rank q*(n-1), lower key; ranks among the zeros are 0), kept inside the exact extremes."""
+		"""Several quantiles from one cumulative pass over the bins, read exactly as DDSketch's
+		get_quantile_value reads one (rank q*(n-1), lower key; ranks among the zeros are 0), kept
+		inside the exact extremes."""
 		sketch = self.sketch
 		if not self.count or not sketch._count:
 			return [0.0 for _ in qs]
 		store, mapping = sketch._store, sketch._mapping
-		results = [0.0] * len(qs)
-		pending = sorted((q * (sketch._count - 1) - sketch._zero_count, i) for i, q in enumerate(qs))
-		pending = [(rank, i) for rank, i in pending if rank >= 0]
-		running, position = 0.0, 0
-		for index, bin_count in enumerate(store.bins):
-			running += bin_count
-			while position < len(pending) and running > pending[position][0]:
-				results[pending[position][1]] = mapping.value(index + store.offset)
-				position += 1
-			if position == len(pending):
-				break
-		for _rank, i in pending[position:]:
-			results[i] = mapping.value(store.max_key)
-		return [min(max(value, self.duration_min_ms), self.duration_max_ms) for value in results]
+		cumulative = list(accumulate(store.bins))
+		results = []
+		for q in qs:
+			rank = q * (sketch._count - 1) - sketch._zero_count
+			value = 0.0
+			if rank >= 0:
+				index = bisect_right(cumulative, rank)
+				value = mapping.value(index + store.offset if index < len(cumulative) else store.max_key)
+			results.append(min(max(value, self.duration_min_ms), self.duration_max_ms))
+		return results
 
 	def as_values(self) -> dict:
 		values = {
