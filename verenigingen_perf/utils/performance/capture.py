@@ -20,7 +20,6 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import frappe
@@ -28,10 +27,6 @@ import frappe
 from verenigingen_perf.utils.performance import buffer
 from verenigingen_perf.utils.performance.config import MonitoringConfig, PerformanceConfig, get_config
 
-# column sizes of Performance Metric, not tunable thresholds
-OPERATION_MAX_CHARS = 140
-USER_MAX_CHARS = 140
-ERROR_MAX_CHARS = 500
 TRACE_HEADER = "X-Vperf-Trace"
 
 F = TypeVar("F", bound=Callable[..., Any])
