@@ -32,10 +32,6 @@ from verenigingen_perf.utils.performance import buffer, capture, retention, roll
 CHUNK = 50_000
 
 
-def fmt(moment: datetime) -> str:
-	return moment.isoformat(sep=" ", timespec="microseconds")
-
-
 def wipe() -> None:
 	frappe.db.sql(f"delete from `tab{rollup.METRIC}`")
 	frappe.db.sql(f"delete from `tab{rollup.AGGREGATE}`")
@@ -71,32 +67,22 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 		)
 		operation = f"bench.rollup.op{i % operations:02d}"
 		duration = duration_ms(rng)
-		batch.append(
-			(
-				capture.new_id(),
-				fmt(created),
-				fmt(created),
-				"Administrator",
-				"Administrator",
-				0,
-				operation,
-				"request",
-				fmt(started),
-				duration,
-				rng.randint(1, 30),
-				duration / 5,
-				150.0,
-				0,
-				0.0,
-				"error" if rng.random() < 0.01 else "ok",
-				200,
-				"Administrator",
-				capture.new_id(),
-				None,
-				None,
-				None,
-			)
-		)
+		values = {
+			"operation": operation,
+			"operation_type": "request",
+			"started_at": rollup.format_datetime(started),
+			"duration_ms": duration,
+			"query_count": rng.randint(1, 30),
+			"db_time_ms": duration / 5,
+			"peak_rss_mb": 150.0,
+			"rss_growth_kb": 0,
+			"peak_alloc_kb": 0.0,
+			"status": "error" if rng.random() < 0.01 else "ok",
+			"http_status": 200,
+			"user": "Administrator",
+			"trace_id": capture.new_id(),
+		}
+		batch.append(buffer.detail_row(capture.new_id(), rollup.format_datetime(created), values))
 		hourly[(operation, rollup.floor_hour(started))].append(duration)
 		if len(batch) == CHUNK:
 			buffer.insert_rows(batch)
@@ -194,7 +180,7 @@ def main() -> None:
 			"--db",
 			args.db,
 			"--now",
-			fmt(fold_at),
+			rollup.format_datetime(fold_at),
 		],
 		capture_output=True,
 		text=True,

@@ -37,10 +37,6 @@ def clean_slate(default_settings):
 	wipe()
 
 
-def fmt(moment: datetime) -> str:
-	return moment.isoformat(sep=" ", timespec="microseconds")
-
-
 def make_rows(
 	count: int, now: datetime, hours: int, operations: int = 5, seed: int = 1, late_share: float = 0.1
 ):
@@ -60,32 +56,22 @@ def make_rows(
 		operation = f"op.{i % operations}"
 		duration = rng.paretovariate(1.3) * 3
 		status = "error" if rng.random() < 0.05 else "ok"
-		rows.append(
-			(
-				capture.new_id(),
-				fmt(created),
-				fmt(created),
-				"Administrator",
-				"Administrator",
-				0,
-				operation,
-				"request",
-				fmt(started),
-				duration,
-				rng.randint(1, 20),
-				duration / 4,
-				120.0,
-				0,
-				0.0,
-				status,
-				200,
-				"Administrator",
-				capture.new_id(),
-				None,
-				None,
-				None,
-			)
-		)
+		values = {
+			"operation": operation,
+			"operation_type": "request",
+			"started_at": rollup.format_datetime(started),
+			"duration_ms": duration,
+			"query_count": rng.randint(1, 20),
+			"db_time_ms": duration / 4,
+			"peak_rss_mb": 120.0,
+			"rss_growth_kb": 0,
+			"peak_alloc_kb": 0.0,
+			"status": status,
+			"http_status": 200,
+			"user": "Administrator",
+			"trace_id": capture.new_id(),
+		}
+		rows.append(buffer.detail_row(capture.new_id(), rollup.format_datetime(created), values))
 		ingested[(operation, rollup.floor_hour(started))] += 1
 	return rows, ingested
 
@@ -195,8 +181,11 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	before = frappe.db.get_value(rollup.AGGREGATE, name, "count")
 	# rows that started in that hour, ingested now (hours later)
 	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
-	late = [(*r[:6], operation, *r[7:8], fmt(hour + timedelta(minutes=5)), *r[9:]) for r in late]
-	late = [(r[0], fmt(now - timedelta(minutes=30)), *r[2:]) for r in late]
+	late = [
+		(*r[:6], operation, *r[7:8], rollup.format_datetime(hour + timedelta(minutes=5)), *r[9:])
+		for r in late
+	]
+	late = [(r[0], rollup.format_datetime(now - timedelta(minutes=30)), *r[2:]) for r in late]
 	insert(late)
 	ingested[some_hour_key] += 7
 	report = rollup.run_rollup(now + timedelta(hours=1))

@@ -425,19 +425,23 @@ _JSON_TABLE_COLUMNS = ", ".join(
 )
 
 
+def detail_row(name: str, created: str, values: dict[str, Any]) -> tuple:
+	"""One Performance Metric row in the column order `insert_rows` writes (`started_at` and
+	`created` already formatted as database datetimes)."""
+	return (name, created, created, "Administrator", "Administrator", 0, *(values.get(c) for c in COLUMNS))
+
+
 def _rows(items: list[bytes]) -> tuple[list[tuple], int]:
 	now = frappe.utils.now()
 	system_zone = ZoneInfo(frappe.utils.get_system_timezone())
-	started_at_index = COLUMNS.index("started_at")
 	rows, malformed = [], 0
 	for raw in items:
 		try:
 			entry = orjson.loads(raw)
-			values = [entry.get(column) for column in COLUMNS]
 			# stored as Frappe stores datetimes: naive, in the system time zone
 			started = datetime.fromtimestamp(float(entry["started_at"]), system_zone).replace(tzinfo=None)
-			values[started_at_index] = started.isoformat(sep=" ", timespec="microseconds")
-			rows.append((entry["name"], now, now, "Administrator", "Administrator", 0, *values))
+			entry["started_at"] = started.isoformat(sep=" ", timespec="microseconds")
+			rows.append(detail_row(entry["name"], now, entry))
 		except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
 			malformed += 1
 	return rows, malformed

@@ -88,13 +88,23 @@ def _delete_details(cutoff: datetime, watermark: datetime, batch_size: int, repo
 		edge = frappe.db.sql(
 			f"""select creation from {table} where creation < %(bound)s and started_at < %(cutoff)s
 			order by creation limit 1 offset %(offset)s""",
-			{"bound": rollup._format(bound), "cutoff": rollup._format(cutoff), "offset": batch_size - 1},
+			{
+				"bound": rollup.format_datetime(bound),
+				"cutoff": rollup.format_datetime(cutoff),
+				"offset": batch_size - 1,
+			},
 		)
-		upper = rollup._format(rollup._as_datetime(edge[0][0])) if edge else rollup._format(bound)
+		upper = (
+			rollup.format_datetime(rollup._as_datetime(edge[0][0])) if edge else rollup.format_datetime(bound)
+		)
 		started = time.monotonic()
 		frappe.db.sql(
 			f"delete from {table} where creation <= %(upper)s and creation < %(bound)s and started_at < %(cutoff)s",
-			{"upper": upper, "bound": rollup._format(bound), "cutoff": rollup._format(cutoff)},
+			{
+				"upper": upper,
+				"bound": rollup.format_datetime(bound),
+				"cutoff": rollup.format_datetime(cutoff),
+			},
 		)
 		count = frappe.db._cursor.rowcount
 		frappe.db.commit()

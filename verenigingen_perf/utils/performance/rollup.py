@@ -97,7 +97,8 @@ def get_watermark() -> datetime | None:
 	return _as_datetime(value[0][0]) if value and value[0][0] else None
 
 
-def _format(moment: datetime) -> str:
+def format_datetime(moment: datetime) -> str:
+	"""How a datetime is written to and compared in the database: naive, microseconds."""
 	return moment.isoformat(sep=" ", timespec="microseconds")
 
 
@@ -115,12 +116,12 @@ def _move_watermark(old: datetime | None, new: datetime) -> bool:
 	if old is None:
 		frappe.db.sql(
 			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and (value is null or value='')",
-			(_format(new), STATE),
+			(format_datetime(new), STATE),
 		)
 	else:
 		frappe.db.sql(
 			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and value=%s",
-			(_format(new), STATE, _format(old)),
+			(format_datetime(new), STATE, format_datetime(old)),
 		)
 	return frappe.db._cursor.rowcount == 1
 
@@ -167,7 +168,7 @@ def run_rollup(now: datetime | None = None) -> RollupReport:
 				report.status = "stopped: the watermark moved under this run"
 				break
 		watermark = get_watermark()
-		report.watermark = _format(watermark) if watermark else None
+		report.watermark = format_datetime(watermark) if watermark else None
 	report.duration_s = round(time.monotonic() - started, 3)
 	return report
 
@@ -180,7 +181,7 @@ def _next_ingested_hour(watermark: datetime | None) -> datetime | None:
 		first = frappe.db.sql(f"select min(creation) from `tab{METRIC}`")
 	else:
 		first = frappe.db.sql(
-			f"select min(creation) from `tab{METRIC}` where creation >= %s", (_format(watermark),)
+			f"select min(creation) from `tab{METRIC}` where creation >= %s", (format_datetime(watermark),)
 		)
 	return floor_hour(_as_datetime(first[0][0])) if first and first[0][0] else None
 
@@ -237,7 +238,7 @@ def _fold_hour(
 
 def _stream(start: datetime, end: datetime, page_size: int):
 	"""Pages of the detail rows ingested in [start, end) (keyset on creation, name): bounded memory."""
-	after_creation, after_name = _format(start), ""
+	after_creation, after_name = format_datetime(start), ""
 	while True:
 		page = frappe.db.sql(
 			f"""select operation, started_at, duration_ms, status, query_count, db_time_ms, peak_rss_mb,
@@ -248,8 +249,8 @@ def _stream(start: datetime, end: datetime, page_size: int):
 			order by creation, name
 			limit %(page_size)s""",
 			{
-				"start": _format(start),
-				"end": _format(end),
+				"start": format_datetime(start),
+				"end": format_datetime(end),
 				"after_creation": after_creation,
 				"after_name": after_name,
 				"page_size": page_size,
@@ -259,7 +260,7 @@ def _stream(start: datetime, end: datetime, page_size: int):
 			yield page
 		if len(page) < page_size:
 			return
-		after_creation, after_name = _format(_as_datetime(page[-1][7])), page[-1][8]
+		after_creation, after_name = format_datetime(_as_datetime(page[-1][7])), page[-1][8]
 
 
 def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime], Summary]) -> int:
@@ -286,7 +287,7 @@ def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime
 		values = {
 			"operation": operation,
 			"granularity": granularity,
-			"period_start": _format(period),
+			"period_start": format_datetime(period),
 			**summary.as_values(),
 		}
 		rows.append(
