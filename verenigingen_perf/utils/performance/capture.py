@@ -353,12 +353,12 @@ def before_job(method: str | None = None, kwargs: dict | None = None, transactio
 @_safe
 def after_job(method: str | None = None, kwargs: dict | None = None, result: Any = None) -> None:
 	"""Hook: finish the job's span (error status when the job raised) and push it at once."""
-	stack = _stack()
+	state = _state()
 	try:
-		if stack and stack[0].operation_type == "job":
+		if state and state.spans and state.spans[0].operation_type == "job":
 			error = sys.exc_info()[1]
-			monitoring = current_config().monitoring
-			buffer.add(stack[0].finish("error" if error else "ok", None, error), monitoring)
+			# the configuration the job started with, already read in before_job
+			buffer.add(state.spans[0].finish("error" if error else "ok", None, error), state.monitoring)
 			# a job's work-horse process may exit without running atexit handlers
 			buffer.flush()
 	finally:
@@ -456,10 +456,11 @@ def _open_custom_span(operation: str, context: dict[str, Any] | None) -> Span | 
 def _close_custom_span(span: Span | None, error: BaseException | None) -> None:
 	if span is None:
 		return
-	stack = _stack()
+	state = _state()
+	stack = state.spans if state else []
 	if span in stack:
 		stack.remove(span)
-	monitoring = current_config().monitoring
+	monitoring = state.monitoring if state else current_config().monitoring
 	buffer.add(span.finish("error" if error else "ok", None, error), monitoring)
 	if not stack:
 		_end_trace()
