@@ -37,3 +37,37 @@ def default_settings(site):
 	yield
 	frappe.db.rollback()
 	reset()
+
+
+@pytest.fixture
+def clean_slate(default_settings):
+	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only)."""
+
+	import frappe
+
+	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+
+	def wipe():
+		frappe.db.delete(rollup.METRIC)
+		frappe.db.delete(rollup.AGGREGATE)
+		frappe.db.sql(
+			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+		)
+		rollup.ensure_state_row()
+		frappe.db.commit()
+		client = buffer.redis_client()
+		client.delete(buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock"))
+		dashboard.clear_dashboard_cache()
+
+	wipe()
+	yield
+	wipe()
+
+
+@pytest.fixture(scope="session")
+def member_doctypes(site):
+	"""The demo's Member, Chapter and membership doctypes (custom doctypes, created once)."""
+	from vperf_devruntime import members
+
+	members.ensure_member_doctypes()
+	return members

@@ -17,26 +17,6 @@ ROLLUP_JOB = "verenigingen_perf.utils.performance.rollup.rollup_job"
 RETENTION_JOB = "verenigingen_perf.utils.performance.retention.retention_job"
 
 
-@pytest.fixture
-def clean_slate(default_settings):
-	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only)."""
-
-	def wipe():
-		frappe.db.delete(rollup.METRIC)
-		frappe.db.delete(rollup.AGGREGATE)
-		frappe.db.sql(
-			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
-		)
-		rollup.ensure_state_row()
-		frappe.db.commit()
-		client = buffer.redis_client()
-		client.delete(buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock"))
-
-	wipe()
-	yield
-	wipe()
-
-
 def make_rows(
 	count: int, now: datetime, hours: int, operations: int = 5, seed: int = 1, late_share: float = 0.1
 ):

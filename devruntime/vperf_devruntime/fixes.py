@@ -248,6 +248,16 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 
 	SQLiteDatabase.get_connection = get_connection
 
+	original_rollback = SQLiteDatabase.rollback
+
+	def rollback(self, *, save_point=None, chain=None):
+		# defect: rolling back to a savepoint keeps get_value's per-request cache; Frappe clears it
+		original_rollback(self, save_point=save_point, chain=chain)
+		if save_point:
+			self.value_cache.clear()
+
+	SQLiteDatabase.rollback = rollback
+
 
 def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:
 	from monoframe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,10 @@ SITE_CONFIG_KEY = "verenigingen_perf_environment"
 ENVIRONMENT_VARIABLE = "VERENIGINGEN_PERF_ENVIRONMENT"
 SETTINGS_DOCTYPE = "Performance Settings"
 CACHE_KEY = "effective_config"
+# a batch analysis loads every member in one request: no configuration may raise it past this
+BATCH_HARD_CAP = 50
+# a Frappe doctype name: letters, digits, spaces, hyphens and underscores, at most 61 characters
+_DOCTYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,60}$")
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,24 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+	"""What the health check, the dashboard and the member analysis look at."""
+
+	health_window_hours: int
+	slowest_operations: int
+	n_plus_one_min_repeats: int
+	batch_max_members: int
+	member_doctype: str
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
 	thresholds: PerformanceThresholds
 	retention: DataRetentionConfig
 	monitoring: MonitoringConfig
+	analysis: AnalysisConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -143,6 +160,18 @@ SETTINGS: dict[str, Setting] = {
 		_s("flush_interval_ms", "monitoring", "flush_interval_ms", kind=int, minimum=10),
 		_s("config_refresh_s", "monitoring", "config_refresh_s", kind=int, minimum=1),
 		_s("drain_claim_timeout_s", "monitoring", "drain_claim_timeout_s", kind=int, minimum=10),
+		_s("health_window_hours", "analysis", "health_window_hours", kind=int, minimum=1, maximum=168),
+		_s("slowest_operations", "analysis", "slowest_operations", kind=int, minimum=1, maximum=100),
+		_s("n_plus_one_min_repeats", "analysis", "n_plus_one_min_repeats", kind=int, minimum=2),
+		_s(
+			"batch_max_members",
+			"analysis",
+			"batch_max_members",
+			kind=int,
+			minimum=1,
+			maximum=BATCH_HARD_CAP,
+		),
+		_s("member_doctype", "analysis", "member_doctype", kind=str),
 	)
 }
 
@@ -182,6 +211,13 @@ _CAPTURE_DEFAULTS = {
 	"drain_claim_timeout_s": 300,
 }
 
+_ANALYSIS_DEFAULTS = {
+	"health_window_hours": 1,
+	"slowest_operations": 5,
+	"batch_max_members": 10,
+	"member_doctype": "Member",
+}
+
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
 	"hourly_retention_days": 90,
@@ -215,6 +251,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"drain_batch_size": 5000,
 		"dashboard_cache_ttl_s": 30,
 		**_CAPTURE_DEFAULTS,
+		**_ANALYSIS_DEFAULTS,
+		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
 		"api_response_warning_ms": 100,
@@ -238,6 +276,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"drain_batch_size": 5000,
 		"dashboard_cache_ttl_s": 60,
 		**_CAPTURE_DEFAULTS,
+		**_ANALYSIS_DEFAULTS,
+		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
 		"api_response_warning_ms": 10,
@@ -261,6 +301,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"drain_batch_size": 10000,
 		"dashboard_cache_ttl_s": 60,
 		**_CAPTURE_DEFAULTS,
+		**_ANALYSIS_DEFAULTS,
+		"n_plus_one_min_repeats": 5,
 	},
 }
 
@@ -276,6 +318,13 @@ def coerce(setting: Setting, value: Any) -> Any:
 	"""Convert a raw value (from the desk, JSON or the API) to the setting's type, or raise ValueError."""
 	if setting.kind is tuple:
 		return _coerce_paths(setting, value)
+	if setting.kind is str:
+		if not isinstance(value, str) or not _DOCTYPE_NAME.match(value.strip()):
+			raise ValueError(
+				f"{setting.key}: must be a doctype name (a letter, then letters, digits, spaces, '-' or '_',"
+				f" at most 61 characters), got {value!r}"
+			)
+		return value.strip()
 	if setting.kind is bool:
 		if isinstance(value, bool):
 			return value
@@ -316,7 +365,7 @@ def _coerce_paths(setting: Setting, value: Any) -> tuple[str, ...]:
 
 
 def _check_range(setting: Setting, value: Any) -> str | None:
-	if setting.kind in (bool, tuple):
+	if setting.kind in (bool, tuple, str):
 		return None
 	if setting.minimum is not None and value < setting.minimum:
 		if setting.minimum == 0:
@@ -396,7 +445,12 @@ def build_config(
 	"""The effective configuration: the environment's defaults with validated overrides on top."""
 	clean = validate_overrides(environment, overrides or {})
 	values = {**ENVIRONMENT_DEFAULTS[environment], **clean}
-	sections: dict[str, dict[str, Any]] = {"thresholds": {}, "retention": {}, "monitoring": {}}
+	sections: dict[str, dict[str, Any]] = {
+		"thresholds": {},
+		"retention": {},
+		"monitoring": {},
+		"analysis": {},
+	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
 		*parents, leaf = setting.path
@@ -410,6 +464,7 @@ def build_config(
 		thresholds=PerformanceThresholds(**thresholds),
 		retention=DataRetentionConfig(**sections["retention"]),
 		monitoring=MonitoringConfig(**sections["monitoring"]),
+		analysis=AnalysisConfig(**sections["analysis"]),
 		overrides=clean,
 	)
 
@@ -483,12 +538,14 @@ def get_config() -> PerformanceConfig:
 		cached = redis_client().get(key(CACHE_KEY))
 	except redis.exceptions.ConnectionError:
 		return load_config()
-	if cached is None:
-		config = load_config()
-		with contextlib.suppress(redis.exceptions.ConnectionError):
-			redis_client().set(key(CACHE_KEY), json.dumps(config.as_dict()))
-		return config
-	return config_from_dict(json.loads(cached))
+	if cached is not None:
+		with contextlib.suppress(KeyError, TypeError):
+			return config_from_dict(json.loads(cached))
+	# nothing cached, or cached by an older version of the app
+	config = load_config()
+	with contextlib.suppress(redis.exceptions.ConnectionError):
+		redis_client().set(key(CACHE_KEY), json.dumps(config.as_dict()))
+	return config
 
 
 def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
@@ -502,6 +559,7 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 		monitoring=MonitoringConfig(
 			**{**data["monitoring"], "excluded_paths": tuple(data["monitoring"]["excluded_paths"])}
 		),
+		analysis=AnalysisConfig(**data["analysis"]),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value
 			for key, value in (data.get("overrides") or {}).items()

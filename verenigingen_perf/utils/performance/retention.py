@@ -18,7 +18,7 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, rollup
+from verenigingen_perf.utils.performance import buffer, rollup, storage
 from verenigingen_perf.utils.performance.config import get_config
 
 
@@ -33,6 +33,8 @@ class RetentionReport:
 	watermark: str | None = None
 	duration_s: float = 0.0
 	errors: list[str] = field(default_factory=list)
+	# row counts and bytes as the database reports them after this run (read by the dashboard)
+	storage: list[dict[str, Any]] = field(default_factory=list)
 
 
 def retention_job() -> dict[str, Any]:
@@ -64,6 +66,7 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 		report.daily_rows_deleted = _delete_aggregates(
 			{"granularity": "day", "period_start": ("<", daily_cutoff)}, retention.delete_batch_size, report
 		)
+		report.storage = [asdict(size) for size in storage.storage_figures()]
 	report.duration_s = round(time.monotonic() - started, 3)
 	return report
 

@@ -15,6 +15,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+import numpy as np
 from ddsketch import DDSketch
 
 # part of the stored format, not a tunable threshold: sketches only merge at the same accuracy
@@ -44,23 +45,9 @@ def dumps(sketch: DDSketch) -> str:
 
 
 def loads(text: str) -> DDSketch:
-	raw = zlib.decompress(base64.b64decode(text))
-	version, zero_count, min_key = struct.unpack_from("<BIi", raw)
-	if version != _FORMAT:
-		raise ValueError(f"sketch: unknown stored format {version}")
-	counts = array("I")
-	counts.frombytes(raw[struct.calcsize("<BIi") :])
-	sketch = new_sketch()
-	if counts:
-		store = sketch._store
-		store.bins = [float(c) for c in counts]
-		store.offset = min_key
-		store.min_key = min_key
-		store.max_key = min_key + len(counts) - 1
-		store.count = float(sum(counts))
-	sketch._zero_count = float(zero_count)
-	sketch._count = float(sum(counts) + zero_count)
-	return sketch
+	merger = StoredSketchMerger()
+	merger.add(text)
+	return merger.sketch()
 
 
 @dataclass
@@ -193,3 +180,58 @@ class Summary:
 			memory_max_mb=float(values["memory_max_mb"] or 0),
 			sketch=loads(values["sketch"]) if values.get("sketch") else new_sketch(),
 		)
+
+
+def _decode(text: str) -> tuple[int, int, np.ndarray]:
+	raw = zlib.decompress(base64.b64decode(text))
+	version, zero_count, min_key = struct.unpack_from("<BIi", raw)
+	if version != _FORMAT:
+		raise ValueError(f"sketch: unknown stored format {version}")
+	return zero_count, min_key, np.frombuffer(raw, dtype=np.uint32, offset=_HEADER_SIZE)
+
+
+_HEADER_SIZE = struct.calcsize("<BIi")
+
+
+class StoredSketchMerger:
+	"""Merges stored sketches bin by bin without building a DDSketch for each (the health check and
+	the dashboard merge hundreds per answer); the result equals merging them with DDSketch.merge."""
+
+	__slots__ = ("bins", "first_key", "zero_count")
+
+	def __init__(self) -> None:
+		self.bins = np.zeros(0, dtype=np.int64)
+		self.first_key = 0
+		self.zero_count = 0
+
+	def add(self, text: str | None) -> None:
+		if not text:
+			return
+		zero_count, min_key, counts = _decode(text)
+		self.zero_count += zero_count
+		if not len(counts):
+			return
+		if not len(self.bins):
+			self.bins, self.first_key = counts.astype(np.int64), min_key
+			return
+		if min_key < self.first_key:
+			self.bins = np.concatenate((np.zeros(self.first_key - min_key, dtype=np.int64), self.bins))
+			self.first_key = min_key
+		start = min_key - self.first_key
+		end = start + len(counts)
+		if end > len(self.bins):
+			self.bins = np.concatenate((self.bins, np.zeros(end - len(self.bins), dtype=np.int64)))
+		self.bins[start:end] += counts
+
+	def sketch(self) -> DDSketch:
+		sketch = new_sketch()
+		total = int(self.bins.sum())
+		if total:
+			store = sketch._store
+			store.bins = self.bins.astype(float).tolist()
+			store.offset = store.min_key = self.first_key
+			store.max_key = self.first_key + len(self.bins) - 1
+			store.count = float(total)
+		sketch._zero_count = float(self.zero_count)
+		sketch._count = float(total + self.zero_count)
+		return sketch

@@ -1,0 +1,407 @@
+"""The health score: recent hourly aggregates and the app's own jobs, judged against the configuration.
+
+Formula (also in the README). Every component has a measured value and a warning and a critical level
+from the configuration; the health thresholds give the score at those levels (H_w, H_c):
+
+	value <= warning:             100 - (100 - H_w) * value / warning
+	warning < value <= critical:  H_w - (H_w - H_c) * (value - warning) / (critical - warning)
+	value > critical:             H_c * critical / value
+
+so a component scores exactly H_w at its warning level and H_c at its critical level. The health score
+is the lowest component score (the weakest component decides), and its level is healthy at or above
+H_w, warning at or above H_c, critical below. With no aggregated measurement in the window the answer
+is "no data", never a score.
+
+The judging half is pure Python; the collecting half reads the aggregates through Frappe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
+from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary
+
+HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
+# the most a score can be: the top of the 0-100 scale, not a threshold
+FULL_SCORE = 100.0
+
+
+# --- judging (pure) -------------------------------------------------------------------------------
+
+
+def component_score(value: float, level: Level, health: Level) -> float:
+	"""The piecewise-linear score of one measured value (see the module docstring)."""
+	if value <= level.warning:
+		return FULL_SCORE - (FULL_SCORE - health.warning) * max(value, 0.0) / level.warning
+	if value <= level.critical:
+		share = (value - level.warning) / (level.critical - level.warning)
+		return health.warning - (health.warning - health.critical) * share
+	return health.critical * level.critical / value
+
+
+def value_level(value: float, level: Level) -> str:
+	if value <= level.warning:
+		return HEALTHY
+	return WARNING if value <= level.critical else CRITICAL
+
+
+def score_level(score: float, health: Level) -> str:
+	if score >= health.warning:
+		return HEALTHY
+	return WARNING if score >= health.critical else CRITICAL
+
+
+@dataclass
+class Component:
+	name: str
+	value: float | None
+	unit: str
+	warning: float
+	critical: float
+	score: float | None
+	level: str
+	source: str
+
+
+@dataclass
+class WindowFigures:
+	"""What the health check measured over its window (None: nothing to measure)."""
+
+	window_hours: int
+	operations_measured: int = 0
+	count: int = 0
+	p95_ms: float | None = None
+	error_rate: float | None = None
+	queries_per_operation: float | None = None
+	memory_max_mb: float | None = None
+	job_lag_s: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class HealthReport:
+	score: float | None
+	level: str
+	components: list[Component]
+	measured: WindowFigures
+	message: str
+
+	def as_dict(self) -> dict[str, Any]:
+		return asdict(self)
+
+
+def _component(
+	name: str, value: float | None, unit: str, level: Level, health: Level, source: str
+) -> Component:
+	if value is None:
+		return Component(name, None, unit, level.warning, level.critical, None, NO_DATA, source)
+	score = round(component_score(value, level, health), 2)
+	return Component(
+		name, value, unit, level.warning, level.critical, score, value_level(value, level), source
+	)
+
+
+def judge(figures: WindowFigures, thresholds: PerformanceThresholds) -> HealthReport:
+	health = thresholds.health_score
+	window = f"hourly aggregates of the last {figures.window_hours} h"
+	components = [
+		_component("response_p95", figures.p95_ms, "ms", thresholds.api_response_ms, health, window),
+		_component("error_rate", figures.error_rate, "ratio", thresholds.error_rate, health, window),
+		_component(
+			"queries_per_operation",
+			figures.queries_per_operation,
+			"statements",
+			thresholds.queries_per_operation,
+			health,
+			window,
+		),
+		_component("memory", figures.memory_max_mb, "MB", thresholds.memory_mb, health, window),
+		*(
+			_component(
+				f"{job}_job_lag",
+				lag,
+				"s",
+				thresholds.job_lag_s,
+				health,
+				f"seconds the {job} job is overdue, from its last report",
+			)
+			for job, lag in sorted(figures.job_lag_s.items())
+		),
+	]
+	if not figures.count:
+		return HealthReport(
+			None,
+			NO_DATA,
+			components,
+			figures,
+			f"no data: no aggregated measurement in the last {figures.window_hours} h yet",
+		)
+	scored = [c for c in components if c.score is not None]
+	weakest = min(scored, key=lambda c: c.score)
+	score = weakest.score
+	return HealthReport(
+		score,
+		score_level(score, health),
+		components,
+		figures,
+		f"{score_level(score, health)}: the weakest component is {weakest.name} ({weakest.level})",
+	)
+
+
+# --- figures from aggregate rows (pure) -------------------------------------------------------------
+
+
+class PeriodFigures:
+	"""Count, errors, sums, extremes and the merged sketch of a set of aggregate rows."""
+
+	__slots__ = (
+		"count",
+		"duration_max_ms",
+		"duration_min_ms",
+		"duration_sum_ms",
+		"error_count",
+		"memory_max_mb",
+		"merger",
+		"query_sum",
+	)
+
+	def __init__(self) -> None:
+		self.count = 0
+		self.error_count = 0
+		self.duration_sum_ms = 0.0
+		self.duration_min_ms = math.inf
+		self.duration_max_ms = 0.0
+		self.query_sum = 0
+		self.memory_max_mb = 0.0
+		self.merger = StoredSketchMerger()
+
+	def add(self, row: Mapping[str, Any]) -> None:
+		count = int(row["count"] or 0)
+		if not count:
+			return
+		self.count += count
+		self.error_count += int(row["error_count"] or 0)
+		self.duration_sum_ms += float(row["duration_sum_ms"] or 0)
+		self.duration_min_ms = min(self.duration_min_ms, float(row["duration_min_ms"] or 0))
+		self.duration_max_ms = max(self.duration_max_ms, float(row["duration_max_ms"] or 0))
+		self.query_sum += int(row["query_sum"] or 0)
+		self.memory_max_mb = max(self.memory_max_mb, float(row["memory_max_mb"] or 0))
+		self.merger.add(row["sketch"])
+
+	def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+		if not self.count:
+			return [None for _ in qs]
+		summary = Summary(
+			count=self.count,
+			duration_min_ms=self.duration_min_ms,
+			duration_max_ms=self.duration_max_ms,
+			sketch=self.merger.sketch(),
+		)
+		return [round(v, 3) for v in summary.quantiles(qs)]
+
+	def key_figures(self, seconds: float) -> dict[str, Any]:
+		p50, p95 = self.quantiles((0.5, 0.95))
+		return {
+			"count": self.count,
+			"p50_ms": p50,
+			"p95_ms": p95,
+			"mean_ms": round(self.duration_sum_ms / self.count, 3) if self.count else None,
+			"throughput_per_min": round(self.count / (seconds / 60), 3),
+			"error_rate": round(self.error_count / self.count, 6) if self.count else None,
+			"queries_per_operation": round(self.query_sum / self.count, 3) if self.count else None,
+		}
+
+
+def window_figures(
+	rows: Iterable[Mapping[str, Any]], window_hours: int
+) -> tuple[WindowFigures, dict[str, PeriodFigures]]:
+	"""The health figures over all rows, and per operation (for the slowest operations)."""
+	overall = PeriodFigures()
+	per_operation: dict[str, PeriodFigures] = {}
+	for row in rows:
+		overall.add(row)
+		per_operation.setdefault(row["operation"], PeriodFigures()).add(row)
+	figures = WindowFigures(window_hours=window_hours, operations_measured=len(per_operation))
+	if overall.count:
+		figures.count = overall.count
+		figures.p95_ms = overall.quantiles((0.95,))[0]
+		figures.error_rate = round(overall.error_count / overall.count, 6)
+		figures.queries_per_operation = round(overall.query_sum / overall.count, 3)
+		figures.memory_max_mb = round(overall.memory_max_mb, 3)
+	return figures, per_operation
+
+
+def slowest(per_operation: Mapping[str, PeriodFigures], limit: int) -> list[dict[str, Any]]:
+	"""The operations with the highest p95, slowest first."""
+	ranked = []
+	for operation, figures in per_operation.items():
+		if not figures.count:
+			continue
+		p95 = figures.quantiles((0.95,))[0]
+		ranked.append(
+			{
+				"operation": operation,
+				"p95_ms": p95,
+				"count": figures.count,
+				"error_rate": round(figures.error_count / figures.count, 6),
+			}
+		)
+	ranked.sort(key=lambda item: (-item["p95_ms"], item["operation"]))
+	return ranked[:limit]
+
+
+def job_lag_s(last_finished: float | None, period_s: float, now: float) -> float | None:
+	"""How long past its schedule a job's last report is (0 while on time); None if it never ran."""
+	if last_finished is None:
+		return None
+	return round(max(0.0, now - last_finished - period_s), 1)
+
+
+# --- collecting (Frappe) ----------------------------------------------------------------------------
+
+AGGREGATE = "Performance Aggregate"
+# the columns the health check and the dashboard read from aggregate rows
+READ_COLUMNS = (
+	"operation",
+	"period_start",
+	"count",
+	"error_count",
+	"duration_sum_ms",
+	"duration_min_ms",
+	"duration_max_ms",
+	"query_sum",
+	"memory_max_mb",
+	"sketch",
+)
+# the app's jobs whose lag the health check judges: the name they report under, their method
+JOBS = {
+	"drain": "verenigingen_perf.utils.performance.buffer.drain_job",
+	"rollup": "verenigingen_perf.utils.performance.rollup.rollup_job",
+}
+_EVENT_PERIOD_S = {
+	"all": 60,
+	"hourly": 3600,
+	"hourly_long": 3600,
+	"hourly_maintenance": 3600,
+	"daily": 86400,
+	"daily_long": 86400,
+	"daily_maintenance": 86400,
+	"weekly": 7 * 86400,
+	"weekly_long": 7 * 86400,
+	"monthly": 31 * 86400,
+	"monthly_long": 31 * 86400,
+}
+
+
+def read_aggregates(granularity: str, since: datetime) -> list[dict[str, Any]]:
+	"""Aggregate rows of one granularity from `since` on: one statement."""
+	import frappe
+
+	from verenigingen_perf.utils.performance.rollup import format_datetime
+
+	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
+	return frappe.db.sql(
+		f"select {columns} from `tab{AGGREGATE}` where granularity=%s and period_start >= %s",
+		(granularity, format_datetime(since)),
+		as_dict=True,
+	)
+
+
+def schedule_period_s(method: str) -> float | None:
+	"""How often `hooks.py` schedules a job, read from the hooks (Frappe caches them: no SQL)."""
+	import frappe
+	from croniter import croniter
+
+	for event, methods in frappe.get_hooks("scheduler_events").items():
+		if event == "cron":
+			for expression, cron_methods in methods.items():
+				if method in cron_methods:
+					first = croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+					return (croniter(expression, first).get_next(datetime) - first).total_seconds()
+		elif method in methods:
+			return _EVENT_PERIOD_S.get(event)
+	return None
+
+
+def job_lags(now_epoch: float) -> dict[str, float | None]:
+	from verenigingen_perf.utils.performance import buffer
+
+	reports = buffer.job_reports()
+	lags = {}
+	for job, method in JOBS.items():
+		period = schedule_period_s(method)
+		report = reports.get(job) or reports.get(f"last_{job}")
+		finished = report.get("finished_at") if report else None
+		lags[job] = job_lag_s(finished, period or 0.0, now_epoch)
+	return lags
+
+
+def window_start(now: datetime, hours: int) -> datetime:
+	"""The first hour the window covers: the current (incomplete) hour and `hours` complete ones."""
+	return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+
+
+def health_from_rows(
+	rows: Iterable[Mapping[str, Any]], config: PerformanceConfig, now: datetime
+) -> tuple[HealthReport, list[dict[str, Any]]]:
+	"""The health report and the slowest operations from hourly rows (only those in the window)."""
+	start = window_start(now, config.analysis.health_window_hours)
+	in_window = [r for r in rows if as_datetime(r["period_start"]) >= start]
+	figures, per_operation = window_figures(in_window, config.analysis.health_window_hours)
+	figures.job_lag_s = job_lags(time.time())
+	return judge(figures, config.thresholds), slowest(per_operation, config.analysis.slowest_operations)
+
+
+def as_datetime(value: Any) -> datetime:
+	import frappe
+
+	return value if isinstance(value, datetime) else frappe.utils.get_datetime(value)
+
+
+def freshness() -> dict[str, Any]:
+	"""How current the data is: the rollup watermark, the jobs' last reports, what waits in the buffer."""
+	from verenigingen_perf.utils.performance import buffer, rollup
+
+	watermark = rollup.get_watermark()
+	reports = buffer.job_reports()
+	state = buffer.state()
+	return {
+		"aggregated_until": rollup.format_datetime(watermark) if watermark else None,
+		"last_drain_at": _epoch_text(reports.get("drain", {}).get("finished_at")),
+		"last_rollup_at": _epoch_text(reports.get("last_rollup", {}).get("finished_at")),
+		"last_retention_at": _epoch_text(reports.get("last_retention", {}).get("finished_at")),
+		"buffered_measurements": asdict(state),
+	}
+
+
+def _epoch_text(epoch: float | None) -> str | None:
+	if epoch is None:
+		return None
+	import frappe
+
+	from verenigingen_perf.utils.performance.rollup import format_datetime
+
+	zone = ZoneInfo(frappe.utils.get_system_timezone())
+	return format_datetime(datetime.fromtimestamp(epoch, zone).replace(tzinfo=None))
+
+
+def system_health(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
+	"""The quick health check's system part: score, level, components, slowest operations, freshness."""
+	import frappe
+
+	now = now or frappe.utils.now_datetime()
+	rows = read_aggregates("hour", window_start(now, config.analysis.health_window_hours))
+	report, slowest_operations = health_from_rows(rows, config, now)
+	return {
+		**report.as_dict(),
+		"slowest_operations": slowest_operations,
+		"freshness": freshness(),
+		"environment": config.environment,
+		"measured_at": str(now),
+	}
