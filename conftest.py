@@ -41,13 +41,17 @@ def default_settings(site):
 
 @pytest.fixture
 def clean_slate(default_settings):
-	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only)."""
+	"""No detail rows, no aggregates, no watermark, no drain claims (a test site only); yields the
+	function that wipes them again."""
 
 	import frappe
 
 	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
 
 	def wipe():
+		# a fresh snapshot: on SQLite (WAL) a transaction that read before the web server's last
+		# commit cannot write any more
+		frappe.db.rollback()
 		frappe.db.delete(rollup.METRIC)
 		frappe.db.delete(rollup.AGGREGATE)
 		frappe.db.sql(
@@ -60,7 +64,7 @@ def clean_slate(default_settings):
 		dashboard.clear_dashboard_cache()
 
 	wipe()
-	yield
+	yield wipe
 	wipe()
 
 

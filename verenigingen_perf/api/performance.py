@@ -52,6 +52,8 @@ def parse_member_names(value: Any) -> list[str]:
 	items = value
 	if isinstance(value, str):
 		text = value.strip()
+		if text.startswith("{"):
+			_invalid("member_names: must be a list of names, got a JSON object")
 		if text.startswith("["):
 			try:
 				items = json.loads(text)

@@ -321,7 +321,8 @@ def analyse_batch(
 				raise MemberAnalysisError(f"member_names: no permission to read {doctype} {name!r}")
 			results.append(measure_member_performance(name, config, doctype).as_dict())
 		except MemberAnalysisError as e:
-			failures.append({"member": name, "reason": str(e)})
+			# the reason without the argument name: the member is named beside it
+			failures.append({"member": name, "reason": str(e).split(": ", 1)[-1]})
 	return {
 		"doctype": doctype,
 		"results": results,
