@@ -198,11 +198,11 @@ def test_measuring_writes_nothing(site, default_settings, members):
 
 	tables = ("View Log", "Version", "Comment", "Member")
 	before = {t: frappe.db.count(t) for t in tables}
-	seen = frappe.db.get_value("Member", members["linked"], "_seen")
+	modified = frappe.db.get_value("Member", members["linked"], "modified")
 	member_analysis.measure_member_performance(members["linked"], config.get_config())
 	frappe.db.commit()
 	assert {t: frappe.db.count(t) for t in tables} == before
-	assert frappe.db.get_value("Member", members["linked"], "_seen") == seen
+	assert frappe.db.get_value("Member", members["linked"], "modified") == modified
 
 
 def test_batch_analysis_deduplicates_and_reports_failures(site, http, default_settings, members):

@@ -19,7 +19,8 @@ def cmd_site(args: argparse.Namespace) -> None:
 
 
 def cmd_main(args: argparse.Namespace) -> None:
-	"""The README's main job: a site with the app, its environment, configuration and jobs."""
+	"""The README's main job: a site with the app, its environment, configuration and jobs, then the
+	demo (see demo.py)."""
 	import frappe
 
 	_connect(args.db)
@@ -47,6 +48,9 @@ def cmd_main(args: argparse.Namespace) -> None:
 	for job in jobs:
 		state = "stopped" if job.stopped else "active"
 		print(f"  {job.method}  {job.frequency}{' ' + job.cron_format if job.cron_format else ''}  {state}")
+	from vperf_devruntime import demo
+
+	demo.run(args.db)
 	frappe.destroy()
 
 
