@@ -57,46 +57,46 @@ def clear_dashboard_cache() -> None:
 
 
 def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
+	"""Every figure merges each aggregate row once: rows into periods and operations, periods into
+	windows."""
 	now = now or frappe.utils.now_datetime()
-	current_hour = floor_hour(now)
+	current_hour, today = floor_hour(now), floor_day(now)
 	hourly_since = min(
 		current_hour - timedelta(hours=HOURLY_SERIES_HOURS),
 		health.window_start(now, config.analysis.health_window_hours),
 	)
 	hourly = health.read_aggregates("hour", hourly_since)
-	today = floor_day(now)
 	daily = health.read_aggregates(
 		"day", min(today - timedelta(days=DAILY_SERIES_DAYS - 1), today - WINDOWS[-1][1])
 	)
-	for row in (*hourly, *daily):
-		row["period_start"] = health.as_datetime(row["period_start"])
+	report, slowest_in_window = health.health_from_rows(hourly, config, now)
 
-	report, slowest_last_hour = health.health_from_rows(hourly, config, now)
+	periods = {"hour": _by_period(hourly), "day": _by_period(daily)}
+	day_start = current_hour - timedelta(hours=HOURLY_SERIES_HOURS - 1)
+	per_operation: dict[str, health.PeriodFigures] = {}
+	for row in hourly:
+		if row["period_start"] >= day_start:
+			per_operation.setdefault(row["operation"], health.PeriodFigures()).add(row)
+
 	windows = {}
 	for name, length, granularity in WINDOWS:
-		rows, start = (hourly, current_hour) if granularity == "hour" else (daily, today)
 		# whole periods: the complete ones the window spans, and the current one so far
-		start = start - length
+		start = (current_hour if granularity == "hour" else today) - length
 		figures = health.PeriodFigures()
-		for row in rows:
-			if row["period_start"] >= start:
-				figures.add(row)
+		for period, period_figures in periods[granularity].items():
+			if period >= start:
+				figures.merge(period_figures)
 		windows[name] = {
 			**figures.key_figures((now - start).total_seconds()),
 			"since": format_datetime(start),
 		}
 
-	per_operation: dict[str, health.PeriodFigures] = {}
-	for row in hourly:
-		if row["period_start"] >= current_hour - timedelta(hours=HOURLY_SERIES_HOURS - 1):
-			per_operation.setdefault(row["operation"], health.PeriodFigures()).add(row)
-
 	return {
-		"health": {**report.as_dict(), "slowest_operations": slowest_last_hour},
+		"health": {**report.as_dict(), "slowest_operations": slowest_in_window},
 		"windows": windows,
 		"slowest_operations_24h": health.slowest(per_operation, config.analysis.slowest_operations),
-		"hourly_series": _series(hourly, current_hour, timedelta(hours=1), HOURLY_SERIES_HOURS),
-		"daily_series": _series(daily, today, timedelta(days=1), DAILY_SERIES_DAYS),
+		"hourly_series": _series(periods["hour"], current_hour, timedelta(hours=1), HOURLY_SERIES_HOURS),
+		"daily_series": _series(periods["day"], today, timedelta(days=1), DAILY_SERIES_DAYS),
 		"storage": storage_figures(),
 		"freshness": health.freshness(),
 		"environment": config.environment,
@@ -105,16 +105,21 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 	}
 
 
-def _series(rows: list[dict[str, Any]], last: datetime, step: timedelta, points: int) -> list[dict[str, Any]]:
-	"""One point per period, oldest first; a period without rows has count 0 and no percentiles."""
-	starts = [last - step * i for i in range(points - 1, -1, -1)]
-	by_period = {start: health.PeriodFigures() for start in starts}
+def _by_period(rows: list[dict[str, Any]]) -> dict[datetime, health.PeriodFigures]:
+	periods: dict[datetime, health.PeriodFigures] = {}
 	for row in rows:
-		figures = by_period.get(row["period_start"])
-		if figures is not None:
-			figures.add(row)
+		periods.setdefault(row["period_start"], health.PeriodFigures()).add(row)
+	return periods
+
+
+def _series(
+	periods: dict[datetime, health.PeriodFigures], last: datetime, step: timedelta, points: int
+) -> list[dict[str, Any]]:
+	"""One point per period, oldest first; a period without rows has count 0 and no percentiles."""
 	series = []
-	for start, figures in by_period.items():
+	for i in range(points - 1, -1, -1):
+		start = last - step * i
+		figures = periods.get(start) or health.PeriodFigures()
 		p50, p95 = figures.quantiles((0.5, 0.95))
 		series.append(
 			{

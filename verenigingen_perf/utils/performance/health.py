@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
-from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary
+from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary, decode_stored
 
 HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
 # the most a score can be: the top of the 0-100 scale, not a threshold
@@ -194,6 +194,18 @@ class PeriodFigures:
 		self.memory_max_mb = max(self.memory_max_mb, float(row["memory_max_mb"] or 0))
 		self.merger.add(row["sketch"])
 
+	def merge(self, other: PeriodFigures) -> None:
+		if not other.count:
+			return
+		self.count += other.count
+		self.error_count += other.error_count
+		self.duration_sum_ms += other.duration_sum_ms
+		self.duration_min_ms = min(self.duration_min_ms, other.duration_min_ms)
+		self.duration_max_ms = max(self.duration_max_ms, other.duration_max_ms)
+		self.query_sum += other.query_sum
+		self.memory_max_mb = max(self.memory_max_mb, other.memory_max_mb)
+		self.merger.merge(other.merger)
+
 	def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
 		if not self.count:
 			return [None for _ in qs]
@@ -222,11 +234,12 @@ def window_figures(
 	rows: Iterable[Mapping[str, Any]], window_hours: int
 ) -> tuple[WindowFigures, dict[str, PeriodFigures]]:
 	"""The health figures over all rows, and per operation (for the slowest operations)."""
-	overall = PeriodFigures()
 	per_operation: dict[str, PeriodFigures] = {}
 	for row in rows:
-		overall.add(row)
 		per_operation.setdefault(row["operation"], PeriodFigures()).add(row)
+	overall = PeriodFigures()
+	for figures in per_operation.values():
+		overall.merge(figures)
 	figures = WindowFigures(window_hours=window_hours, operations_measured=len(per_operation))
 	if overall.count:
 		figures.count = overall.count
@@ -300,17 +313,21 @@ _EVENT_PERIOD_S = {
 
 
 def read_aggregates(granularity: str, since: datetime) -> list[dict[str, Any]]:
-	"""Aggregate rows of one granularity from `since` on: one statement."""
+	"""Aggregate rows of one granularity from `since` on (one statement), each sketch decoded once."""
 	import frappe
 
 	from verenigingen_perf.utils.performance.rollup import format_datetime
 
 	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
-	return frappe.db.sql(
+	rows = frappe.db.sql(
 		f"select {columns} from `tab{AGGREGATE}` where granularity=%s and period_start >= %s",
 		(granularity, format_datetime(since)),
 		as_dict=True,
 	)
+	for row in rows:
+		row["period_start"] = as_datetime(row["period_start"])
+		row["sketch"] = decode_stored(row["sketch"]) if row["sketch"] else None
+	return rows
 
 
 def schedule_period_s(method: str) -> float | None:

@@ -182,7 +182,15 @@ class Summary:
 		)
 
 
-def _decode(text: str) -> tuple[int, int, np.ndarray]:
+StoredBins = tuple[int, int, np.ndarray]  # zero count, first key, counts from that key on
+_HEADER_SIZE = struct.calcsize("<BIi")
+# room for every key of durations from a microsecond to hours at 1% accuracy, so that merging
+# seldom has to grow the array
+_INITIAL_KEYS = 2048
+
+
+def decode_stored(text: str) -> StoredBins:
+	"""A stored sketch's bins, without building a DDSketch."""
 	raw = zlib.decompress(base64.b64decode(text))
 	version, zero_count, min_key = struct.unpack_from("<BIi", raw)
 	if version != _FORMAT:
@@ -190,47 +198,56 @@ def _decode(text: str) -> tuple[int, int, np.ndarray]:
 	return zero_count, min_key, np.frombuffer(raw, dtype=np.uint32, offset=_HEADER_SIZE)
 
 
-_HEADER_SIZE = struct.calcsize("<BIi")
-
-
 class StoredSketchMerger:
 	"""Merges stored sketches bin by bin without building a DDSketch for each (the health check and
-	the dashboard merge hundreds per answer); the result equals merging them with DDSketch.merge."""
+	the dashboard merge thousands per answer); the result equals merging them with DDSketch.merge."""
 
 	__slots__ = ("bins", "first_key", "zero_count")
 
 	def __init__(self) -> None:
-		self.bins = np.zeros(0, dtype=np.int64)
+		self.bins: np.ndarray | None = None
 		self.first_key = 0
 		self.zero_count = 0
 
-	def add(self, text: str | None) -> None:
-		if not text:
+	def add(self, stored: str | StoredBins | None) -> None:
+		"""Add a stored sketch: its text, or its bins from `decode_stored`."""
+		if not stored:
 			return
-		zero_count, min_key, counts = _decode(text)
+		zero_count, min_key, counts = decode_stored(stored) if isinstance(stored, str) else stored
 		self.zero_count += zero_count
-		if not len(counts):
-			return
-		if not len(self.bins):
-			self.bins, self.first_key = counts.astype(np.int64), min_key
-			return
-		if min_key < self.first_key:
-			self.bins = np.concatenate((np.zeros(self.first_key - min_key, dtype=np.int64), self.bins))
-			self.first_key = min_key
-		start = min_key - self.first_key
-		end = start + len(counts)
-		if end > len(self.bins):
-			self.bins = np.concatenate((self.bins, np.zeros(end - len(self.bins), dtype=np.int64)))
-		self.bins[start:end] += counts
+		if len(counts):
+			start = self._room(min_key, min_key + len(counts))
+			self.bins[start : start + len(counts)] += counts
+
+	def merge(self, other: StoredSketchMerger) -> None:
+		if other.bins is not None:
+			self.add((other.zero_count, other.first_key, other.bins))
+		else:
+			self.zero_count += other.zero_count
+
+	def _room(self, low_key: int, high_key: int) -> int:
+		"""Make the array cover keys [low_key, high_key); the index of low_key."""
+		if self.bins is None:
+			self.first_key = (low_key + high_key) // 2 - _INITIAL_KEYS // 2
+			self.bins = np.zeros(_INITIAL_KEYS, dtype=np.int64)
+		last_key = self.first_key + len(self.bins)
+		if low_key < self.first_key or high_key > last_key:
+			new_first = min(low_key, self.first_key)
+			grown = np.zeros(max(high_key, last_key) - new_first, dtype=np.int64)
+			grown[self.first_key - new_first : self.first_key - new_first + len(self.bins)] = self.bins
+			self.bins, self.first_key = grown, new_first
+		return low_key - self.first_key
 
 	def sketch(self) -> DDSketch:
 		sketch = new_sketch()
-		total = int(self.bins.sum())
-		if total:
+		total = 0
+		if self.bins is not None and (nonzero := np.flatnonzero(self.bins)).size:
+			low, high = int(nonzero[0]), int(nonzero[-1])
+			total = int(self.bins.sum())
 			store = sketch._store
-			store.bins = self.bins.astype(float).tolist()
-			store.offset = store.min_key = self.first_key
-			store.max_key = self.first_key + len(self.bins) - 1
+			store.bins = self.bins[low : high + 1].astype(float).tolist()
+			store.offset = store.min_key = self.first_key + low
+			store.max_key = self.first_key + high
 			store.count = float(total)
 		sketch._zero_count = float(self.zero_count)
 		sketch._count = float(total + self.zero_count)

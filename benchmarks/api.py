@@ -1,0 +1,271 @@
+"""API benchmark: dashboard (cold and cached), health check and a 10-member batch, measured.
+
+	devruntime/run bench api --db sqlite       (or --db mariadb; --rows 1000000 by default)
+
+Destructive on the site it runs on: it empties Performance Metric and Performance Aggregate first.
+Loads 90 days of hourly and two years of daily aggregates for 50 operations (each row carries a real
+stored sketch, drawn from a set of heavy-tailed templates) and `--rows` detail rows, then times the
+whitelisted calls in-process as Administrator (permission check included): the dashboard with its
+cache cleared before every call (cold) and from its cache, and the quick health check; it counts their
+SQL statements. The batch of 10 members runs in a separate process: its memory figure is the peak
+RSS (sampled every millisecond) during the batch over the RSS before it. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import frappe
+import psutil
+
+from benchmarks import connect_site, percentile
+from verenigingen_perf.utils.performance import buffer, capture, dashboard, rollup, storage
+from verenigingen_perf.utils.performance.member_analysis import recorded_statements
+from verenigingen_perf.utils.performance.sketch import Summary
+
+API = "verenigingen_perf.api.performance"
+TEMPLATES = 64
+INSERT_CHUNK = 20_000
+
+
+def wipe() -> None:
+	frappe.db.sql(f"delete from `tab{rollup.METRIC}`")
+	frappe.db.sql(f"delete from `tab{rollup.AGGREGATE}`")
+	frappe.db.commit()
+	dashboard.clear_dashboard_cache()
+
+
+def templates(rng: random.Random) -> list[dict]:
+	"""Aggregate values (with their sketch) of heavy-tailed samples of different sizes and scales."""
+	result = []
+	for i in range(TEMPLATES):
+		summary = Summary()
+		scale = 5 + 3 * (i % 16)
+		for _ in range(rng.randint(50, 3000)):
+			duration = scale * rng.lognormvariate(0, 0.8)
+			if rng.random() < 0.02:
+				duration *= rng.paretovariate(1.5)
+			summary.add(duration, rng.random() < 0.01, rng.randint(1, 20), duration / 4, 150.0)
+		result.append(summary.as_values())
+	return result
+
+
+def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: random.Random) -> int:
+	now = frappe.utils.now_datetime()
+	shapes = templates(rng)
+	stamp = frappe.utils.now()
+	fields = ["name", "creation", "modified", "owner", "modified_by", "docstatus", *rollup.AGGREGATE_COLUMNS]
+	rows, total = [], 0
+
+	def flush() -> None:
+		nonlocal rows, total
+		frappe.db.bulk_insert(rollup.AGGREGATE, fields, rows)
+		frappe.db.commit()
+		total += len(rows)
+		rows = []
+
+	for granularity, step, count, last in (
+		("hour", timedelta(hours=1), hourly_days * 24, rollup.floor_hour(now)),
+		("day", timedelta(days=1), daily_days, rollup.floor_day(now)),
+	):
+		for i in range(count):
+			period = last - step * i
+			for op in range(operations):
+				operation = f"bench.api.op{op:02d}"
+				values = {
+					**rng.choice(shapes),
+					"operation": operation,
+					"granularity": granularity,
+					"period_start": rollup.format_datetime(period),
+				}
+				name = rollup.aggregate_name(granularity, period, operation)
+				rows.append(
+					(
+						name,
+						stamp,
+						stamp,
+						"Administrator",
+						"Administrator",
+						0,
+						*(values[c] for c in rollup.AGGREGATE_COLUMNS),
+					)
+				)
+				if len(rows) >= INSERT_CHUNK:
+					flush()
+	flush()
+	return total
+
+
+def load_details(count: int, operations: int, rng: random.Random) -> None:
+	now = frappe.utils.now_datetime()
+	rows = []
+	for i in range(count):
+		started = now - timedelta(seconds=rng.uniform(0, 7 * 86400))
+		moment = rollup.format_datetime(started)
+		values = {
+			"operation": f"bench.api.op{i % operations:02d}",
+			"operation_type": "request",
+			"started_at": moment,
+			"duration_ms": 20 * rng.lognormvariate(0, 0.8),
+			"query_count": rng.randint(1, 20),
+			"db_time_ms": 1.0,
+			"peak_rss_mb": 150.0,
+			"rss_growth_kb": 0,
+			"peak_alloc_kb": 0.0,
+			"status": "ok",
+			"http_status": 200,
+			"user": "Administrator",
+			"trace_id": capture.new_id(),
+		}
+		rows.append(buffer.detail_row(capture.new_id(), moment, values))
+		if len(rows) >= INSERT_CHUNK:
+			buffer.insert_rows(rows)
+			frappe.db.commit()
+			rows = []
+	buffer.insert_rows(rows)
+	frappe.db.commit()
+
+
+def timed(fn, runs: int, before=None) -> list[float]:
+	samples = []
+	for _ in range(runs):
+		if before:
+			before()
+		started = time.perf_counter()
+		fn()
+		samples.append((time.perf_counter() - started) * 1000)
+	return samples
+
+
+def statements_of(fn, before=None) -> int:
+	if before:
+		before()
+	with recorded_statements() as statements:
+		fn()
+	return len(statements)
+
+
+def batch_phase(db: str) -> None:
+	"""In its own process: peak RSS growth of one 10-member batch analysis."""
+	connect_site(db)
+	from faker import Faker
+	from vperf_devruntime import members
+
+	from verenigingen_perf.api import performance
+
+	members.ensure_member_doctypes()
+	names = frappe.get_all(members.MEMBER, pluck="name", limit=10, order_by="creation")
+	if len(names) < 10:
+		fake = Faker()
+		chapters = frappe.get_all(members.CHAPTER, pluck="name") or members.make_chapters(20, fake)
+		rng = random.Random(1)
+		names += [members.make_member(fake, chapters, rng.randint(0, 8), rng) for _ in range(10 - len(names))]
+		frappe.db.commit()
+	frappe.set_user("Administrator")
+	performance.batch_member_analysis(names[:1])  # imports and caches, as on a running worker
+	process = psutil.Process()
+	before = process.memory_info().rss
+	peak = before
+	done = threading.Event()
+
+	def sample() -> None:
+		nonlocal peak
+		while not done.is_set():
+			peak = max(peak, process.memory_info().rss)
+			time.sleep(0.001)
+
+	sampler = threading.Thread(target=sample)
+	sampler.start()
+	try:
+		result = performance.batch_member_analysis(names)
+	finally:
+		done.set()
+		sampler.join()
+	peak = max(peak, process.memory_info().rss)
+	print(
+		json.dumps(
+			{
+				# the RSS the batch added at its peak (sampled every millisecond) over the worker before it
+				"batch10_peak_mb": round((peak - before) / 2**20, 2),
+				"batch10_process_rss_mb": round(peak / 2**20, 1),
+				"batch10_members": result["summary"]["succeeded"],
+			}
+		)
+	)
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--rows", type=int, default=1_000_000)
+	parser.add_argument("--operations", type=int, default=50)
+	parser.add_argument("--hourly-days", type=int, default=90)
+	parser.add_argument("--daily-days", type=int, default=730)
+	parser.add_argument("--runs", type=int, default=50)
+	parser.add_argument("--seed", type=int, default=42)
+	parser.add_argument("--phase", default="all", choices=("all", "batch"))
+	args = parser.parse_args()
+	if args.phase == "batch":
+		batch_phase(args.db)
+		return
+
+	connect_site(args.db)
+	from verenigingen_perf.api import performance
+
+	rng = random.Random(args.seed)
+	wipe()
+	started = time.perf_counter()
+	aggregates = load_aggregates(args.operations, args.hourly_days, args.daily_days, rng)
+	print(f"aggregates: {aggregates:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
+	started = time.perf_counter()
+	load_details(args.rows, args.operations, rng)
+	print(f"detail rows: {args.rows:,} in {time.perf_counter() - started:.1f} s", flush=True)
+	buffer.record_job_report("drain", {"status": "ok"})
+	buffer.record_job_report("last_rollup", {"status": "ok"})
+	sizes = [size.__dict__ for size in storage.storage_figures()]
+	buffer.record_job_report("last_retention", {"status": "ok", "storage": sizes})
+
+	frappe.set_user("Administrator")
+	dashboard_call = performance.performance_dashboard_data
+	health_call = performance.quick_health_check
+	dashboard_call()
+	health_call()  # the framework's caches (roles, hooks) are warm on a running site too
+	cold = timed(dashboard_call, args.runs, before=dashboard.clear_dashboard_cache)
+	cached = timed(dashboard_call, args.runs * 4)
+	health = timed(health_call, args.runs * 2)
+	figures = {
+		"db": args.db,
+		"detail_rows": args.rows,
+		"aggregate_rows": aggregates,
+		"operations": args.operations,
+		"dashboard_p50_ms_cold": round(percentile(cold, 50), 2),
+		"dashboard_p95_ms_cold": round(percentile(cold, 95), 2),
+		"dashboard_p95_ms_cached": round(percentile(cached, 95), 3),
+		"health_p50_ms": round(percentile(health, 50), 2),
+		"health_p95_ms": round(percentile(health, 95), 2),
+		"dashboard_queries_cold": statements_of(dashboard_call, before=dashboard.clear_dashboard_cache),
+		"dashboard_queries_cached": statements_of(dashboard_call),
+		"health_queries": statements_of(health_call),
+	}
+	frappe.db.commit()
+	batch = subprocess.run(
+		[sys.executable, "-m", "benchmarks.api", "--phase", "batch", "--db", args.db],
+		check=True,
+		capture_output=True,
+		text=True,
+		env=os.environ,
+	)
+	figures.update(json.loads(batch.stdout.strip().splitlines()[-1]))
+	print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+	main()
