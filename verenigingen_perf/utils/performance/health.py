@@ -182,16 +182,20 @@ class PeriodFigures:
 		self.merger = StoredSketchMerger()
 
 	def add(self, row: Mapping[str, Any]) -> None:
-		count = int(row["count"] or 0)
+		"""Add an aggregate row (numbers as `read_aggregates` normalises them)."""
+		count = row["count"]
 		if not count:
 			return
 		self.count += count
-		self.error_count += int(row["error_count"] or 0)
-		self.duration_sum_ms += float(row["duration_sum_ms"] or 0)
-		self.duration_min_ms = min(self.duration_min_ms, float(row["duration_min_ms"] or 0))
-		self.duration_max_ms = max(self.duration_max_ms, float(row["duration_max_ms"] or 0))
-		self.query_sum += int(row["query_sum"] or 0)
-		self.memory_max_mb = max(self.memory_max_mb, float(row["memory_max_mb"] or 0))
+		self.error_count += row["error_count"]
+		self.duration_sum_ms += row["duration_sum_ms"]
+		if row["duration_min_ms"] < self.duration_min_ms:
+			self.duration_min_ms = row["duration_min_ms"]
+		if row["duration_max_ms"] > self.duration_max_ms:
+			self.duration_max_ms = row["duration_max_ms"]
+		self.query_sum += row["query_sum"]
+		if row["memory_max_mb"] > self.memory_max_mb:
+			self.memory_max_mb = row["memory_max_mb"]
 		self.merger.add(row["sketch"])
 
 	def merge(self, other: PeriodFigures) -> None:
@@ -209,13 +213,8 @@ class PeriodFigures:
 	def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
 		if not self.count:
 			return [None for _ in qs]
-		summary = Summary(
-			count=self.count,
-			duration_min_ms=self.duration_min_ms,
-			duration_max_ms=self.duration_max_ms,
-			sketch=self.merger.sketch(),
-		)
-		return [round(v, 3) for v in summary.quantiles(qs)]
+		values = self.merger.quantiles(qs, self.duration_min_ms, self.duration_max_ms)
+		return [round(v, 3) for v in values]
 
 	def key_figures(self, seconds: float) -> dict[str, Any]:
 		p50, p95 = self.quantiles((0.5, 0.95))
@@ -327,7 +326,15 @@ def read_aggregates(granularity: str, since: datetime) -> list[dict[str, Any]]:
 	for row in rows:
 		row["period_start"] = as_datetime(row["period_start"])
 		row["sketch"] = decode_stored(row["sketch"]) if row["sketch"] else None
+		for column in _INT_COLUMNS:
+			row[column] = int(row[column] or 0)
+		for column in _FLOAT_COLUMNS:
+			row[column] = float(row[column] or 0)
 	return rows
+
+
+_INT_COLUMNS = ("count", "error_count", "query_sum")
+_FLOAT_COLUMNS = ("duration_sum_ms", "duration_min_ms", "duration_max_ms", "memory_max_mb")
 
 
 def schedule_period_s(method: str) -> float | None:
@@ -369,7 +376,7 @@ def health_from_rows(
 ) -> tuple[HealthReport, list[dict[str, Any]]]:
 	"""The health report and the slowest operations from hourly rows (only those in the window)."""
 	start = window_start(now, config.analysis.health_window_hours)
-	in_window = [r for r in rows if as_datetime(r["period_start"]) >= start]
+	in_window = [r for r in rows if r["period_start"] >= start]
 	figures, per_operation = window_figures(in_window, config.analysis.health_window_hours)
 	figures.job_lag_s = job_lags(time.time())
 	return judge(figures, config.thresholds), slowest(per_operation, config.analysis.slowest_operations)

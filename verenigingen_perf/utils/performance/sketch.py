@@ -7,6 +7,7 @@ the merged hourly sketches, within the sketch's relative accuracy of the exact v
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import struct
 import zlib
@@ -187,11 +188,13 @@ _HEADER_SIZE = struct.calcsize("<BIi")
 # room for every key of durations from a microsecond to hours at 1% accuracy, so that merging
 # seldom has to grow the array
 _INITIAL_KEYS = 2048
+# the key-to-value mapping every stored sketch shares (same relative accuracy)
+_MAPPING = DDSketch(RELATIVE_ACCURACY)._mapping
 
 
 def decode_stored(text: str) -> StoredBins:
 	"""A stored sketch's bins, without building a DDSketch."""
-	raw = zlib.decompress(base64.b64decode(text))
+	raw = zlib.decompress(binascii.a2b_base64(text))
 	version, zero_count, min_key = struct.unpack_from("<BIi", raw)
 	if version != _FORMAT:
 		raise ValueError(f"sketch: unknown stored format {version}")
@@ -237,6 +240,24 @@ class StoredSketchMerger:
 			grown[self.first_key - new_first : self.first_key - new_first + len(self.bins)] = self.bins
 			self.bins, self.first_key = grown, new_first
 		return low_key - self.first_key
+
+	def quantiles(self, qs: tuple[float, ...], minimum: float, maximum: float) -> list[float]:
+		"""Exactly what `Summary.quantiles` reads from the merged sketch, straight from the bins."""
+		if self.bins is None:
+			# only zeros (or nothing): every rank reads 0, kept inside the extremes
+			return [min(max(0.0, minimum), maximum) for _ in qs]
+		cumulative = np.cumsum(self.bins)
+		total = int(cumulative[-1]) + self.zero_count
+		last_key = self.first_key + int(np.flatnonzero(self.bins)[-1]) if cumulative[-1] else self.first_key
+		results = []
+		for q in qs:
+			rank = q * (total - 1) - self.zero_count
+			value = 0.0
+			if rank >= 0:
+				index = int(np.searchsorted(cumulative, rank, side="right"))
+				value = _MAPPING.value(self.first_key + index if index < len(cumulative) else last_key)
+			results.append(min(max(value, minimum), maximum))
+		return results
 
 	def sketch(self) -> DDSketch:
 		sketch = new_sketch()

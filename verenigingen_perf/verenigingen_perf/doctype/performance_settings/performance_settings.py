@@ -4,7 +4,7 @@
 import frappe
 from frappe.model.document import Document
 
-from verenigingen_perf.utils.performance import config
+from verenigingen_perf.utils.performance import config, dashboard
 
 
 class PerformanceSettings(Document):
@@ -25,3 +25,5 @@ class PerformanceSettings(Document):
 
 	def on_update(self) -> None:
 		config.clear_config_cache()
+		# the cached dashboard was judged against the old thresholds
+		dashboard.clear_dashboard_cache()
