@@ -95,7 +95,7 @@ def make_chapters(count: int, fake: Any) -> list[str]:
 	names = []
 	for _ in range(count):
 		doc = frappe.get_doc(
-			{"doctype": CHAPTER, "chapter_name": f"{fake.city()} chapter", "region": fake.state()}
+			{"doctype": CHAPTER, "chapter_name": f"{fake.city()} chapter", "region": fake.city()}
 		).insert(ignore_permissions=True)
 		names.append(doc.name)
 	return names
