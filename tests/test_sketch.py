@@ -1,8 +1,13 @@
 """Sketch merging: order does not matter, merged hourly equals daily from raw within the accuracy."""
 
+import base64
 import math
 import random
+import struct
+import zlib
+from array import array
 
+from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +75,7 @@ def test_serialised_sketch_round_trips_and_stays_small():
 	assert len(text) < 600
 	again = loads(text)
 	assert again.count == s.sketch.count
+	assert s.bins.dumps() == text
 	for q in QUANTILES.values():
 		assert math.isclose(again.get_quantile_value(q), s.sketch.get_quantile_value(q), rel_tol=1e-9)
 
@@ -88,12 +94,36 @@ def test_values_round_trip_through_a_row():
 @settings(max_examples=200, deadline=None)
 @given(values=st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=1, max_size=300))
 def test_one_pass_quantiles_equal_ddsketch(values):
-	s = summary_of(values)
+	"""The bins equal those DDSketch.add builds itself, value by value, and read the same."""
+	s, reference = summary_of(values), DDSketch(RELATIVE_ACCURACY)
+	for v in values:
+		reference.add(v)
+	assert s.sketch.count == reference.count
+	assert s.sketch._zero_count == reference._zero_count
 	for q, ours in zip(
 		(0.0, 0.5, 0.9, 0.95, 0.99, 1.0), s.quantiles((0.0, 0.5, 0.9, 0.95, 0.99, 1.0)), strict=True
 	):
-		theirs = s.sketch.get_quantile_value(q)
+		theirs = reference.get_quantile_value(q)
 		assert ours == min(max(theirs, s.duration_min_ms), s.duration_max_ms)
+		assert s.sketch.get_quantile_value(q) == theirs
+
+
+def test_format_1_sketches_are_still_read():
+	values = [0.0, 1.5, 2.0, 2.0, 300.0, 70_000.0]
+	reference = DDSketch(RELATIVE_ACCURACY)
+	for v in values:
+		reference.add(v)
+	store = reference._store
+	counts = array(
+		"I", (int(c) for c in store.bins[store.min_key - store.offset : store.max_key - store.offset + 1])
+	)
+	raw = struct.pack("<BIi", 1, int(reference._zero_count), store.min_key) + counts.tobytes()
+	text = base64.b64encode(zlib.compress(raw)).decode()
+	again = loads(text)
+	assert again.count == reference.count
+	for q in (0.0, 0.5, 0.99, 1.0):
+		assert again.get_quantile_value(q) == reference.get_quantile_value(q)
+	assert loads(dumps(again)).get_quantile_value(0.5) == reference.get_quantile_value(0.5)
 
 
 @settings(max_examples=100, deadline=None)

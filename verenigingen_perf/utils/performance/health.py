@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
-from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary, decode_stored
+from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, decode_stored
 
 HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
 # the most a score can be: the top of the 0-100 scale, not a threshold

@@ -11,11 +11,7 @@ import binascii
 import math
 import struct
 import zlib
-from array import array
-from bisect import bisect_right
-from collections import Counter
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 import numpy as np
 from ddsketch import DDSketch
@@ -44,16 +40,22 @@ def dumps(sketch: DDSketch) -> str:
 	sketch), which made it most of the rollup's time; this loads a store in one step. Durations are
 	never negative, so the negative store is always empty and is not written."""
 	store = sketch._store
-	if store.count:
-		bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
-		counts = np.fromiter(map(int, bins), dtype=np.uint64, count=len(bins))
-		top = int(counts.max())
-		dtype = next(dtype for limit, dtype in _WIDTHS if top <= limit)
-		counts, first_key = counts.astype(dtype), store.min_key
-	else:
-		counts, first_key = np.zeros(0, dtype=np.uint8), 0
-	header = struct.pack(_HEADER_V2, _FORMAT, counts.itemsize, int(sketch._zero_count), first_key)
-	return base64.b64encode(zlib.compress(header + counts.tobytes(), 6)).decode()
+	if not store.count:
+		return _encode(np.zeros(0, dtype=np.int64), 0, int(sketch._zero_count))
+	bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
+	return _encode(
+		np.asarray(bins, dtype=np.float64).astype(np.int64), store.min_key, int(sketch._zero_count)
+	)
+
+
+def _encode(counts: np.ndarray, first_key: int, zero_count: int) -> str:
+	top = int(counts.max()) if len(counts) else 0
+	dtype = next(dtype for limit, dtype in _WIDTHS if top <= limit)
+	packed = counts.astype(dtype)
+	header = struct.pack(
+		_HEADER_V2, _FORMAT, packed.itemsize, int(zero_count), first_key if len(counts) else 0
+	)
+	return base64.b64encode(zlib.compress(header + packed.tobytes(), 6)).decode()
 
 
 def loads(text: str) -> DDSketch:
@@ -65,7 +67,11 @@ def loads(text: str) -> DDSketch:
 @dataclass
 class Summary:
 	"""Everything an aggregate row holds, for one operation and period; merges with another exactly
-	(counts, sums, extremes) or within the sketch's accuracy (percentiles)."""
+	(counts, sums, extremes) or within the sketch's accuracy (percentiles).
+
+	The duration sketch is kept as DDSketch's bins in a numpy array (`bins`): the same keys and
+	counts DDSketch.add would keep, merged, read and stored without a Python loop per bin.
+	`sketch` gives it as a DDSketch."""
 
 	count: int = 0
 	error_count: int = 0
@@ -76,21 +82,16 @@ class Summary:
 	query_max: int = 0
 	db_time_sum_ms: float = 0.0
 	memory_max_mb: float = 0.0
-	sketch: DDSketch = field(default_factory=new_sketch)
+	bins: StoredSketchMerger = field(default_factory=lambda: StoredSketchMerger())
+
+	@property
+	def sketch(self) -> DDSketch:
+		return self.bins.sketch()
 
 	def add(
 		self, duration_ms: float, is_error: bool, queries: int, db_time_ms: float, memory_mb: float
 	) -> None:
-		self.count += 1
-		self.error_count += is_error
-		self.duration_min_ms = min(self.duration_min_ms, duration_ms)
-		self.duration_max_ms = max(self.duration_max_ms, duration_ms)
-		self.duration_sum_ms += duration_ms
-		self.query_sum += queries
-		self.query_max = max(self.query_max, queries)
-		self.db_time_sum_ms += db_time_ms
-		self.memory_max_mb = max(self.memory_max_mb, memory_mb)
-		self.sketch.add(duration_ms)
+		self.add_many([duration_ms], int(is_error), [queries], [db_time_ms], [memory_mb])
 
 	def add_many(
 		self,
@@ -100,8 +101,7 @@ class Summary:
 		db_times: list[float],
 		memories: list[float],
 	) -> None:
-		"""`add` for a batch of rows of one bucket: the sums and extremes by builtins, one sketch update
-		per value (what DDSketch.add does for non-negative values, without its own min/max/sum)."""
+		"""`add` for a batch of rows of one bucket: the sums and extremes by builtins."""
 		if not durations:
 			return
 		self.count += len(durations)
@@ -116,19 +116,15 @@ class Summary:
 		self.add_durations(durations)
 
 	def add_durations(self, durations: list[float]) -> None:
-		"""Only the sketch part of `add`, for many values: the same keys DDSketch.add computes
-		(LogarithmicMapping.key, inlined), counted first, then one store update per distinct key."""
+		"""Only the sketch part of `add`: the keys DDSketch.add computes (LogarithmicMapping.key,
+		inlined), counted into the bins; values too small for the mapping count as zeros."""
 		if not durations:
 			return
-		sketch = self.sketch
-		mapping, store = sketch._mapping, sketch._store
-		smallest, multiplier, offset = mapping.min_possible, mapping._multiplier, mapping._offset
+		smallest, multiplier, offset = _MAPPING.min_possible, _MAPPING._multiplier, _MAPPING._offset
 		log, ceil = math.log, math.ceil
-		keys = Counter([int(ceil(log(v, 2) * multiplier) + offset) for v in durations if v > smallest])
-		for key, count in keys.items():
-			store.add(key, count)
-		sketch._zero_count += len(durations) - keys.total()
-		sketch._count += len(durations)
+		keys = [int(ceil(log(v, 2) * multiplier) + offset) for v in durations if v > smallest]
+		self.bins.add_keys(keys)
+		self.bins.zero_count += len(durations) - len(keys)
 
 	def merge(self, other: Summary) -> None:
 		if not other.count:
@@ -142,29 +138,17 @@ class Summary:
 		self.query_max = max(self.query_max, other.query_max)
 		self.db_time_sum_ms += other.db_time_sum_ms
 		self.memory_max_mb = max(self.memory_max_mb, other.memory_max_mb)
-		self.sketch.merge(other.sketch)
+		self.bins.merge(other.bins)
 
 	def quantile(self, q: float) -> float:
 		return self.quantiles((q,))[0]
 
 	def quantiles(self, qs: tuple[float, ...]) -> list[float]:
-		"""Several quantiles from one cumulative pass over the bins, read exactly as DDSketch's
-		get_quantile_value reads one (rank q*(n-1), lower key; ranks among the zeros are 0), kept
-		inside the exact extremes."""
-		sketch = self.sketch
-		if not self.count or not sketch._count:
+		"""Several quantiles in one pass, read exactly as DDSketch's get_quantile_value reads one
+		(rank q*(n-1), lower key; ranks among the zeros are 0), kept inside the exact extremes."""
+		if not self.count or not self.bins.total():
 			return [0.0 for _ in qs]
-		store, mapping = sketch._store, sketch._mapping
-		cumulative = list(accumulate(store.bins))
-		results = []
-		for q in qs:
-			rank = q * (sketch._count - 1) - sketch._zero_count
-			value = 0.0
-			if rank >= 0:
-				index = bisect_right(cumulative, rank)
-				value = mapping.value(index + store.offset if index < len(cumulative) else store.max_key)
-			results.append(min(max(value, self.duration_min_ms), self.duration_max_ms))
-		return results
+		return self.bins.quantiles(qs, self.duration_min_ms, self.duration_max_ms)
 
 	def as_values(self) -> dict:
 		values = {
@@ -179,13 +163,15 @@ class Summary:
 			"query_max": self.query_max,
 			"db_time_sum_ms": self.db_time_sum_ms,
 			"memory_max_mb": self.memory_max_mb,
-			"sketch": dumps(self.sketch),
+			"sketch": self.bins.dumps(),
 		}
 		values.update(zip(QUANTILES, self.quantiles(tuple(QUANTILES.values())), strict=True))
 		return values
 
 	@classmethod
 	def from_values(cls, values: dict) -> Summary:
+		bins = StoredSketchMerger()
+		bins.add(values.get("sketch") or None)
 		return cls(
 			count=int(values["count"] or 0),
 			error_count=int(values["error_count"] or 0),
@@ -196,7 +182,7 @@ class Summary:
 			query_max=int(values["query_max"] or 0),
 			db_time_sum_ms=float(values["db_time_sum_ms"] or 0),
 			memory_max_mb=float(values["memory_max_mb"] or 0),
-			sketch=loads(values["sketch"]) if values.get("sketch") else new_sketch(),
+			bins=bins,
 		)
 
 
@@ -246,6 +232,27 @@ class StoredSketchMerger:
 		if len(counts):
 			start = self._room(min_key, min_key + len(counts))
 			self.bins[start : start + len(counts)] += counts
+
+	def add_keys(self, keys: list[int]) -> None:
+		"""Count one value at each key."""
+		if not keys:
+			return
+		low = min(keys)
+		counts = np.bincount(np.asarray(keys, dtype=np.int64) - low)
+		start = self._room(low, low + len(counts))
+		self.bins[start : start + len(counts)] += counts
+
+	def total(self) -> int:
+		"""The number of values, zeros included."""
+		return (int(self.bins.sum()) if self.bins is not None else 0) + self.zero_count
+
+	def dumps(self) -> str:
+		"""Stored as `dumps` stores a DDSketch with the same bins."""
+		if self.bins is not None and (nonzero := np.flatnonzero(self.bins)).size:
+			low, high = int(nonzero[0]), int(nonzero[-1])
+			counts = self.bins[low : high + 1]
+			return _encode(counts, self.first_key + low, self.zero_count)
+		return _encode(np.zeros(0, dtype=np.int64), 0, self.zero_count)
 
 	def merge(self, other: StoredSketchMerger) -> None:
 		if other.bins is not None:
