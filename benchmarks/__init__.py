@@ -7,8 +7,11 @@ import os
 import sys
 
 
-def connect_site(backend: str) -> None:
-	"""Connect to the dev runtime's site of `backend`, or to a bench site (VPERF_BENCH_SITES/SITE)."""
+def connect_site(backend: str, migrate: bool = True) -> None:
+	"""Connect to the dev runtime's site of `backend`, or to a bench site (VPERF_BENCH_SITES/SITE).
+
+	The dev runtime creates or migrates its site first, unless `migrate` is off (a benchmark's
+	child process, whose parent has done it)."""
 	import frappe
 
 	sites, site = os.environ.get("VPERF_BENCH_SITES"), os.environ.get("VPERF_BENCH_SITE")
@@ -21,7 +24,8 @@ def connect_site(backend: str) -> None:
 	)
 	from vperf_devruntime import site as dev_site
 
-	dev_site.ensure_site(backend, quiet=True)
+	if migrate:
+		dev_site.ensure_site(backend, quiet=True)
 	dev_site.connect(backend)
 
 
@@ -29,3 +33,24 @@ def percentile(samples: list[float], pct: float) -> float:
 	"""Nearest-rank percentile of raw samples."""
 	ordered = sorted(samples)
 	return ordered[max(math.ceil(pct / 100 * len(ordered)) - 1, 0)]
+
+
+def reset_peak_rss_kb() -> int:
+	"""Reset this process's peak RSS (Linux: /proc/self/clear_refs) to its current RSS and return it,
+	so that `peak_rss_kb` then reports the peak of what runs after, not of the set-up before."""
+	with open("/proc/self/clear_refs", "w") as f:
+		f.write("5")
+	return _status_kb("VmRSS")
+
+
+def peak_rss_kb() -> int:
+	"""The peak RSS since the last `reset_peak_rss_kb`."""
+	return _status_kb("VmHWM")
+
+
+def _status_kb(field: str) -> int:
+	with open("/proc/self/status") as f:
+		for line in f:
+			if line.startswith(field + ":"):
+				return int(line.split()[1])
+	raise RuntimeError(f"/proc/self/status has no {field}")
