@@ -53,9 +53,8 @@ def duration_ms(rng: random.Random) -> float:
 
 
 def arrivals(rows: int, days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-	"""Start and ingestion offsets (seconds) of every row, in ingestion order: the drain writes rows
-	as they arrive, so the time-ordered row ids follow ingestion time, as they do on a live site.
-	2% of the rows arrive 1 to 3 hours late; the rest within 5 seconds."""
+	"""Start and ingestion offsets (seconds) of every row, in ingestion order, as the drain writes
+	them on a live site. 2% of the rows arrive 1 to 3 hours late; the rest within 5 seconds."""
 	rng = np.random.default_rng(seed)
 	started = rng.uniform(0, days * 86400, rows)
 	late = rng.random(rows) < 0.02
@@ -78,6 +77,8 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 		created = start + timedelta(seconds=created_s)
 		operation = f"bench.rollup.op{i % operations:02d}"
 		duration = duration_ms(rng)
+		# ids are taken when a span starts, so a late row sits with the others of its start time
+		span_id = capture.new_id(at_ns=round(started.timestamp() * 1e9))
 		values = {
 			"operation": operation,
 			"operation_type": "request",
@@ -91,9 +92,9 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 			"status": "error" if rng.random() < 0.01 else "ok",
 			"http_status": 200,
 			"user": "Administrator",
-			"trace_id": capture.new_id(),
+			"trace_id": span_id,
 		}
-		batch.append(buffer.detail_row(capture.new_id(), rollup.format_datetime(created), values))
+		batch.append(buffer.detail_row(span_id, rollup.format_datetime(created), values))
 		hourly[(operation, rollup.floor_hour(started))].append(duration)
 		if len(batch) == CHUNK:
 			buffer.insert_rows(batch)

@@ -98,12 +98,13 @@ def sql_counter() -> SqlCounter | None:
 # --- spans ----------------------------------------------------------------------------------------
 
 
-def new_id() -> str:
+def new_id(at_ns: int | None = None) -> str:
 	"""Time-ordered and unique: rows then append to the primary key instead of splitting its pages.
+	The time is now, or `at_ns` (nanoseconds since the epoch) for a span that started then.
 
 	`random` is re-seeded in every forked worker, so two workers do not share the random part.
 	"""
-	return f"{time.time_ns():016x}{random.getrandbits(32):08x}"
+	return f"{time.time_ns() if at_ns is None else at_ns:016x}{random.getrandbits(32):08x}"
 
 
 def _peak_rss_kb() -> int:
