@@ -43,9 +43,10 @@ def make_rows(
 			"duration_ms": duration,
 			"query_count": rng.randint(1, 20),
 			"db_time_ms": duration / 4,
-			"peak_rss_mb": 120.0,
-			"rss_growth_kb": 0,
-			"peak_alloc_kb": 0.0,
+			# the worker's RSS is far above what any one operation takes: aggregates must not use it
+			"peak_rss_mb": 400.0,
+			"rss_growth_kb": rng.choice((0, 0, 0, 64, rng.randint(0, 8192))),
+			"peak_alloc_kb": rng.choice((0.0, rng.uniform(0, 8192))),
 			"status": status,
 			"http_status": 200,
 			"user": "Administrator",
@@ -102,17 +103,18 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 	assert report.status == "ok" and report.rows_aggregated > 0
 	assert_nothing_lost(ingested)
 	durations = defaultdict(list)
+	memory_mb = defaultdict(float)
 	watermark = rollup.get_watermark()
 	# exact values from the stored detail rows (the database's own float rounding included)
 	for row in frappe.get_all(
 		rollup.METRIC,
 		filters={"creation": ("<", watermark)},
-		fields=["operation", "started_at", "duration_ms"],
+		fields=["operation", "started_at", "duration_ms", "rss_growth_kb", "peak_alloc_kb"],
 		limit=0,
 	):
-		durations[(row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))].append(
-			row.duration_ms
-		)
+		key = (row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))
+		durations[key].append(row.duration_ms)
+		memory_mb[key] = max(memory_mb[key], row.rss_growth_kb / 1024, row.peak_alloc_kb / 1024)
 	aggregates = frappe.get_all(
 		rollup.AGGREGATE,
 		filters={"granularity": "hour"},
@@ -124,6 +126,7 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 			"p99_ms",
 			"duration_sum_ms",
 			"duration_max_ms",
+			"memory_max_mb",
 		],
 	)
 	assert aggregates
@@ -132,6 +135,10 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 		assert agg["count"] == len(values)
 		assert math.isclose(agg.duration_sum_ms, sum(values), rel_tol=1e-6)
 		assert math.isclose(agg.duration_max_ms, max(values), rel_tol=1e-9)
+		# memory per operation: the larger of RSS growth and allocation peak, never the worker's RSS
+		assert math.isclose(
+			agg.memory_max_mb, memory_mb[(agg.operation, rollup._as_datetime(agg.period_start))], abs_tol=1e-6
+		)
 		for column, q in (("p95_ms", 0.95), ("p99_ms", 0.99)):
 			exact = values[math.floor(q * (len(values) - 1))]
 			assert abs(agg[column] - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-6)

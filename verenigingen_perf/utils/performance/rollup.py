@@ -213,7 +213,7 @@ def _fold_hour(
 			query_sum=int(row[7] or 0),
 			query_max=int(row[8] or 0),
 			db_time_sum_ms=float(row[9] or 0),
-			memory_max_mb=float(row[10] or 0),
+			memory_max_mb=operation_memory_mb(row[10], row[11]),
 		)
 	start_key = _hour_key_of(start)
 	report.late_rows += sum(s.count for (_op, key), s in hourly.items() if key < start_key)
@@ -245,6 +245,15 @@ def _fold_hour(
 	return True
 
 
+def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None) -> float:
+	"""The memory one run of an operation took: its peak Python allocation where that is captured,
+	else how much it raised its worker's peak RSS (the larger, where both are there).
+
+	Not the worker's RSS itself: a worker holds the framework whatever the operation, so its RSS says
+	nothing about one operation and would fail per-operation thresholds on every site."""
+	return max(float(rss_growth_kb or 0), float(peak_alloc_kb or 0)) / 1024
+
+
 def _hour_key_sql(column: str) -> str:
 	"""SQL for a datetime column's hour as text ('YYYY-MM-DD HH'): grouping by it in the database
 	spares converting every row's datetime in Python."""
@@ -273,11 +282,13 @@ def _parse_hour_key(key: str) -> datetime:
 
 
 def _group_totals(start: datetime, end: datetime) -> list[tuple]:
-	"""Count, errors, duration min/max/sum, statements sum/max, DB time, memory per (operation, hour)."""
+	"""Count, errors, duration min/max/sum, statements sum/max, DB time and the largest RSS growth
+	and Python allocation peak per (operation, hour)."""
 	return frappe.db.sql(
 		f"""select operation, {_hour_key_sql("started_at")} as hour_key, count(*),
 			sum(case when status = 'error' then 1 else 0 end), min(duration_ms), max(duration_ms),
-			sum(duration_ms), sum(query_count), max(query_count), sum(db_time_ms), max(peak_rss_mb)
+			sum(duration_ms), sum(query_count), max(query_count), sum(db_time_ms), max(rss_growth_kb),
+			max(peak_alloc_kb)
 		from `tab{METRIC}`
 		where creation >= %(start)s and creation < %(end)s
 		group by operation, hour_key""",
