@@ -53,7 +53,7 @@ def templates(rng: random.Random) -> list[dict]:
 			duration = scale * rng.lognormvariate(0, 0.8)
 			if rng.random() < 0.02:
 				duration *= rng.paretovariate(1.5)
-			summary.add(duration, rng.random() < 0.01, rng.randint(1, 20), duration / 4, 150.0)
+			summary.add(duration, rng.random() < 0.01, rng.randint(1, 20), duration / 4, rng.uniform(0, 4))
 		result.append(summary.as_values())
 	return result
 
@@ -61,6 +61,7 @@ def templates(rng: random.Random) -> list[dict]:
 def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: random.Random) -> int:
 	now = frappe.utils.now_datetime()
 	shapes = templates(rng)
+	summaries = [Summary.from_values(shape) for shape in shapes]
 	stamp = frappe.utils.now()
 	fields = ["name", "creation", "modified", "owner", "modified_by", "docstatus", *rollup.AGGREGATE_COLUMNS]
 	rows, total = [], 0
@@ -78,10 +79,15 @@ def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: ran
 	):
 		for i in range(count):
 			period = last - step * i
-			for op in range(operations):
-				operation = f"bench.api.op{op:02d}"
+			chosen = [rng.randrange(len(shapes)) for _ in range(operations)]
+			# the site-wide row, as the rollup writes it: every operation of the period merged
+			site_wide = Summary()
+			for shape in chosen:
+				site_wide.merge(summaries[shape])
+			period_rows = [(f"bench.api.op{op:02d}", shapes[shape]) for op, shape in enumerate(chosen)]
+			for operation, shape in [*period_rows, (rollup.ALL_OPERATIONS, site_wide.as_values())]:
 				values = {
-					**rng.choice(shapes),
+					**shape,
 					"operation": operation,
 					"granularity": granularity,
 					"period_start": rollup.format_datetime(period),

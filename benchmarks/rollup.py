@@ -110,14 +110,20 @@ def exact(values: list[float], q: float) -> float:
 
 
 def relative_errors(hourly) -> dict[str, float]:
-	"""Worst relative error over every hourly and daily aggregate, against the raw values."""
+	"""Worst relative error over every hourly and daily aggregate (site-wide rows included), against
+	the raw values."""
 	stored = frappe.db.sql(
 		f"select operation, granularity, period_start, p95_ms, p99_ms from `tab{rollup.AGGREGATE}`",
 		as_dict=True,
 	)
-	daily: dict[tuple[str, datetime], list[float]] = defaultdict(list)
-	for (operation, hour), values in hourly.items():
+	hourly = dict(hourly)
+	daily: dict[tuple[str, datetime], array] = defaultdict(lambda: array("d"))
+	for (operation, hour), values in list(hourly.items()):
 		daily[(operation, rollup.floor_day(hour))].extend(values)
+		hourly.setdefault((rollup.ALL_OPERATIONS, hour), array("d")).extend(values)
+	for (operation, day), values in list(daily.items()):
+		if operation != rollup.ALL_OPERATIONS:
+			daily[(rollup.ALL_OPERATIONS, day)].extend(values)
 	sorted_hourly = {key: sorted(values) for key, values in hourly.items()}
 	sorted_daily = {key: sorted(values) for key, values in daily.items()}
 	worst = {"p95_rel_err": 0.0, "p99_rel_err": 0.0, "daily_p99_rel_err": 0.0}

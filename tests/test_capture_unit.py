@@ -6,6 +6,7 @@ import pytest
 
 from verenigingen_perf.utils.performance import buffer, capture
 from verenigingen_perf.utils.performance.config import build_config
+from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 
 MONITORING = build_config("production", "default").monitoring
 
@@ -48,6 +49,11 @@ def test_clean_entry_truncates_and_stringifies():
 	assert len(clean["context"]) == MONITORING.context_max_chars
 	assert clean["context"].endswith("...[truncated]")
 	json.dumps(clean)  # serialisable
+
+
+def test_a_measured_operation_never_takes_the_site_wide_name():
+	clean = buffer.clean_entry({"operation": ALL_OPERATIONS}, MONITORING)
+	assert clean["operation"] != ALL_OPERATIONS and clean["operation"].startswith(ALL_OPERATIONS)
 
 
 def test_small_context_is_kept_whole():

@@ -62,13 +62,23 @@ def insert(rows):
 	frappe.db.commit()
 
 
-def hourly_counts() -> Counter:
+def aggregate_counts(granularity: str, site_wide: bool = False) -> Counter:
+	"""Counts per (operation, period) of the rows of every operation, or of the site-wide rows."""
 	counts = Counter()
 	for row in frappe.get_all(
-		rollup.AGGREGATE, filters={"granularity": "hour"}, fields=["operation", "period_start", "count"]
+		rollup.AGGREGATE,
+		filters={
+			"granularity": granularity,
+			"operation": ("=" if site_wide else "!=", rollup.ALL_OPERATIONS),
+		},
+		fields=["operation", "period_start", "count"],
 	):
 		counts[(row.operation, rollup._as_datetime(row.period_start))] += row["count"]
 	return counts
+
+
+def hourly_counts() -> Counter:
+	return aggregate_counts("hour")
 
 
 def unaggregated_counts() -> Counter:
@@ -81,18 +91,20 @@ def unaggregated_counts() -> Counter:
 
 
 def assert_nothing_lost(ingested: Counter) -> None:
-	"""For every operation and hour: aggregated + unaggregated detail rows == ingested."""
-	total = hourly_counts() + unaggregated_counts()
-	assert total == ingested
-	daily = Counter()
-	for row in frappe.get_all(
-		rollup.AGGREGATE, filters={"granularity": "day"}, fields=["operation", "period_start", "count"]
-	):
-		daily[(row.operation, rollup._as_datetime(row.period_start))] += row["count"]
-	per_day = Counter()
-	for (operation, hour), n in hourly_counts().items():
+	"""For every operation and hour: aggregated + unaggregated detail rows == ingested; daily rows
+	and site-wide rows add up to the hourly rows."""
+	hourly = hourly_counts()
+	assert hourly + unaggregated_counts() == ingested
+	per_day, site_wide_hourly = Counter(), Counter()
+	for (operation, hour), n in hourly.items():
 		per_day[(operation, rollup.floor_day(hour))] += n
-	assert daily == per_day
+		site_wide_hourly[(rollup.ALL_OPERATIONS, hour)] += n
+	assert aggregate_counts("day") == per_day
+	assert aggregate_counts("hour", site_wide=True) == site_wide_hourly
+	site_wide_daily = Counter()
+	for (_operation, day), n in per_day.items():
+		site_wide_daily[(rollup.ALL_OPERATIONS, day)] += n
+	assert aggregate_counts("day", site_wide=True) == site_wide_daily
 
 
 def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
@@ -112,9 +124,10 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 		fields=["operation", "started_at", "duration_ms", "rss_growth_kb", "peak_alloc_kb"],
 		limit=0,
 	):
-		key = (row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))
-		durations[key].append(row.duration_ms)
-		memory_mb[key] = max(memory_mb[key], row.rss_growth_kb / 1024, row.peak_alloc_kb / 1024)
+		hour = rollup.floor_hour(rollup._as_datetime(row.started_at))
+		for key in ((row.operation, hour), (rollup.ALL_OPERATIONS, hour)):
+			durations[key].append(row.duration_ms)
+			memory_mb[key] = max(memory_mb[key], row.rss_growth_kb / 1024, row.peak_alloc_kb / 1024)
 	aggregates = frappe.get_all(
 		rollup.AGGREGATE,
 		filters={"granularity": "hour"},
@@ -129,7 +142,7 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 			"memory_max_mb",
 		],
 	)
-	assert aggregates
+	assert {agg.operation for agg in aggregates} > {rollup.ALL_OPERATIONS}
 	for agg in aggregates:
 		values = sorted(durations[(agg.operation, rollup._as_datetime(agg.period_start))])
 		assert agg["count"] == len(values)
@@ -142,6 +155,21 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 		for column, q in (("p95_ms", 0.95), ("p99_ms", 0.99)):
 			exact = values[math.floor(q * (len(values) - 1))]
 			assert abs(agg[column] - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-6)
+
+
+def test_site_wide_rows_are_backfilled_as_the_rollup_writes_them(clean_slate):
+	now = frappe.utils.now_datetime()
+	insert(make_rows(600, now, hours=30)[0])
+	rollup.run_rollup(now)
+	fields = ["name", "count", "error_count", "query_sum", "p50_ms", "p95_ms", "p99_ms", "sketch"]
+	site_wide = {"operation": rollup.ALL_OPERATIONS}
+	written = frappe.get_all(rollup.AGGREGATE, filters=site_wide, fields=fields, order_by="name")
+	assert {row.name.split("-")[0] for row in written} == {"hour", "day"}
+	frappe.db.delete(rollup.AGGREGATE, site_wide)
+	frappe.db.commit()
+	assert rollup.backfill_site_wide(periods_per_transaction=7) == len(written)
+	assert frappe.get_all(rollup.AGGREGATE, filters=site_wide, fields=fields, order_by="name") == written
+	assert rollup.backfill_site_wide() == 0
 
 
 def test_rerunning_changes_nothing(clean_slate):

@@ -34,6 +34,7 @@ import redis
 from verenigingen_perf.utils.performance.config import MonitoringConfig, get_config
 from verenigingen_perf.utils.performance.redis_store import key as _key
 from verenigingen_perf.utils.performance.redis_store import redis_client
+from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 
 DOCTYPE = "Performance Metric"
 JOB_META_KEY = "verenigingen_perf_trace"
@@ -151,6 +152,8 @@ def clean_entry(entry: dict[str, Any], monitoring: MonitoringConfig) -> dict[str
 	clean = dict(entry)
 	for column, limit in _LIMITS.items():
 		clean[column] = _bounded(clean.get(column), limit)
+	if clean["operation"] == ALL_OPERATIONS:
+		clean["operation"] = f"{ALL_OPERATIONS} (measured)"
 	clean["context"] = _context_text(clean.get("context"), monitoring.context_max_chars)
 	return clean
 

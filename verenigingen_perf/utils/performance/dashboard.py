@@ -18,6 +18,7 @@ from verenigingen_perf.utils.performance import health
 from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.rollup import floor_day, floor_hour, format_datetime
+from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 
 CACHE_KEY = "dashboard"
 HOURLY_SERIES_HOURS = 24
@@ -57,8 +58,8 @@ def clear_dashboard_cache() -> None:
 
 
 def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
-	"""Every figure merges each aggregate row once: rows into periods and operations, periods into
-	windows."""
+	"""Every figure merges each aggregate row once: site-wide rows into periods, periods into
+	windows, the rows of each operation into that operation's figures."""
 	now = now or frappe.utils.now_datetime()
 	current_hour, today = floor_hour(now), floor_day(now)
 	hourly_since = min(
@@ -67,16 +68,23 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 	)
 	hourly = health.read_aggregates("hour", hourly_since)
 	daily = health.read_aggregates(
-		"day", min(today - timedelta(days=DAILY_SERIES_DAYS - 1), today - WINDOWS[-1][1])
+		"day",
+		min(today - timedelta(days=DAILY_SERIES_DAYS - 1), today - WINDOWS[-1][1]),
+		operation=ALL_OPERATIONS,
 	)
 	report, slowest_in_window = health.health_from_rows(hourly, config, now)
 
-	periods = {"hour": _by_period(hourly), "day": _by_period(daily)}
+	periods = {
+		"hour": health.figures_by(
+			(row for row in hourly if row["operation"] == ALL_OPERATIONS), "period_start"
+		),
+		"day": health.figures_by(daily, "period_start"),
+	}
 	day_start = current_hour - timedelta(hours=HOURLY_SERIES_HOURS - 1)
-	per_operation: dict[str, health.PeriodFigures] = {}
-	for row in hourly:
-		if row["period_start"] >= day_start:
-			per_operation.setdefault(row["operation"], health.PeriodFigures()).add(row)
+	per_operation = health.figures_by(
+		(row for row in hourly if row["period_start"] >= day_start and row["operation"] != ALL_OPERATIONS),
+		"operation",
+	)
 
 	windows = {}
 	for name, length, granularity in WINDOWS:
@@ -103,13 +111,6 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		"generated_at": format_datetime(now),
 		"cache_ttl_s": config.monitoring.dashboard_cache_ttl_s,
 	}
-
-
-def _by_period(rows: list[dict[str, Any]]) -> dict[datetime, health.PeriodFigures]:
-	periods: dict[datetime, health.PeriodFigures] = {}
-	for row in rows:
-		periods.setdefault(row["period_start"], health.PeriodFigures()).add(row)
-	return periods
 
 
 def _series(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
+from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, decode_stored
 
 HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
@@ -229,13 +231,20 @@ class PeriodFigures:
 		}
 
 
+def figures_by(rows: Iterable[Mapping[str, Any]], column: str) -> dict[Any, PeriodFigures]:
+	"""The rows added up per value of `column` (each row merged once)."""
+	grouped: defaultdict[Any, PeriodFigures] = defaultdict(PeriodFigures)
+	for row in rows:
+		grouped[row[column]].add(row)
+	return grouped
+
+
 def window_figures(
 	rows: Iterable[Mapping[str, Any]], window_hours: int
 ) -> tuple[WindowFigures, dict[str, PeriodFigures]]:
-	"""The health figures over all rows, and per operation (for the slowest operations)."""
-	per_operation: dict[str, PeriodFigures] = {}
-	for row in rows:
-		per_operation.setdefault(row["operation"], PeriodFigures()).add(row)
+	"""The health figures over the rows of every operation, and per operation (for the slowest
+	operations). Site-wide rows are left out: they repeat the others."""
+	per_operation = figures_by((row for row in rows if row["operation"] != ALL_OPERATIONS), "operation")
 	overall = PeriodFigures()
 	for figures in per_operation.values():
 		overall.merge(figures)
@@ -311,30 +320,47 @@ _EVENT_PERIOD_S = {
 }
 
 
-def read_aggregates(granularity: str, since: datetime) -> list[dict[str, Any]]:
-	"""Aggregate rows of one granularity from `since` on (one statement), each sketch decoded once."""
+def read_aggregates(granularity: str, since: datetime, operation: str | None = None) -> list[dict[str, Any]]:
+	"""Aggregate rows of one granularity from `since` on (of one operation, if given), in one
+	statement, numbers normalised and each sketch decoded once. Rows come as tuples and are made
+	into dicts here: the framework's own `as_dict` and a conversion per column cost more than the
+	query."""
 	import frappe
 
 	from verenigingen_perf.utils.performance.rollup import format_datetime
 
 	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
-	rows = frappe.db.sql(
-		f"select {columns} from `tab{AGGREGATE}` where granularity=%s and period_start >= %s",
-		(granularity, format_datetime(since)),
-		as_dict=True,
-	)
-	for row in rows:
-		row["period_start"] = as_datetime(row["period_start"])
-		row["sketch"] = decode_stored(row["sketch"]) if row["sketch"] else None
-		for column in _INT_COLUMNS:
-			row[column] = int(row[column] or 0)
-		for column in _FLOAT_COLUMNS:
-			row[column] = float(row[column] or 0)
-	return rows
-
-
-_INT_COLUMNS = ("count", "error_count", "query_sum")
-_FLOAT_COLUMNS = ("duration_sum_ms", "duration_min_ms", "duration_max_ms", "memory_max_mb")
+	where, values = "granularity=%s and period_start >= %s", [granularity, format_datetime(since)]
+	if operation is not None:
+		where += " and operation=%s"
+		values.append(operation)
+	rows = frappe.db.sql(f"select {columns} from `tab{AGGREGATE}` where {where}", values)
+	return [
+		{
+			"operation": operation,
+			"period_start": period_start if isinstance(period_start, datetime) else as_datetime(period_start),
+			"count": int(count or 0),
+			"error_count": int(error_count or 0),
+			"duration_sum_ms": float(duration_sum or 0),
+			"duration_min_ms": float(duration_min or 0),
+			"duration_max_ms": float(duration_max or 0),
+			"query_sum": int(query_sum or 0),
+			"memory_max_mb": float(memory_max or 0),
+			"sketch": decode_stored(sketch) if sketch else None,
+		}
+		for (
+			operation,
+			period_start,
+			count,
+			error_count,
+			duration_sum,
+			duration_min,
+			duration_max,
+			query_sum,
+			memory_max,
+			sketch,
+		) in rows
+	]
 
 
 def schedule_period_s(method: str) -> float | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ import frappe
 
 from verenigingen_perf.utils.performance import buffer
 from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 from verenigingen_perf.utils.performance.sketch import Summary
 
 METRIC = "Performance Metric"
@@ -228,10 +230,10 @@ def _fold_hour(
 		for key, durations in groups.items():
 			hourly[key].add_durations(durations)
 		rows += len(page)
-	by_hour = {(op, _parse_hour_key(key)): summary for (op, key), summary in hourly.items()}
-	daily: dict[tuple[str, datetime], Summary] = {}
+	by_hour = with_site_wide({(op, _parse_hour_key(key)): summary for (op, key), summary in hourly.items()})
+	daily: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
 	for (operation, hour), summary in by_hour.items():
-		daily.setdefault((operation, floor_day(hour)), Summary()).merge(summary)
+		daily[(operation, floor_day(hour))].merge(summary)
 	report.peak_buckets_in_memory = max(report.peak_buckets_in_memory, len(by_hour) + len(daily))
 	written = _merge_into_aggregates("hour", by_hour) + _merge_into_aggregates("day", daily)
 	# folding [start, end) also covers the empty hours skipped since the stored watermark
@@ -252,6 +254,52 @@ def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None
 	Not the worker's RSS itself: a worker holds the framework whatever the operation, so its RSS says
 	nothing about one operation and would fail per-operation thresholds on every site."""
 	return max(float(rss_growth_kb or 0), float(peak_alloc_kb or 0)) / 1024
+
+
+def with_site_wide(summaries: dict[tuple[str, datetime], Summary]) -> dict[tuple[str, datetime], Summary]:
+	"""The summaries and, per period, their merge under ALL_OPERATIONS: the dashboard's series and
+	windows then read one row per period instead of one per operation."""
+	site_wide: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
+	for (operation, period), summary in summaries.items():
+		if operation != ALL_OPERATIONS:
+			site_wide[(ALL_OPERATIONS, period)].merge(summary)
+	return {**summaries, **site_wide}
+
+
+def backfill_site_wide(periods_per_transaction: int = 100) -> int:
+	"""Site-wide rows for the periods aggregated before the rollup wrote them (a migration patch):
+	each merged from the rows of every operation of its period. Returns the rows written."""
+	written = 0
+	for granularity in ("hour", "day"):
+		missing = [
+			_as_datetime(row[0])
+			for row in frappe.db.sql(
+				f"""select distinct period_start from `tab{AGGREGATE}`
+				where granularity = %(granularity)s and operation != %(all)s and period_start not in (
+					select period_start from `tab{AGGREGATE}`
+					where granularity = %(granularity)s and operation = %(all)s)""",
+				{"granularity": granularity, "all": ALL_OPERATIONS},
+			)
+		]
+		for first in range(0, len(missing), periods_per_transaction):
+			chunk = missing[first : first + periods_per_transaction]
+			rows = frappe.get_all(
+				AGGREGATE,
+				filters={
+					"granularity": granularity,
+					"operation": ("!=", ALL_OPERATIONS),
+					"period_start": ("in", [format_datetime(period) for period in chunk]),
+				},
+				fields=list(AGGREGATE_COLUMNS),
+				limit=0,
+			)
+			summaries = {
+				(row.operation, _as_datetime(row.period_start)): Summary.from_values(row) for row in rows
+			}
+			site_wide = {k: s for k, s in with_site_wide(summaries).items() if k[0] == ALL_OPERATIONS}
+			written += _merge_into_aggregates(granularity, site_wide)
+			frappe.db.commit()
+	return written
 
 
 def _hour_key_sql(column: str) -> str:
