@@ -258,11 +258,11 @@ def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None
 
 def with_site_wide(summaries: dict[tuple[str, datetime], Summary]) -> dict[tuple[str, datetime], Summary]:
 	"""The summaries and, per period, their merge under ALL_OPERATIONS: the dashboard's series and
-	windows then read one row per period instead of one per operation."""
+	windows then read one row per period instead of one per operation. (Capture never writes a
+	detail row under that name; one written past it is counted in the site-wide row, not lost.)"""
 	site_wide: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
-	for (operation, period), summary in summaries.items():
-		if operation != ALL_OPERATIONS:
-			site_wide[(ALL_OPERATIONS, period)].merge(summary)
+	for (_operation, period), summary in summaries.items():
+		site_wide[(ALL_OPERATIONS, period)].merge(summary)
 	return {**summaries, **site_wide}
 
 
