@@ -330,6 +330,7 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	from verenigingen_perf.utils.performance.rollup import format_datetime
 
 	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
+	# the tuple unpacked below is READ_COLUMNS, in that order
 	where, values = "granularity=%s and period_start >= %s", [granularity, format_datetime(since)]
 	if operation is not None:
 		where += " and operation=%s"
@@ -337,8 +338,8 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	rows = frappe.db.sql(f"select {columns} from `tab{AGGREGATE}` where {where}", values)
 	return [
 		{
-			"operation": operation,
-			"period_start": period_start if isinstance(period_start, datetime) else as_datetime(period_start),
+			"operation": row_operation,
+			"period_start": as_datetime(period_start),
 			"count": int(count or 0),
 			"error_count": int(error_count or 0),
 			"duration_sum_ms": float(duration_sum or 0),
@@ -349,7 +350,7 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 			"sketch": decode_stored(sketch) if sketch else None,
 		}
 		for (
-			operation,
+			row_operation,
 			period_start,
 			count,
 			error_count,

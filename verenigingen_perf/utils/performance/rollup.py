@@ -230,7 +230,8 @@ def _fold_hour(
 		for key, durations in groups.items():
 			hourly[key].add_durations(durations)
 		rows += len(page)
-	by_hour = with_site_wide({(op, _parse_hour_key(key)): summary for (op, key), summary in hourly.items()})
+	by_hour = {(op, _parse_hour_key(key)): summary for (op, key), summary in hourly.items()}
+	by_hour.update(site_wide_summaries(by_hour))
 	daily: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
 	for (operation, hour), summary in by_hour.items():
 		daily[(operation, floor_day(hour))].merge(summary)
@@ -256,14 +257,16 @@ def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None
 	return max(float(rss_growth_kb or 0), float(peak_alloc_kb or 0)) / 1024
 
 
-def with_site_wide(summaries: dict[tuple[str, datetime], Summary]) -> dict[tuple[str, datetime], Summary]:
-	"""The summaries and, per period, their merge under ALL_OPERATIONS: the dashboard's series and
+def site_wide_summaries(
+	summaries: dict[tuple[str, datetime], Summary],
+) -> dict[tuple[str, datetime], Summary]:
+	"""Per period, the merge of the summaries under ALL_OPERATIONS: the dashboard's series and
 	windows then read one row per period instead of one per operation. (Capture never writes a
 	detail row under that name; one written past it is counted in the site-wide row, not lost.)"""
 	site_wide: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
 	for (_operation, period), summary in summaries.items():
 		site_wide[(ALL_OPERATIONS, period)].merge(summary)
-	return {**summaries, **site_wide}
+	return site_wide
 
 
 def backfill_site_wide(periods_per_transaction: int = 100) -> int:
@@ -296,8 +299,7 @@ def backfill_site_wide(periods_per_transaction: int = 100) -> int:
 			summaries = {
 				(row.operation, _as_datetime(row.period_start)): Summary.from_values(row) for row in rows
 			}
-			site_wide = {k: s for k, s in with_site_wide(summaries).items() if k[0] == ALL_OPERATIONS}
-			written += _merge_into_aggregates(granularity, site_wide)
+			written += _merge_into_aggregates(granularity, site_wide_summaries(summaries))
 			frappe.db.commit()
 	return written
 

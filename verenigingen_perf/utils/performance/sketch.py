@@ -82,6 +82,7 @@ class Summary:
 	query_max: int = 0
 	db_time_sum_ms: float = 0.0
 	memory_max_mb: float = 0.0
+	# a lambda: StoredSketchMerger is defined further down this module
 	bins: StoredSketchMerger = field(default_factory=lambda: StoredSketchMerger())
 
 	@property
