@@ -14,6 +14,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev
 
 pytest_plugins = ["vperf_devruntime.pytest_plugin"]
 
+# `bench run-tests` runs this whole suite through that one unittest class; pytest must not run it
+collect_ignore = ["verenigingen_perf/tests/test_whole_suite.py"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 	for item in items:
@@ -47,20 +50,21 @@ def clean_slate(default_settings):
 	import frappe
 
 	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+	from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, ROLLUP_STATE
 
 	def wipe():
 		# a fresh snapshot: on SQLite (WAL) a transaction that read before the web server's last
 		# commit cannot write any more
 		frappe.db.rollback()
-		frappe.db.delete(rollup.METRIC)
-		frappe.db.delete(rollup.AGGREGATE)
+		frappe.db.delete(METRIC)
+		frappe.db.delete(AGGREGATE)
 		frappe.db.sql(
-			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (ROLLUP_STATE,)
 		)
 		rollup.ensure_state_row()
 		frappe.db.commit()
 		client = buffer.redis_client()
-		client.delete(buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock"))
+		client.delete(buffer.claims_key(), buffer.lock_key("rollup"), buffer.lock_key("retention"))
 		dashboard.clear_dashboard_cache()
 
 	wipe()
@@ -70,8 +74,22 @@ def clean_slate(default_settings):
 
 @pytest.fixture(scope="session")
 def member_doctypes(site):
-	"""The demo's Member, Chapter and membership doctypes (custom doctypes, created once)."""
+	"""The tests' own member, chapter and membership doctypes (clearly named custom doctypes, never
+	those of a real `verenigingen` site), created once and removed after the session."""
 	from vperf_devruntime import members
 
-	members.ensure_member_doctypes()
-	return members
+	names = members.ensure_member_doctypes(members.TEST)
+	yield names
+	members.remove_member_doctypes(names)
+
+
+@pytest.fixture
+def member_settings(default_settings, member_doctypes):
+	"""The configuration pointed at the tests' member doctype."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import config
+
+	config.update_config({"member_doctype": member_doctypes.member})
+	frappe.db.commit()
+	return member_doctypes

@@ -27,7 +27,7 @@ import frappe
 import psutil
 
 from benchmarks import connect_site, percentile
-from verenigingen_perf.utils.performance import buffer, capture, dashboard, rollup, storage
+from verenigingen_perf.utils.performance import buffer, capture, dashboard, rollup, schema, storage, timeutil
 from verenigingen_perf.utils.performance.member_analysis import recorded_statements
 from verenigingen_perf.utils.performance.sketch import Summary
 
@@ -37,8 +37,8 @@ INSERT_CHUNK = 20_000
 
 
 def wipe() -> None:
-	frappe.db.sql(f"delete from `tab{rollup.METRIC}`")
-	frappe.db.sql(f"delete from `tab{rollup.AGGREGATE}`")
+	frappe.db.sql(f"delete from `tab{schema.METRIC}`")
+	frappe.db.sql(f"delete from `tab{schema.AGGREGATE}`")
 	frappe.db.commit()
 	dashboard.clear_dashboard_cache()
 
@@ -68,14 +68,14 @@ def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: ran
 
 	def flush() -> None:
 		nonlocal rows, total
-		frappe.db.bulk_insert(rollup.AGGREGATE, fields, rows)
+		frappe.db.bulk_insert(schema.AGGREGATE, fields, rows)
 		frappe.db.commit()
 		total += len(rows)
 		rows = []
 
 	for granularity, step, count, last in (
-		("hour", timedelta(hours=1), hourly_days * 24, rollup.floor_hour(now)),
-		("day", timedelta(days=1), daily_days, rollup.floor_day(now)),
+		("hour", timedelta(hours=1), hourly_days * 24, timeutil.floor_hour(now)),
+		("day", timedelta(days=1), daily_days, timeutil.floor_day(now)),
 	):
 		for i in range(count):
 			period = last - step * i
@@ -85,12 +85,12 @@ def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: ran
 			for shape in chosen:
 				site_wide.merge(summaries[shape])
 			period_rows = [(f"bench.api.op{op:02d}", shapes[shape]) for op, shape in enumerate(chosen)]
-			for operation, shape in [*period_rows, (rollup.ALL_OPERATIONS, site_wide.as_values())]:
+			for operation, shape in [*period_rows, (schema.ALL_OPERATIONS, site_wide.as_values())]:
 				values = {
 					**shape,
 					"operation": operation,
 					"granularity": granularity,
-					"period_start": rollup.format_datetime(period),
+					"period_start": timeutil.format_datetime(period),
 				}
 				name = rollup.aggregate_name(granularity, period, operation)
 				rows.append(
@@ -115,7 +115,7 @@ def load_details(count: int, operations: int, rng: random.Random) -> None:
 	rows = []
 	for i in range(count):
 		started = now - timedelta(seconds=rng.uniform(0, 7 * 86400))
-		moment = rollup.format_datetime(started)
+		moment = timeutil.format_datetime(started)
 		values = {
 			"operation": f"bench.api.op{i % operations:02d}",
 			"operation_type": "request",

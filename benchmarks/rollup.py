@@ -27,16 +27,16 @@ import frappe
 import numpy as np
 
 from benchmarks import connect_site, peak_rss_kb, reset_peak_rss_kb
-from verenigingen_perf.utils.performance import buffer, capture, retention, rollup, storage
+from verenigingen_perf.utils.performance import buffer, capture, retention, rollup, schema, storage, timeutil
 
 CHUNK = 50_000
 
 
 def wipe() -> None:
-	frappe.db.sql(f"delete from `tab{rollup.METRIC}`")
-	frappe.db.sql(f"delete from `tab{rollup.AGGREGATE}`")
+	frappe.db.sql(f"delete from `tab{schema.METRIC}`")
+	frappe.db.sql(f"delete from `tab{schema.AGGREGATE}`")
 	frappe.db.sql(
-		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
 	)
 	rollup.ensure_state_row()
 	frappe.db.commit()
@@ -82,7 +82,7 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 		values = {
 			"operation": operation,
 			"operation_type": "request",
-			"started_at": rollup.format_datetime(started),
+			"started_at": timeutil.format_datetime(started),
 			"duration_ms": duration,
 			"query_count": rng.randint(1, 30),
 			"db_time_ms": duration / 5,
@@ -94,8 +94,8 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 			"user": "Administrator",
 			"trace_id": span_id,
 		}
-		batch.append(buffer.detail_row(span_id, rollup.format_datetime(created), values))
-		hourly[(operation, rollup.floor_hour(started))].append(duration)
+		batch.append(buffer.detail_row(span_id, timeutil.format_datetime(created), values))
+		hourly[(operation, timeutil.floor_hour(started))].append(duration)
 		if len(batch) == CHUNK:
 			buffer.insert_rows(batch)
 			frappe.db.commit()
@@ -113,22 +113,22 @@ def relative_errors(hourly) -> dict[str, float]:
 	"""Worst relative error over every hourly and daily aggregate (site-wide rows included), against
 	the raw values."""
 	stored = frappe.db.sql(
-		f"select operation, granularity, period_start, p95_ms, p99_ms from `tab{rollup.AGGREGATE}`",
+		f"select operation, granularity, period_start, p95_ms, p99_ms from `tab{schema.AGGREGATE}`",
 		as_dict=True,
 	)
 	hourly = dict(hourly)
 	daily: dict[tuple[str, datetime], array] = defaultdict(lambda: array("d"))
 	for (operation, hour), values in list(hourly.items()):
-		daily[(operation, rollup.floor_day(hour))].extend(values)
-		hourly.setdefault((rollup.ALL_OPERATIONS, hour), array("d")).extend(values)
+		daily[(operation, timeutil.floor_day(hour))].extend(values)
+		hourly.setdefault((schema.ALL_OPERATIONS, hour), array("d")).extend(values)
 	for (operation, day), values in list(daily.items()):
-		if operation != rollup.ALL_OPERATIONS:
-			daily[(rollup.ALL_OPERATIONS, day)].extend(values)
+		if operation != schema.ALL_OPERATIONS:
+			daily[(schema.ALL_OPERATIONS, day)].extend(values)
 	sorted_hourly = {key: sorted(values) for key, values in hourly.items()}
 	sorted_daily = {key: sorted(values) for key, values in daily.items()}
 	worst = {"p95_rel_err": 0.0, "p99_rel_err": 0.0, "daily_p99_rel_err": 0.0}
 	for row in stored:
-		key = (row.operation, rollup._as_datetime(row.period_start))
+		key = (row.operation, timeutil.as_datetime(row.period_start))
 		if row.granularity == "hour":
 			values = sorted_hourly[key]
 			worst["p95_rel_err"] = max(
@@ -181,7 +181,7 @@ def main() -> None:
 
 	connect_site(args.db)
 	wipe()
-	end = rollup.floor_hour(frappe.utils.now_datetime()) - timedelta(days=1)
+	end = timeutil.floor_hour(frappe.utils.now_datetime()) - timedelta(days=1)
 	started = time.perf_counter()
 	hourly = generate(args.rows, args.operations, args.days, end, args.seed)
 	insert_s = time.perf_counter() - started
@@ -197,7 +197,7 @@ def main() -> None:
 			"--db",
 			args.db,
 			"--now",
-			rollup.format_datetime(fold_at),
+			timeutil.format_datetime(fold_at),
 		],
 		capture_output=True,
 		text=True,
@@ -207,7 +207,7 @@ def main() -> None:
 	assert aggregate["rows_aggregated"] == args.rows, aggregate
 	frappe.db.rollback()
 	errors = relative_errors(hourly)
-	detail, aggregates = storage.table_size(rollup.METRIC), storage.table_size(rollup.AGGREGATE)
+	detail, aggregates = storage.table_size(schema.METRIC), storage.table_size(schema.AGGREGATE)
 
 	report = retention.run_retention(fold_at + timedelta(days=8))
 	assert report.detail_rows_deleted == args.rows, report

@@ -90,25 +90,71 @@ def test_query_count_operation_user_and_status(site, http, make_user, overrides)
 	# the framework's own per-request statements are measured by the count=0 call, not guessed
 	assert row["query_count"] - baseline["query_count"] == n
 	assert row["operation"] == f"{TESTING}.run_statements"
-	assert row["operation_type"] == "request"
+	assert row["operation_type"] == "api"
 	assert row["user"] == client.user
 	assert (row["status"], row["http_status"]) == ("ok", 200)
 	assert row["duration_ms"] > 0 and row["db_time_ms"] > 0 and row["peak_rss_mb"] > 0
 
 
 @pytest.mark.parametrize(
-	("kind", "http_status", "error"),
-	[("validation", 417, "ValidationError"), ("server", 500, "RuntimeError")],
+	("kind", "http_status", "status", "error"),
+	[
+		("validation", 417, "client_error", "ValidationError"),
+		("server", 500, "error", "RuntimeError"),
+	],
 )
-def test_a_failing_request_is_recorded_as_error(site, http, overrides, kind, http_status, error):
+def test_a_failing_request_is_recorded_with_whose_error_it_was(
+	site, http, overrides, kind, http_status, status, error
+):
 	overrides(sampling_rate=1)
 	client = http("Administrator")
 	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
 	response = client.call(f"{TESTING}.fail", kind=kind)
 	assert response.status_code == http_status
 	[row] = rows_of_trace(response.headers[capture.TRACE_HEADER])
-	assert (row["status"], row["http_status"]) == ("error", http_status)
+	assert (row["status"], row["http_status"]) == (status, http_status)
+	# a real method that failed keeps its own name
+	assert row["operation"] == f"{TESTING}.fail"
 	assert error in row["error"]
+
+
+def test_unknown_methods_and_missing_pages_never_become_operations_of_their_own(site, http, overrides):
+	"""Guest requests for methods and pages that do not exist (also names that a database collation
+	would equate) are filed under two fixed names."""
+	overrides(sampling_rate=1)
+	guest = http(None)
+	wait_for_server_config(http("Administrator"), lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	paths = ["/api/method/cafe", "/api/method/caf%C3%A9", "/api/method/CAFE ", "/api/method/frappe.nope"]
+	paths += [f"/xyz-{capture.new_id()}" for _ in range(3)] + ["/api/resource/No Such Doctype"]
+	traces = []
+	for path in paths:
+		response = guest.session.get(f"{guest.base_url}{path}", timeout=30)
+		assert response.status_code >= 400
+		traces.append(response.headers[capture.TRACE_HEADER])
+	rows = drain_until(
+		lambda: len(r := rows_for(trace_id=("in", traces))) == len(traces) and r, "the junk requests' rows"
+	)
+	assert {row["operation"] for row in rows} <= {"(unknown method)", "(not found)"}
+
+
+def test_an_error_answer_of_the_app_carries_no_traceback(site, http, make_user, default_settings):
+	"""Also where the framework refuses the call before the endpoint runs, with tracebacks allowed in
+	System Settings (Frappe v15's default)."""
+	before = frappe.db.get_single_value("System Settings", "allow_error_traceback")
+	frappe.db.set_single_value("System Settings", "allow_error_traceback", 1)
+	frappe.db.commit()
+	try:
+		for client in (http(None), http(make_user("Desk User"))):
+			for method in (
+				"verenigingen_perf.api.performance.quick_health_check",
+				"verenigingen_perf.api.config.get_config",
+			):
+				response = client.call(method)
+				assert response.status_code == 403, (client.user, method, response.text[:200])
+				assert "Traceback" not in response.text and "exc" not in response.json()
+	finally:
+		frappe.db.set_single_value("System Settings", "allow_error_traceback", before or 0)
+		frappe.db.commit()
 
 
 def test_a_job_is_tied_to_the_request_that_enqueued_it(site, http, overrides, run_background_jobs):
@@ -120,12 +166,26 @@ def test_a_job_is_tied_to_the_request_that_enqueued_it(site, http, overrides, ru
 	trace_id = response.headers[capture.TRACE_HEADER]
 	run_background_jobs()
 	rows = rows_of_trace(trace_id, expected=2)
-	request_row = next(r for r in rows if r["operation_type"] == "request")
+	request_row = next(r for r in rows if r["operation_type"] == "api")
 	job_row = next(r for r in rows if r["operation_type"] == "job")
 	assert job_row["operation"] == f"{TESTING}.probe_job"
 	assert job_row["parent_span"] == request_row["name"]
 	assert job_row["query_count"] >= 3
 	assert job_row["status"] == "ok"
+
+
+def test_a_job_enqueued_by_a_job_joins_the_trace(site, http, overrides, run_background_jobs):
+	"""The job's worker process never served a request; the job it enqueues still carries the trace."""
+	overrides(sampling_rate=1)
+	client = http("Administrator")
+	wait_for_server_config(client, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
+	trace_id = client.call(f"{TESTING}.enqueue_probe", chain=1).headers[capture.TRACE_HEADER]
+	run_background_jobs()
+	rows = rows_of_trace(trace_id, expected=3)
+	request_row = next(r for r in rows if r["operation_type"] == "api")
+	jobs = {r["parent_span"]: r for r in rows if r["operation_type"] == "job"}
+	first = jobs[request_row["name"]]
+	assert jobs[first["name"]]["operation"] == f"{TESTING}.probe_job"
 
 
 def test_a_failing_job_is_recorded_as_error(site, http, overrides, run_background_jobs):
@@ -180,9 +240,9 @@ def test_an_excluded_path_records_nothing(site, http, make_user, overrides):
 	assert rows_for(user=client.user, operation=f"{TESTING}.run_statements") == []
 
 
-def test_redis_down_requests_succeed_and_drops_are_counted(site, http, overrides, redis_outage):
+def test_redis_down_requests_succeed_and_drops_are_counted(site, http, make_user, overrides, redis_outage):
 	overrides(sampling_rate=1)
-	guest = http(None)
+	guest = http(make_user("System Manager"))
 	wait_for_server_config(guest, lambda r: capture.TRACE_HEADER in r.headers, "sampling 1")
 	requests_while_down = 5
 	with redis_outage():
@@ -301,6 +361,74 @@ def test_measure_nests_inside_a_trace_and_counts_statements(site, overrides):
 	assert inner.trace.trace_id == outer.trace.trace_id
 	context = frappe.db.get_value("Performance Metric", outer.span_id, "context")
 	assert "object object at" in context
+
+
+def test_a_bad_span_costs_only_itself_and_is_logged(site, overrides):
+	"""An entry that cannot be encoded is dropped and counted; the good entries of the same batch
+	land, the flusher thread lives on, and the failure is in the Error Log with its traceback."""
+	from frappe.deferred_insert import save_to_db
+
+	from verenigingen_perf.utils.performance import internal_errors
+
+	class Unprintable:
+		def __str__(self):
+			raise ValueError("cannot be shown")
+
+	overrides(sampling_rate=1)
+	buffer.drain()
+	internal_errors.reset_rate_limit()
+	before = buffer.state()
+	operation = f"test.bad-span.{capture.new_id()}"
+	good = synthetic_entries(2, operation)
+	push([good[0], {**good[1], "name": capture.new_id(), "operation": Unprintable()}, good[1]])
+	after = buffer.state()
+	assert after.dropped - before.dropped == 1
+	assert after.capture_errors - before.capture_errors == 1
+	assert buffer._flusher.thread.is_alive()
+	buffer.drain()
+	assert set(frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")) == {
+		e["name"] for e in good
+	}
+	save_to_db()
+	logged = frappe.get_all(
+		"Error Log", filters={"method": "verenigingen_perf: internal error in buffer.encode"}, pluck="name"
+	)
+	assert logged
+	assert "cannot be shown" in frappe.db.get_value("Error Log", logged[0], "error")
+	frappe.db.delete("Error Log", {"name": ("in", logged)})
+	frappe.db.commit()
+
+
+def test_the_in_process_queue_is_bounded(site, overrides):
+	"""While the flusher cannot send (here: held up), a process keeps at most MAX_QUEUED measurements
+	and counts the rest as dropped."""
+	buffer.drain()
+	monitoring = config.get_config().monitoring
+	entries = synthetic_entries(buffer.MAX_QUEUED + 25, f"test.queue.{capture.new_id()}")
+	drops_before = buffer.unreported_drops()
+	with buffer._flusher.lock:
+		for entry in entries:
+			buffer.add(entry, monitoring)
+		assert buffer.queued() == buffer.MAX_QUEUED
+		assert buffer.unreported_drops() - drops_before >= 25
+	buffer.flush()
+	buffer.redis_client().delete(buffer.buffer_key())
+
+
+def test_internal_errors_raise_under_tests_and_are_counted_otherwise(site):
+	from verenigingen_perf.utils.performance import internal_errors
+
+	broken = capture._guarded("test.broken")(lambda: 1 / 0)
+	with pytest.raises(ZeroDivisionError):
+		broken()
+	before = buffer.state().capture_errors
+	frappe.flags.in_test = False
+	try:
+		assert broken() is None
+	finally:
+		frappe.flags.in_test = True
+	assert buffer.state().capture_errors == before + 1
+	internal_errors.reset_rate_limit()
 
 
 def test_measure_as_a_decorator_records_errors(site, overrides):

@@ -20,9 +20,9 @@ from verenigingen_perf.utils.performance.config import (
 
 def test_production_defaults_are_the_strict_ones():
 	c = build_config("production", "default")
-	assert c.thresholds.api_response_ms.warning == 10
-	assert c.thresholds.api_response_ms.critical == 15
-	assert c.thresholds.queries_per_operation.warning == 5
+	assert c.thresholds.api_response_ms.warning == 500
+	assert c.thresholds.api_response_ms.critical == 2000
+	assert c.thresholds.api_queries.warning == 60
 	assert c.thresholds.memory_mb.warning == 100
 	assert c.thresholds.health_score.warning == 90
 	assert c.thresholds.health_score.critical == 85
@@ -43,7 +43,16 @@ def test_retention_defaults():
 
 
 @pytest.mark.parametrize(
-	"key", ["api_response_warning_ms", "queries_warning", "memory_warning_mb", "error_rate_warning"]
+	"key",
+	[
+		"api_response_warning_ms",
+		"api_queries_warning",
+		"page_load_warning_ms",
+		"page_queries_warning",
+		"job_duration_warning_ms",
+		"memory_warning_mb",
+		"error_rate_warning",
+	],
 )
 def test_environments_go_from_lenient_to_strict(key):
 	dev, staging, prod = (ENVIRONMENT_DEFAULTS[e][key] for e in ("development", "staging", "production"))
@@ -88,8 +97,24 @@ def test_detection_rejects_an_unknown_environment_naming_the_source():
 @pytest.mark.parametrize(
 	("overrides", "field", "rule"),
 	[
-		({"api_response_warning_ms": 20}, "api_response_warning_ms", "below the critical"),
-		({"queries_warning": 10, "queries_critical": 10}, "queries_warning", "below the critical"),
+		({"api_response_warning_ms": 3000}, "api_response_warning_ms", "below the critical"),
+		(
+			{"api_queries_warning": 10, "api_queries_critical": 10},
+			"api_queries_warning",
+			"below the critical",
+		),
+		({"page_load_warning_ms": 9000}, "page_load_warning_ms", "below the critical"),
+		({"daily_retention_days": 1_000_000}, "daily_retention_days", "between 1 and 7300"),
+		({"detail_retention_days": 1e308}, "detail_retention_days", "between 1 and 3650"),
+		({"buffer_max_entries": 1e20}, "buffer_max_entries", "between 1 and 1e+07"),
+		({"aggregation_delay_minutes": 1e10}, "aggregation_delay_minutes", "between 0 and 1440"),
+		({"flush_interval_ms": 1e13}, "flush_interval_ms", "between 10 and 60000"),
+		({"context_max_chars": 70_000}, "context_max_chars", "between 64 and 16000"),
+		({"max_operations_per_hour": 5}, "max_operations_per_hour", "at least 10"),
+		({"excluded_paths": ["/x"] * 2 + [f"/p{i}" for i in range(101)]}, "excluded_paths", "at most 100"),
+		({"excluded_paths": "/" + "a" * 300}, "excluded_paths", "at most 200 characters"),
+		({"sampling_rate": "9" * 400}, "sampling_rate", "finite"),
+		({"sampling_rate": 10**400}, "sampling_rate", "must be a number"),
 		({"health_warning": 80}, "health_warning", "above the critical"),
 		({"sampling_rate": 1.5}, "sampling_rate", "between 0 and 1"),
 		({"sampling_rate": -0.1}, "sampling_rate", "negative"),
@@ -115,7 +140,7 @@ def test_validation_names_field_and_rule(overrides, field, rule):
 
 
 def test_blank_values_mean_no_override():
-	assert validate_overrides("production", {"sampling_rate": "", "queries_warning": None}) == {}
+	assert validate_overrides("production", {"sampling_rate": "", "api_queries_warning": None}) == {}
 
 
 def test_overrides_are_coerced_and_applied():
@@ -131,7 +156,7 @@ def test_overrides_are_coerced_and_applied():
 
 
 def test_round_trip_through_a_dict():
-	c = build_config("staging", "site_config", {"queries_warning": 7})
+	c = build_config("staging", "site_config", {"api_queries_warning": 7})
 	assert config.config_from_dict(c.as_dict()) == c
 
 
@@ -172,9 +197,29 @@ def test_validator_accepts_only_consistent_configs_and_names_fields(environment,
 	assert 0 <= c.monitoring.sampling_rate <= 1
 	assert 1 <= c.retention.detail_days <= c.retention.hourly_days <= c.retention.daily_days
 	assert c.thresholds.health_score.warning > c.thresholds.health_score.critical
-	for level in (c.thresholds.api_response_ms, c.thresholds.queries_per_operation, c.thresholds.memory_mb):
+	for level in (c.thresholds.api_response_ms, c.thresholds.api_queries, c.thresholds.memory_mb):
 		assert 0 < level.warning < level.critical
 		assert math.isfinite(level.warning)
+	for key, value in config.flat_values(c).items():
+		low, high = config.bounds(SETTINGS[key])
+		if high is not None:
+			assert low <= value <= high, key
+
+
+def test_every_numeric_setting_has_an_upper_bound_and_the_settings_form_has_every_setting():
+	import json
+	from pathlib import Path
+
+	for setting in SETTINGS.values():
+		if setting.kind in (int, float):
+			assert setting.maximum is not None, setting.key
+	form = (
+		Path(config.__file__).parents[2]
+		/ "verenigingen_perf/doctype/performance_settings/performance_settings.json"
+	)
+	fields = {f["fieldname"] for f in json.loads(form.read_text())["fields"]}
+	assert set(SETTINGS) <= fields
+	assert not set(config.RENAMED_SETTINGS) & fields
 
 
 @settings(max_examples=200, deadline=None)

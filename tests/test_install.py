@@ -1,8 +1,17 @@
-"""The app is installed on the site with its doctypes, role, module and hooks."""
+"""The app is installed on the site with its doctypes, role, module and hooks; `bench clear-cache`
+keeps its state; uninstalling removes what it added and nothing else, and a reinstall starts clean."""
+
+import importlib
+import json
+import time
 
 import frappe
+import pytest
 
+from verenigingen_perf import install
 from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.utils.performance import buffer, capture, config, job_reports, redis_store
+from verenigingen_perf.utils.performance.schema import ROLLUP_STATE, SETTINGS
 
 
 def test_app_is_installed(site):
@@ -22,7 +31,10 @@ def test_role_is_installed_with_desk_access(site):
 
 
 def test_app_hooks_are_active(site):
-	assert "verenigingen_perf.utils.performance.config.clear_config_cache" in frappe.get_hooks("clear_cache")
+	assert "verenigingen_perf.install.clear_caches" in frappe.get_hooks("clear_cache")
+	assert "verenigingen_perf:" in frappe.get_hooks("persistent_cache_keys")
+	# no required_apps: v15's installer looks every required app up on a git host
+	assert "required_apps" not in vars(importlib.import_module("verenigingen_perf.hooks"))
 
 
 def test_settings_controller_is_the_apps(site):
@@ -31,10 +43,130 @@ def test_settings_controller_is_the_apps(site):
 
 
 def test_migrate_keeps_the_role(site):
-	from verenigingen_perf.install import after_migrate
-
 	frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
 	frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
-	after_migrate()
+	install.after_migrate()
 	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
 	frappe.db.commit()
+
+
+def plant_buffered(count: int) -> list[str]:
+	operation = f"test.clear-cache.{capture.new_id()}"
+	names = []
+	monitoring = config.get_config().monitoring
+	for _ in range(count):
+		name = capture.new_id()
+		names.append(name)
+		buffer.add(
+			{
+				"name": name,
+				"operation": operation,
+				"operation_type": "custom",
+				"started_at": time.time(),
+				"status": "ok",
+			},
+			monitoring,
+		)
+	buffer.flush()
+	return names
+
+
+def test_clear_cache_keeps_buffered_measurements_claims_and_reports(site, default_settings):
+	"""`bench clear-cache` (also run by migrate and install-app) deletes the site's Redis keys; the
+	app's state survives it, its caches do not."""
+	buffer.drain()
+	names = plant_buffered(29)
+	client = buffer.redis_client()
+	client.hset(buffer.claims_key(), "a-claim", time.time())
+	job_reports.record("drain", {"status": "ok"})
+	config.get_config()
+	before = buffer.state()
+	assert before.buffered >= 29
+	frappe.clear_cache()
+	after = buffer.state()
+	assert after.buffered == before.buffered
+	assert client.hget(buffer.claims_key(), "a-claim") is not None
+	assert "drain" in job_reports.read().by_job
+	assert client.get(redis_store.key(config.CACHE_KEY)) is None
+	client.hdel(buffer.claims_key(), "a-claim")
+	buffer.drain()
+	assert set(frappe.get_all("Performance Metric", filters={"name": ("in", names)}, pluck="name")) == set(
+		names
+	)
+
+
+def test_migrate_keeps_buffered_measurements(site, default_settings, site_env):
+	if not site_env:
+		pytest.skip("migrating is the bench's own command; `bench migrate` runs the same clear_cache")
+	import subprocess
+	import sys
+
+	buffer.drain()
+	plant_buffered(7)
+	before = buffer.state().buffered
+	subprocess.run(
+		[sys.executable, "-m", "vperf_devruntime", "site"], env={**site_env}, check=True, capture_output=True
+	)
+	assert buffer.state().buffered == before
+	buffer.drain()
+
+
+def test_scheduled_jobs_are_measured_under_their_own_names(site, default_settings, run_background_jobs):
+	"""Frappe runs scheduled jobs through one wrapper (`run_scheduled_job`); each is measured under
+	the job it runs."""
+	config.update_config({"sampling_rate": 1})
+	frappe.db.commit()
+	buffer.drain()
+	job = frappe.get_doc(
+		"Scheduled Job Type", {"method": "verenigingen_perf.utils.performance.buffer.drain_job"}
+	)
+	job.enqueue(force=True)
+	run_background_jobs()
+	buffer.drain()
+	rows = frappe.get_all(
+		"Performance Metric",
+		filters={"operation_type": "job", "creation": (">", frappe.utils.add_to_date(None, minutes=-5))},
+		pluck="operation",
+	)
+	assert "verenigingen_perf.utils.performance.buffer.drain_job" in rows
+	assert not [op for op in rows if op.endswith("run_scheduled_job")]
+
+
+def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, default_settings):
+	from frappe.installer import install_app, remove_app
+
+	config.update_config({"sampling_rate": "0.42"})
+	frappe.db.commit()
+	plant_buffered(3)
+	user_roles_before = frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER)})
+	roles_before = frappe.db.count("Role")
+	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == "0.42"
+
+	try:
+		remove_app("verenigingen_perf", yes=True, no_backup=True)
+		frappe.db.commit()
+		check_nothing_is_left(roles_before, user_roles_before)
+	finally:
+		if "verenigingen_perf" not in frappe.get_installed_apps():
+			install_app("verenigingen_perf")
+			frappe.db.commit()
+	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
+	watermark = frappe.db.sql(
+		"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+	)
+	assert not watermark or watermark[0][0] is None
+	assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
+	assert config.get_config().overrides == {}
+	json.dumps(config.describe(config.get_config()))
+
+
+def check_nothing_is_left(roles_before: int, user_roles_before: int) -> None:
+	assert "verenigingen_perf" not in frappe.get_installed_apps()
+	assert not frappe.db.exists("Role", PERFORMANCE_MANAGER)
+	assert frappe.db.count("Role") == roles_before - 1
+	assert frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER)}) == user_roles_before
+	assert not frappe.db.sql("select 1 from `tabSingles` where doctype in (%s, %s)", (SETTINGS, ROLLUP_STATE))
+	assert not frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
+	assert not frappe.db.exists("Module Def", "Verenigingen Perf")
+	assert not list(buffer.redis_client().scan_iter(match=redis_store.key("*")))

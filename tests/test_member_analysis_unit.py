@@ -66,12 +66,21 @@ def test_an_n_plus_one_is_reported_from_the_configured_repeats_and_points_at_its
 
 
 def test_levels_follow_the_statement_thresholds():
-	queries = CONFIG.thresholds.queries_per_operation
+	queries = CONFIG.thresholds.api_queries
 	few = ma.judge(measurement([f"select a from t{i}" for i in range(int(queries.warning))]), CONFIG)
 	assert few.level == ma.HEALTHY and few.recommendations == []
 	many = ma.judge(measurement([f"select a{i} from t" for i in range(int(queries.critical) + 1)]), CONFIG)
 	assert many.level == ma.CRITICAL
 	assert [r.kind for r in many.recommendations] == ["statement_count"]
+
+
+def test_a_slow_statement_is_reported_from_the_configured_threshold():
+	slow_ms = CONFIG.monitoring.slow_query_ms
+	shapes = ma.group_shapes([("select a from t where b=1", slow_ms * 2 / 1000), ("select c from u", 0.0001)])
+	judged = ma.judge(ma.MemberMeasurement("Member", "m1", 2, 1.0, 1.0, 1.0, 0, 0, shapes, []), CONFIG)
+	[slow] = [r for r in judged.recommendations if r.kind == "slow_statement"]
+	assert slow.shape == "select a from t where b=?"
+	assert slow.measured == round(slow_ms * 2, 3) and slow.threshold == slow_ms
 
 
 def test_batch_summary_figures():

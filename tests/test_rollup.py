@@ -1,16 +1,30 @@
 """Rollups and retention on the site: exact counts, merged percentiles, late rows, locks, zero loss."""
 
+import contextlib
 import math
 import random
 import signal
+import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
 import frappe
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup
+from verenigingen_perf.utils.performance import (
+	buffer,
+	capture,
+	config,
+	job_reports,
+	operations,
+	retention,
+	rollup,
+	schema,
+	timeutil,
+)
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY
 
 ROLLUP_JOB = "verenigingen_perf.utils.performance.rollup.rollup_job"
@@ -38,8 +52,8 @@ def make_rows(
 		status = "error" if rng.random() < 0.05 else "ok"
 		values = {
 			"operation": operation,
-			"operation_type": "request",
-			"started_at": rollup.format_datetime(started),
+			"operation_type": "api",
+			"started_at": timeutil.format_datetime(started),
 			"duration_ms": duration,
 			"query_count": rng.randint(1, 20),
 			"db_time_ms": duration / 4,
@@ -52,8 +66,8 @@ def make_rows(
 			"user": "Administrator",
 			"trace_id": capture.new_id(),
 		}
-		rows.append(buffer.detail_row(capture.new_id(), rollup.format_datetime(created), values))
-		ingested[(operation, rollup.floor_hour(started))] += 1
+		rows.append(buffer.detail_row(capture.new_id(), timeutil.format_datetime(created), values))
+		ingested[(operation, timeutil.floor_hour(started))] += 1
 	return rows, ingested
 
 
@@ -66,14 +80,14 @@ def aggregate_counts(granularity: str, site_wide: bool = False) -> Counter:
 	"""Counts per (operation, period) of the rows of every operation, or of the site-wide rows."""
 	counts = Counter()
 	for row in frappe.get_all(
-		rollup.AGGREGATE,
+		schema.AGGREGATE,
 		filters={
 			"granularity": granularity,
-			"operation": ("=" if site_wide else "!=", rollup.ALL_OPERATIONS),
+			"operation": ("=" if site_wide else "!=", schema.ALL_OPERATIONS),
 		},
 		fields=["operation", "period_start", "count"],
 	):
-		counts[(row.operation, rollup._as_datetime(row.period_start))] += row["count"]
+		counts[(row.operation, timeutil.as_datetime(row.period_start))] += row["count"]
 	return counts
 
 
@@ -85,8 +99,8 @@ def unaggregated_counts() -> Counter:
 	watermark = rollup.get_watermark()
 	filters = {"creation": (">=", watermark)} if watermark else {}
 	counts = Counter()
-	for row in frappe.get_all(rollup.METRIC, filters=filters, fields=["operation", "started_at"], limit=0):
-		counts[(row.operation, rollup.floor_hour(rollup._as_datetime(row.started_at)))] += 1
+	for row in frappe.get_all(schema.METRIC, filters=filters, fields=["operation", "started_at"], limit=0):
+		counts[(row.operation, timeutil.floor_hour(timeutil.as_datetime(row.started_at)))] += 1
 	return counts
 
 
@@ -97,13 +111,13 @@ def assert_nothing_lost(ingested: Counter) -> None:
 	assert hourly + unaggregated_counts() == ingested
 	per_day, site_wide_hourly = Counter(), Counter()
 	for (operation, hour), n in hourly.items():
-		per_day[(operation, rollup.floor_day(hour))] += n
-		site_wide_hourly[(rollup.ALL_OPERATIONS, hour)] += n
+		per_day[(operation, timeutil.floor_day(hour))] += n
+		site_wide_hourly[(schema.ALL_OPERATIONS, hour)] += n
 	assert aggregate_counts("day") == per_day
 	assert aggregate_counts("hour", site_wide=True) == site_wide_hourly
 	site_wide_daily = Counter()
 	for (_operation, day), n in per_day.items():
-		site_wide_daily[(rollup.ALL_OPERATIONS, day)] += n
+		site_wide_daily[(schema.ALL_OPERATIONS, day)] += n
 	assert aggregate_counts("day", site_wide=True) == site_wide_daily
 
 
@@ -119,17 +133,17 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 	watermark = rollup.get_watermark()
 	# exact values from the stored detail rows (the database's own float rounding included)
 	for row in frappe.get_all(
-		rollup.METRIC,
+		schema.METRIC,
 		filters={"creation": ("<", watermark)},
 		fields=["operation", "started_at", "duration_ms", "rss_growth_kb", "peak_alloc_kb"],
 		limit=0,
 	):
-		hour = rollup.floor_hour(rollup._as_datetime(row.started_at))
-		for key in ((row.operation, hour), (rollup.ALL_OPERATIONS, hour)):
+		hour = timeutil.floor_hour(timeutil.as_datetime(row.started_at))
+		for key in ((row.operation, hour), (schema.ALL_OPERATIONS, hour)):
 			durations[key].append(row.duration_ms)
 			memory_mb[key] = max(memory_mb[key], row.rss_growth_kb / 1024, row.peak_alloc_kb / 1024)
 	aggregates = frappe.get_all(
-		rollup.AGGREGATE,
+		schema.AGGREGATE,
 		filters={"granularity": "hour"},
 		fields=[
 			"operation",
@@ -142,15 +156,17 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 			"memory_max_mb",
 		],
 	)
-	assert {agg.operation for agg in aggregates} > {rollup.ALL_OPERATIONS}
+	assert {agg.operation for agg in aggregates} > {schema.ALL_OPERATIONS}
 	for agg in aggregates:
-		values = sorted(durations[(agg.operation, rollup._as_datetime(agg.period_start))])
+		values = sorted(durations[(agg.operation, timeutil.as_datetime(agg.period_start))])
 		assert agg["count"] == len(values)
 		assert math.isclose(agg.duration_sum_ms, sum(values), rel_tol=1e-6)
 		assert math.isclose(agg.duration_max_ms, max(values), rel_tol=1e-9)
 		# memory per operation: the larger of RSS growth and allocation peak, never the worker's RSS
 		assert math.isclose(
-			agg.memory_max_mb, memory_mb[(agg.operation, rollup._as_datetime(agg.period_start))], abs_tol=1e-6
+			agg.memory_max_mb,
+			memory_mb[(agg.operation, timeutil.as_datetime(agg.period_start))],
+			abs_tol=1e-6,
 		)
 		for column, q in (("p95_ms", 0.95), ("p99_ms", 0.99)):
 			exact = values[math.floor(q * (len(values) - 1))]
@@ -162,13 +178,13 @@ def test_site_wide_rows_are_backfilled_as_the_rollup_writes_them(clean_slate):
 	insert(make_rows(600, now, hours=30)[0])
 	rollup.run_rollup(now)
 	fields = ["name", "count", "error_count", "query_sum", "p50_ms", "p95_ms", "p99_ms", "sketch"]
-	site_wide = {"operation": rollup.ALL_OPERATIONS}
-	written = frappe.get_all(rollup.AGGREGATE, filters=site_wide, fields=fields, order_by="name")
+	site_wide = {"operation": schema.ALL_OPERATIONS}
+	written = frappe.get_all(schema.AGGREGATE, filters=site_wide, fields=fields, order_by="name")
 	assert {row.name.split("-")[0] for row in written} == {"hour", "day"}
-	frappe.db.delete(rollup.AGGREGATE, site_wide)
+	frappe.db.delete(schema.AGGREGATE, site_wide)
 	frappe.db.commit()
 	assert rollup.backfill_site_wide(periods_per_transaction=7) == len(written)
-	assert frappe.get_all(rollup.AGGREGATE, filters=site_wide, fields=fields, order_by="name") == written
+	assert frappe.get_all(schema.AGGREGATE, filters=site_wide, fields=fields, order_by="name") == written
 	assert rollup.backfill_site_wide() == 0
 
 
@@ -176,11 +192,11 @@ def test_rerunning_changes_nothing(clean_slate):
 	now = frappe.utils.now_datetime()
 	insert(make_rows(500, now, hours=10)[0])
 	rollup.run_rollup(now)
-	before = frappe.get_all(rollup.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
+	before = frappe.get_all(schema.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
 	report = rollup.run_rollup(now)
 	assert report.rows_aggregated == 0
 	assert (
-		frappe.get_all(rollup.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
+		frappe.get_all(schema.AGGREGATE, fields=["name", "count", "p99_ms", "sketch"], order_by="name")
 		== before
 	)
 
@@ -192,20 +208,20 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	rollup.run_rollup(now)
 	some_hour_key = next(iter(ingested))
 	operation, hour = some_hour_key
-	name = rollup.aggregate_name("hour", hour, operation)
-	before = frappe.db.get_value(rollup.AGGREGATE, name, "count")
+	name = rollup.aggregate_name("hour", hour, "api", operation)
+	before = frappe.db.get_value(schema.AGGREGATE, name, "count")
 	# rows that started in that hour, ingested now (hours later)
 	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
 	late = [
-		(*r[:6], operation, *r[7:8], rollup.format_datetime(hour + timedelta(minutes=5)), *r[9:])
+		(*r[:6], operation, *r[7:8], timeutil.format_datetime(hour + timedelta(minutes=5)), *r[9:])
 		for r in late
 	]
-	late = [(r[0], rollup.format_datetime(now - timedelta(minutes=30)), *r[2:]) for r in late]
+	late = [(r[0], timeutil.format_datetime(now - timedelta(minutes=30)), *r[2:]) for r in late]
 	insert(late)
 	ingested[some_hour_key] += 7
 	report = rollup.run_rollup(now + timedelta(hours=1))
 	assert report.late_rows >= 7
-	assert frappe.db.get_value(rollup.AGGREGATE, name, "count") == before + 7
+	assert frappe.db.get_value(schema.AGGREGATE, name, "count") == before + 7
 	assert_nothing_lost(ingested)
 
 
@@ -234,12 +250,53 @@ def test_two_rollups_at_once_do_not_double_count(clean_slate, in_threads):
 	assert_nothing_lost(ingested)
 
 
+def test_without_the_lock_the_watermark_still_folds_each_hour_once(clean_slate, in_threads, monkeypatch):
+	"""The Redis lock is taken away (as when Redis is unreachable): two rollups fold the same hours
+	at the same moment, and the watermark's locked compare-and-set lets each hour be folded once."""
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(1500, now, hours=12)
+	insert(rows)
+
+	@contextlib.contextmanager
+	def no_lock(name, timeout_s):
+		yield True
+
+	monkeypatch.setattr(buffer, "exclusive", no_lock)
+	barrier = threading.Barrier(2, timeout=60)
+	claim = rollup.claim_watermark
+
+	def claim_together(expected):
+		barrier.wait()  # both runs planned from the same watermark before either claims it
+		return claim(expected)
+
+	monkeypatch.setattr(rollup, "claim_watermark", claim_together)
+	outcomes = []
+
+	def fold_once():
+		try:
+			outcomes.append(rollup.run_rollup(now).status)
+		except Exception as error:
+			# SQLite refuses the second writer's stale snapshot outright: nothing is folded twice either
+			outcomes.append(f"refused: {type(error).__name__}")
+			frappe.db.rollback()
+
+	monkeypatch.setattr(rollup, "claim_watermark", claim_together)
+	in_threads(fold_once, count=2)
+	monkeypatch.setattr(rollup, "claim_watermark", claim)
+	assert len(outcomes) == 2
+	assert any(
+		o == "stopped: the watermark moved under this run" or o.startswith("refused") for o in outcomes
+	), outcomes
+	rollup.run_rollup(now)
+	assert_nothing_lost(ingested)
+
+
 def test_the_watermark_compare_and_set_refuses_a_stale_move(clean_slate):
 	now = frappe.utils.now_datetime()
 	insert(make_rows(100, now, hours=3)[0])
 	rollup.run_rollup(now)
 	current = rollup.get_watermark()
-	assert rollup._move_watermark(current - timedelta(hours=1), current + timedelta(hours=1)) is False
+	assert rollup.move_watermark(current - timedelta(hours=1), current + timedelta(hours=1)) is False
 	frappe.db.rollback()
 	assert rollup.get_watermark() == current
 
@@ -253,12 +310,12 @@ def test_retention_deletes_only_what_is_aggregated_in_batches(clean_slate):
 	rollup.run_rollup(now - timedelta(days=9, hours=12))
 	watermark = rollup.get_watermark()
 	# old rows ingested after the watermark are not aggregated yet: they must survive
-	unaggregated = [r for r in old_rows if rollup._as_datetime(r[1]) >= watermark]
+	unaggregated = [r for r in old_rows if timeutil.as_datetime(r[1]) >= watermark]
 	report = retention.run_retention(now)
 	assert 0 < len(unaggregated) < len(old_rows)
 	assert report.detail_rows_deleted == len(old_rows) - len(unaggregated)
 	assert report.batches >= report.detail_rows_deleted // 50
-	assert frappe.db.count(rollup.METRIC) == len(unaggregated)
+	assert frappe.db.count(schema.METRIC) == len(unaggregated)
 	assert_nothing_lost(ingested)
 
 
@@ -269,56 +326,228 @@ def test_retention_of_aggregates(clean_slate):
 	insert(rows)
 	rollup.run_rollup(now - timedelta(days=r.hourly_days))
 	hourly = frappe.get_all(
-		rollup.AGGREGATE, filters={"granularity": "hour"}, fields=["name", "operation", "period_start"]
+		schema.AGGREGATE,
+		filters={"granularity": "hour"},
+		fields=["name", "operation", "operation_type", "period_start"],
 	)
 	assert hourly
 	# one day loses its daily row: its hourly rows must survive
 	orphan = hourly[0]
 	orphan_day = rollup.aggregate_name(
-		"day", rollup.floor_day(rollup._as_datetime(orphan.period_start)), orphan.operation
+		"day",
+		timeutil.floor_day(timeutil.as_datetime(orphan.period_start)),
+		orphan.operation_type,
+		orphan.operation,
 	)
-	frappe.db.delete(rollup.AGGREGATE, {"name": orphan_day})
+	frappe.db.delete(schema.AGGREGATE, {"name": orphan_day})
 	frappe.db.commit()
 	report = retention.run_retention(now)
-	survivors = frappe.get_all(rollup.AGGREGATE, filters={"granularity": "hour"}, pluck="name")
+	survivors = frappe.get_all(schema.AGGREGATE, filters={"granularity": "hour"}, pluck="name")
 	assert orphan.name in survivors
 	assert report.hourly_rows_deleted == len(hourly) - len(survivors)
 	assert report.daily_rows_deleted == 0
 	report = retention.run_retention(now + timedelta(days=r.daily_days))
-	assert frappe.db.count(rollup.AGGREGATE, {"granularity": "day"}) == 0
+	assert frappe.db.count(schema.AGGREGATE, {"granularity": "day"}) == 0
 
 
 def test_clear_old_logs_keeps_unaggregated_rows(clean_slate):
 	now = frappe.utils.now_datetime()
 	insert(make_rows(100, now - timedelta(days=30), hours=5)[0])
-	controller = frappe.get_doc({"doctype": rollup.METRIC}).__class__
+	controller = frappe.get_doc({"doctype": schema.METRIC}).__class__
 	assert controller.clear_old_logs(days=1) == 0  # nothing aggregated yet
-	assert frappe.db.count(rollup.METRIC) == 100
+	assert frappe.db.count(schema.METRIC) == 100
 	rollup.run_rollup(now)
 	assert controller.clear_old_logs(days=1) == 100
 
 
+def progress(job: str) -> object:
+	"""What a run of `job` changes: the watermark (rollup) or the detail rows left (retention)."""
+	frappe.db.rollback()  # a fresh snapshot: the job commits in its own process
+	return rollup.get_watermark() if job == ROLLUP_JOB else frappe.db.count(schema.METRIC)
+
+
+def wait_for_progress(job: str, before: object, process, seconds: float = 60) -> bool:
+	deadline = time.monotonic() + seconds
+	while time.monotonic() < deadline and process.poll() is None:
+		if progress(job) != before:
+			return True
+		time.sleep(0.02)
+	return progress(job) != before
+
+
 @pytest.mark.parametrize("job", [ROLLUP_JOB, RETENTION_JOB])
-def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job):
-	"""Kill the job process (SIGKILL) at many points, re-run it each time: the invariant holds."""
-	config.update_config({"delete_batch_size": 200, "aggregation_page_size": 500})
+def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job, tmp_path):
+	"""Kill the job process (SIGKILL) at many points, each after it has made some progress, re-run it
+	each time: the invariant holds. The runs are checked to have progressed and to have been killed
+	while still running, so a job that crashed at start could not pass."""
+	config.update_config({"delete_batch_size": 5, "aggregation_page_size": 200})
 	frappe.db.commit()
 	now = frappe.utils.now_datetime()
-	rows, ingested = make_rows(6000, now - timedelta(days=8), hours=96)
+	# retention: every row past the detail retention, so that there is much to delete
+	rows, ingested = make_rows(12000, now - timedelta(days=17 if job == RETENTION_JOB else 9), hours=192)
 	insert(rows)
 	if job == RETENTION_JOB:
 		rollup.run_rollup(now)
 	rng = random.Random(3)
-	for _attempt in range(8):
-		process = spawn_job(job)
-		time.sleep(rng.uniform(0.5, 4.0))
+	killed_while_running = progressed = 0
+	for attempt in range(8):
+		log = tmp_path / f"run-{attempt}.log"
+		before = progress(job)
+		process = spawn_job(job, str(log))
+		progressed += wait_for_progress(job, before, process)
+		time.sleep(rng.uniform(0, 0.3))
 		if process.poll() is None:
 			process.send_signal(signal.SIGKILL)
+			killed_while_running += 1
 		process.wait(timeout=60)
+		output = log.read_text()
+		assert "Traceback" not in output, output[-2000:]
+		if process.returncode != -signal.SIGKILL:
+			assert process.returncode == 0, output[-2000:]
 		# a killed run leaves its Redis lock behind until it expires; the next run must not wait for that
-		buffer.redis_client().delete(buffer._key("rollup_lock"), buffer._key("retention_lock"))
+		buffer.redis_client().delete(buffer.lock_key("rollup"), buffer.lock_key("retention"))
 		frappe.db.rollback()
 		assert_nothing_lost(ingested)
+	assert killed_while_running >= 4, f"only {killed_while_running} of 8 runs were killed while running"
+	assert progressed >= 4, f"only {progressed} of 8 runs made progress: they did not really run"
 	rollup.run_rollup(now)
 	retention.run_retention(now)
 	assert_nothing_lost(ingested)
+
+
+names_of_any_shape = st.lists(
+	st.one_of(
+		st.text(min_size=1, max_size=30),
+		st.sampled_from(
+			["cafe", "café", "CAFE", "Café", "cafe ", " cafe", "caf\u0065\u0301", "ß", "ss", "Straße"]
+		),
+		st.text(alphabet="aáAÁ ", min_size=1, max_size=4),
+		st.text(min_size=150, max_size=300),
+	),
+	min_size=1,
+	max_size=25,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(names=names_of_any_shape)
+def test_no_operation_name_can_stop_the_rollup(clean_slate, names):
+	"""Names a database collation would equate (case, accents, trailing spaces), unicode and very
+	long names go through capture, the buffer, the drain and the rollup: the rollup finishes and
+	every measurement is counted exactly once, under its cleaned name."""
+	clean_slate()
+	monitoring = config.get_config().monitoring
+	started = time.time() - 2 * 3600
+	ingested: Counter = Counter()
+	for i, raw in enumerate(names):
+		entry = {
+			"name": capture.new_id(),
+			"operation": raw,
+			"operation_type": "api",
+			"started_at": started + i,
+			"duration_ms": 1.0 + i,
+			"status": "ok",
+			"http_status": 200,
+		}
+		buffer.add(entry, monitoring)
+		ingested[(operations.clean_name(raw), timeutil.floor_hour(timeutil.from_epoch(started + i)))] += 1
+	buffer.flush()
+	assert buffer.drain().rows_inserted == len(names)
+	# ingested now: fold the current hour as well
+	report = rollup.run_rollup(frappe.utils.now_datetime() + timedelta(hours=2))
+	assert report.status == "ok" and report.errors == [], report
+	assert rollup.get_watermark() is not None
+	assert_nothing_lost(ingested)
+
+
+def test_operations_past_the_hourly_cap_are_folded_into_one_counted_operation(clean_slate):
+	config.update_config({"max_operations_per_hour": 10})
+	frappe.db.commit()
+	now = frappe.utils.now_datetime()
+	hour = timeutil.floor_hour(now) - timedelta(hours=3)
+	rows, counts = [], Counter()
+	for op in range(30):
+		for i in range(30 - op):  # op.0 is the busiest
+			values = {
+				"operation": f"op.{op}",
+				"operation_type": "api",
+				"started_at": timeutil.format_datetime(hour + timedelta(seconds=op * 60 + i)),
+				"duration_ms": 1.0,
+				"status": "ok",
+			}
+			rows.append(
+				buffer.detail_row(
+					capture.new_id(), timeutil.format_datetime(hour + timedelta(minutes=40)), values
+				)
+			)
+			counts[f"op.{op}"] += 1
+	insert(rows)
+	report = rollup.run_rollup(now)
+	assert report.rows_aggregated == len(rows), report
+	hourly = {
+		r.operation: r["count"]
+		for r in frappe.get_all(
+			schema.AGGREGATE,
+			filters={"granularity": "hour", "operation": ("!=", schema.ALL_OPERATIONS)},
+			fields=["operation", "count"],
+		)
+	}
+	assert set(hourly) == {f"op.{i}" for i in range(10)} | {schema.OVERFLOW_OPERATION}
+	assert hourly[schema.OVERFLOW_OPERATION] == sum(counts[f"op.{i}"] for i in range(10, 30))
+	assert sum(hourly.values()) == sum(counts.values())
+	assert report.operations_over_cap == 20
+	# a late row of a new operation for the same hour: the hour is full, it joins the overflow
+	late_values = {
+		"operation": "op.new",
+		"operation_type": "api",
+		"started_at": timeutil.format_datetime(hour),
+		"duration_ms": 1.0,
+		"status": "ok",
+	}
+	insert(
+		[
+			buffer.detail_row(
+				capture.new_id(), timeutil.format_datetime(now - timedelta(minutes=30)), late_values
+			)
+		]
+	)
+	rollup.run_rollup(now + timedelta(hours=1))
+	overflow = frappe.get_all(
+		schema.AGGREGATE,
+		filters={"granularity": "hour", "operation": schema.OVERFLOW_OPERATION},
+		fields=["count"],
+	)
+	assert [r["count"] for r in overflow] == [hourly[schema.OVERFLOW_OPERATION] + 1]
+
+
+def test_rollup_and_retention_keep_working_without_redis_and_say_so(clean_slate, redis_outage):
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(300, now - timedelta(days=9), hours=24, late_share=0)
+	recent, recent_ingested = make_rows(100, now, hours=1, seed=4, late_share=0)
+	insert(rows + recent)
+	with redis_outage():
+		report = rollup.run_rollup(now)
+		assert report.status.startswith("degraded: Redis unreachable")
+		assert report.hours_folded > 0
+		kept = retention.run_retention(now)
+		assert kept.status.startswith("degraded: Redis unreachable")
+	# the hours within the claim timeout wait for Redis (a drain may still hold their rows)
+	assert rollup.get_watermark() <= now - timedelta(
+		seconds=config.get_config().monitoring.drain_claim_timeout_s
+	)
+	rollup.run_rollup(now)
+	assert_nothing_lost(ingested + recent_ingested)
+
+
+def test_a_failed_rollup_is_reported_with_its_reason_and_raised(clean_slate, monkeypatch):
+	insert(make_rows(50, frappe.utils.now_datetime(), hours=3)[0])
+
+	def broken(*args):
+		raise RuntimeError("planted rollup failure")
+
+	monkeypatch.setattr(rollup, "_group_totals", broken)
+	with pytest.raises(RuntimeError):
+		rollup.rollup_job()
+	report = job_reports.read_stored()["rollup"]
+	assert report["status"] == "failed"
+	assert report["errors"] == ["RuntimeError: planted rollup failure"]

@@ -4,17 +4,25 @@ app_publisher = "Verenigingen"
 app_description = "Measured performance monitoring for Frappe sites"
 app_email = "dev@verenigingen.invalid"
 app_license = "agpl-3.0"
-required_apps = ["frappe"]
 
 before_install = "verenigingen_perf.install.before_install"
 after_install = "verenigingen_perf.install.after_install"
 after_migrate = "verenigingen_perf.install.after_migrate"
+# uninstalling removes what the app added: its role, settings, scheduled jobs and Redis keys
+before_uninstall = "verenigingen_perf.install.before_uninstall"
+after_uninstall = "verenigingen_perf.install.after_uninstall"
 
-# the effective configuration is cached in Redis; `bench clear-cache` drops it with the rest
-clear_cache = "verenigingen_perf.utils.performance.config.clear_config_cache"
+# `bench clear-cache` (also run by migrate and install-app) deletes every Redis key of the site but
+# these: the buffered measurements, drain claims, job locks and reports are state, not cache
+persistent_cache_keys = ["verenigingen_perf:"]
+# the app's caches among those keys (configuration, dashboard) are dropped by the app itself
+clear_cache = "verenigingen_perf.install.clear_caches"
 
 # every request and background job is measured (capture -> in-process queue -> Redis buffer)
-before_request = ["verenigingen_perf.utils.performance.capture.before_request"]
+before_request = [
+	"verenigingen_perf.api.before_request",
+	"verenigingen_perf.utils.performance.capture.before_request",
+]
 after_request = ["verenigingen_perf.utils.performance.capture.after_request"]
 before_job = ["verenigingen_perf.utils.performance.capture.before_job"]
 after_job = ["verenigingen_perf.utils.performance.capture.after_job"]

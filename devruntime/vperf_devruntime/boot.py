@@ -18,13 +18,18 @@ TARGET = "monoframe"
 class _AliasLoader(importlib.abc.Loader):
 	def __init__(self, target_name: str):
 		self.target_name = target_name
+		self.target_spec = None
 
 	def create_module(self, spec):
-		return importlib.import_module(self.target_name)
+		module = importlib.import_module(self.target_name)
+		self.target_spec = module.__spec__
+		return module
 
 	def exec_module(self, module):
-		# the target module is already executed; the alias only shares it
-		pass
+		# the target module is already executed; the alias only shares it. The import system has
+		# just set the shared module's __spec__ to the alias's: give it back its own (tools that
+		# locate a package by its spec, such as Jinja's PackageLoader, read it)
+		module.__spec__ = self.target_spec
 
 
 class _FixingLoader(importlib.abc.Loader):

@@ -35,20 +35,20 @@ API = "verenigingen_perf.api.performance"
 
 # name, type, median ms, spread (lognormal sigma), mean statements, error share, weight
 OPERATIONS = [
-	("frappe.desk.form.load.getdoc", "request", 35, 0.6, 14, 0.002, 20),
-	("frappe.client.get_list", "request", 18, 0.5, 4, 0.001, 15),
-	("GET /api/resource/Member", "request", 22, 0.5, 5, 0.001, 10),
-	("GET /api/resource/Member/{name}", "request", 15, 0.4, 4, 0.02, 8),
-	("PUT /api/resource/Member/{name}", "request", 60, 0.7, 22, 0.01, 3),
-	("POST /api/resource/Member", "request", 80, 0.7, 28, 0.03, 2),
-	(N_PLUS_ONE, "request", 45, 0.8, 30, 0.0, 6),
-	("vperf_devruntime.demo_endpoints.member_chapters_batched", "request", 12, 0.4, 3, 0.0, 3),
-	("frappe.desk.reportview.get", "request", 40, 0.7, 6, 0.002, 8),
-	("frappe.desk.search.search_link", "request", 10, 0.4, 2, 0.0, 9),
-	("frappe.auth.get_logged_user", "request", 3, 0.3, 0, 0.0, 6),
-	("frappe.desk.notifications.get_notification_info", "request", 20, 0.5, 9, 0.0, 4),
-	("GET /app/member", "request", 90, 0.6, 12, 0.0, 3),
-	("GET /app/member/{id}", "request", 95, 0.6, 12, 0.0, 3),
+	("frappe.desk.form.load.getdoc", "api", 35, 0.6, 14, 0.002, 20),
+	("frappe.client.get_list", "api", 18, 0.5, 4, 0.001, 15),
+	("GET /api/resource/Member", "api", 22, 0.5, 5, 0.001, 10),
+	("GET /api/resource/Member/{name}", "api", 15, 0.4, 4, 0.02, 8),
+	("PUT /api/resource/Member/{name}", "api", 60, 0.7, 22, 0.01, 3),
+	("POST /api/resource/Member", "api", 80, 0.7, 28, 0.03, 2),
+	(N_PLUS_ONE, "api", 45, 0.8, 30, 0.0, 6),
+	("vperf_devruntime.demo_endpoints.member_chapters_batched", "api", 12, 0.4, 3, 0.0, 3),
+	("frappe.desk.reportview.get", "api", 40, 0.7, 6, 0.002, 8),
+	("frappe.desk.search.search_link", "api", 10, 0.4, 2, 0.0, 9),
+	("frappe.auth.get_logged_user", "api", 3, 0.3, 0, 0.0, 6),
+	("frappe.desk.notifications.get_notification_info", "api", 20, 0.5, 9, 0.0, 4),
+	("GET /app", "page", 180, 0.6, 60, 0.0, 3),
+	("GET /", "page", 120, 0.5, 25, 0.0, 3),
 	("frappe.email.queue.flush", "job", 150, 0.9, 6, 0.01, 2),
 	("frappe.utils.scheduler.enqueue_events", "job", 40, 0.5, 8, 0.0, 2),
 	("verenigingen.membership.renew_expiring", "job", 900, 1.0, 120, 0.05, 1),
@@ -96,11 +96,12 @@ def _empty_performance_tables() -> None:
 	import frappe
 
 	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+	from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, ROLLUP_STATE
 
-	frappe.db.delete(rollup.METRIC)
-	frappe.db.delete(rollup.AGGREGATE)
+	frappe.db.delete(METRIC)
+	frappe.db.delete(AGGREGATE)
 	frappe.db.sql(
-		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (rollup.STATE,)
+		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (ROLLUP_STATE,)
 	)
 	rollup.ensure_state_row()
 	frappe.db.commit()
@@ -113,19 +114,19 @@ def _members() -> list[str]:
 	import frappe
 	from faker import Faker
 
-	members.ensure_member_doctypes()
-	existing = frappe.get_all(members.MEMBER, pluck="name", order_by="creation")
+	names = members.ensure_member_doctypes(members.DEMO)
+	existing = frappe.get_all(names.member, pluck="name", order_by="creation")
 	if len(existing) < MEMBERS:
 		fake = Faker("nl_NL")
 		Faker.seed(len(existing))
 		rng = random.Random(len(existing))
-		chapters = frappe.get_all(members.CHAPTER, pluck="name") or members.make_chapters(CHAPTERS, fake)
+		chapters = frappe.get_all(names.chapter, pluck="name") or members.make_chapters(names, CHAPTERS, fake)
 		for _ in range(MEMBERS - len(existing)):
 			# most members are in one or two chapters, a few in many
 			memberships = min(len(chapters), int(rng.paretovariate(1.2)) - 1 + rng.randint(0, 1))
-			existing.append(members.make_member(fake, chapters, memberships, rng))
+			existing.append(members.make_member(names, fake, chapters, memberships, rng))
 		frappe.db.commit()
-	print(f"Members: {len(existing)} (faker data) in {frappe.db.count(members.CHAPTER)} chapters")
+	print(f"Members: {len(existing)} (faker data) in {frappe.db.count(names.chapter)} chapters")
 	return existing
 
 
@@ -133,17 +134,17 @@ def _history(effective: Any) -> int:
 	"""Detail rows for the last HISTORY_DAYS days, ingested (creation) a few seconds after they ran."""
 	import frappe
 
-	from verenigingen_perf.utils.performance import buffer, capture, rollup
+	from verenigingen_perf.utils.performance import buffer, capture, timeutil
 
 	rng = random.Random(7)
 	now = frappe.utils.now_datetime()
-	start = rollup.floor_hour(now) - timedelta(days=HISTORY_DAYS)
+	start = timeutil.floor_hour(now) - timedelta(days=HISTORY_DAYS)
 	names = [op[0] for op in OPERATIONS]
 	weights = [op[6] for op in OPERATIONS]
 	by_name = {op[0]: op for op in OPERATIONS}
 	rows, total = [], 0
 	hour = start
-	while hour < rollup.floor_hour(now):
+	while hour < timeutil.floor_hour(now):
 		# busier in office hours
 		load = 1.6 if 8 <= hour.hour < 18 else 0.5
 		for operation in rng.choices(names, weights, k=int(HISTORY_REQUESTS_PER_HOUR * load)):
@@ -156,7 +157,7 @@ def _history(effective: Any) -> int:
 			values = {
 				"operation": operation,
 				"operation_type": kind,
-				"started_at": rollup.format_datetime(started),
+				"started_at": timeutil.format_datetime(started),
 				"duration_ms": round(duration, 3),
 				"query_count": max(0, int(rng.gauss(statements, statements / 4 + 0.5))),
 				"db_time_ms": round(duration * rng.uniform(0.2, 0.6), 3),
@@ -164,12 +165,12 @@ def _history(effective: Any) -> int:
 				"rss_growth_kb": rng.choice((0, 0, 0, 4, 128)),
 				"peak_alloc_kb": 0.0,
 				"status": "error" if failed else "ok",
-				"http_status": (500 if failed else 200) if kind == "request" else None,
+				"http_status": (500 if failed else 200) if kind in ("api", "page") else None,
 				"user": "Administrator",
 				"trace_id": capture.new_id(),
 			}
 			created = started + timedelta(seconds=rng.uniform(1, 60))
-			rows.append(buffer.detail_row(capture.new_id(), rollup.format_datetime(created), values))
+			rows.append(buffer.detail_row(capture.new_id(), timeutil.format_datetime(created), values))
 		if len(rows) >= 10_000:
 			buffer.insert_rows(rows)
 			total += len(rows)

@@ -24,6 +24,8 @@ def apply() -> None:
 	_fix_outbound_calls(monoframe)
 	_fix_logging(monoframe)
 	_fix_install(monoframe)
+	_fix_patches(monoframe)
+	_fix_website(monoframe)
 	_fix_sqlite_querybuilder(monoframe)
 
 
@@ -180,12 +182,42 @@ def _fix_install(monoframe) -> None:
 		# defect: install_app refuses every app but monoframe; this is Frappe's install_app for the rest
 		_install_app(monoframe, installer, name, set_as_patched, force)
 
+	def remove_app(app_name, dry_run=False, yes=False, no_backup=False, force=False):
+		# defect: remove_app is a no-op ("single-tenant"); this is Frappe v15's remove_app, no backup
+		_remove_app(monoframe, installer, app_name)
+
 	installer.add_to_installed_apps = add_to_installed_apps
+	installer.remove_app = remove_app
 	# defect: the framework's after_install imports monoframe.tests.utils.generators, which is not shipped
 	generators = types.ModuleType("monoframe.tests.utils.generators")
 	generators._clear_test_log = lambda: None
 	sys.modules.setdefault(generators.__name__, generators)
 	installer.install_app = install_app
+
+
+def _fix_patches(monoframe) -> None:
+	import monoframe.patches as patches
+
+	def get_all_patches(patch_type=None):
+		# defect: only the framework's patches.txt is read ("single-tenant"); Frappe reads every app's
+		found = []
+		for app in monoframe.get_installed_apps():
+			found.extend(patches.get_patches_from_app(app, patch_type=patch_type))
+		return found
+
+	patches.get_all_patches = get_all_patches
+
+
+def _fix_website(monoframe) -> None:
+	import monoframe.utils as utils
+
+	original = utils.get_assets_json
+
+	def get_assets_json():
+		# defect: without built assets (no assets/assets.json) every website page, 404 included, fails
+		return original() or {}
+
+	utils.get_assets_json = get_assets_json
 
 
 def _fix_sqlite_querybuilder(monoframe) -> None:
@@ -248,16 +280,6 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 
 	SQLiteDatabase.get_connection = get_connection
 
-	original_rollback = SQLiteDatabase.rollback
-
-	def rollback(self, *, save_point=None, chain=None):
-		# defect: rolling back to a savepoint keeps get_value's per-request cache; Frappe clears it
-		original_rollback(self, save_point=save_point, chain=chain)
-		if save_point:
-			self.value_cache.clear()
-
-	SQLiteDatabase.rollback = rollback
-
 
 def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:
 	from monoframe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
@@ -297,6 +319,42 @@ def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: b
 	monoframe.db.commit()
 	monoframe.clear_cache()
 	monoframe.flags.in_install = False
+
+
+def _remove_app(monoframe, installer, app_name: str) -> None:
+	if app_name not in monoframe.get_installed_apps():
+		return
+	app_hooks = monoframe._load_app_hooks(app_name)
+	monoframe.flags.in_uninstall = True
+	for before_uninstall in app_hooks.get("before_uninstall") or []:
+		monoframe.get_attr(before_uninstall)()
+	for fn in monoframe.get_hooks("before_app_uninstall"):
+		monoframe.get_attr(fn)(app_name)
+	modules = monoframe.get_all("Module Def", filters={"app_name": app_name}, pluck="name")
+	drop_doctypes = []
+	link_map = installer._get_module_linked_doctype_field_map()
+	for module_name in modules:
+		for doctype in monoframe.get_all(
+			"DocType", filters={"module": module_name}, fields=["name", "issingle"]
+		):
+			if doctype.issingle:
+				monoframe.delete_doc("DocType", doctype.name, ignore_on_trash=True, force=True)
+			else:
+				drop_doctypes.append(doctype.name)
+		installer._delete_linked_documents(module_name, link_map, dry_run=False)
+		monoframe.delete_doc("Module Def", module_name, ignore_on_trash=True, force=True)
+	for doctype in set(drop_doctypes):
+		monoframe.delete_doc("DocType", doctype, ignore_on_trash=True, force=True)
+		monoframe.db.sql_ddl(f"DROP TABLE IF EXISTS `tab{doctype}`")
+	installed = [app for app in monoframe.get_installed_apps() if app != app_name]
+	monoframe.db.set_global("installed_apps", json.dumps(installed))
+	monoframe.db.commit()
+	monoframe.clear_cache()
+	for after_uninstall in app_hooks.get("after_uninstall") or []:
+		monoframe.get_attr(after_uninstall)()
+	for fn in monoframe.get_hooks("after_app_uninstall"):
+		monoframe.get_attr(fn)(app_name)
+	monoframe.flags.in_uninstall = False
 
 
 def _add_missing_module_defs(monoframe, app: str) -> None:

@@ -1,8 +1,12 @@
-"""A "Member" doctype with linked records, for the demo and the tests only (never shipped by the app).
+"""A member doctype with linked records, for the demo and the tests only (never shipped by the app).
 
 Member: a person (faker names), a primary chapter (Link) and a child table of chapter memberships,
 each a Link to a Chapter. Chapters show their title in links, so the desk's form loader fetches one
 title per linked chapter: a real N+1 pattern that grows with the number of memberships.
+
+The demo uses the names a `verenigingen` site would (`Member`, `Chapter`); the tests use their own,
+clearly named set (`Vperf Test Member`, ...), which they create and remove again, so they never touch
+a real `verenigingen` site's doctypes and leave nothing behind.
 
 Works on the dev runtime's site and on a bench site (plain Frappe calls; custom doctypes).
 """
@@ -10,21 +14,33 @@ Works on the dev runtime's site and on a bench site (plain Frappe calls; custom 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import frappe
 
-MEMBER = "Member"
-CHAPTER = "Chapter"
-MEMBERSHIP = "Member Chapter Membership"
-MEMBER_MANAGER = "Member Manager"
-_PERMISSIONS = [
-	{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1},
-	{"role": MEMBER_MANAGER, "read": 1, "write": 1, "create": 1},
-]
+
+@dataclass(frozen=True)
+class MemberDoctypes:
+	member: str
+	chapter: str
+	membership: str
+	reader_role: str
+
+	def permissions(self) -> list[dict[str, Any]]:
+		return [
+			{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1},
+			{"role": self.reader_role, "read": 1, "write": 1, "create": 1},
+		]
 
 
-def _doctype(name: str, fields: list[dict[str, Any]], **extra: Any) -> None:
+DEMO = MemberDoctypes("Member", "Chapter", "Member Chapter Membership", "Member Manager")
+TEST = MemberDoctypes(
+	"Vperf Test Member", "Vperf Test Chapter", "Vperf Test Membership", "Vperf Test Member Reader"
+)
+
+
+def _doctype(names: MemberDoctypes, name: str, fields: list[dict[str, Any]], **extra: Any) -> None:
 	if frappe.db.exists("DocType", name):
 		return
 	frappe.get_doc(
@@ -34,20 +50,21 @@ def _doctype(name: str, fields: list[dict[str, Any]], **extra: Any) -> None:
 			"module": "Custom",
 			"custom": 1,
 			"fields": fields,
-			"permissions": [] if extra.get("istable") else _PERMISSIONS,
+			"permissions": [] if extra.get("istable") else names.permissions(),
 			**extra,
 		}
 	).insert(ignore_permissions=True)
 
 
-def ensure_member_doctypes() -> None:
+def ensure_member_doctypes(names: MemberDoctypes = DEMO) -> MemberDoctypes:
 	"""Create the role and the three doctypes if they are not there yet."""
-	if not frappe.db.exists("Role", MEMBER_MANAGER):
-		frappe.get_doc({"doctype": "Role", "role_name": MEMBER_MANAGER, "desk_access": 1}).insert(
+	if not frappe.db.exists("Role", names.reader_role):
+		frappe.get_doc({"doctype": "Role", "role_name": names.reader_role, "desk_access": 1}).insert(
 			ignore_permissions=True
 		)
 	_doctype(
-		CHAPTER,
+		names,
+		names.chapter,
 		[
 			{"fieldname": "chapter_name", "fieldtype": "Data", "label": "Chapter name", "reqd": 1},
 			{"fieldname": "region", "fieldtype": "Data", "label": "Region"},
@@ -57,12 +74,13 @@ def ensure_member_doctypes() -> None:
 		show_title_field_in_link=1,
 	)
 	_doctype(
-		MEMBERSHIP,
+		names,
+		names.membership,
 		[
 			{
 				"fieldname": "chapter",
 				"fieldtype": "Link",
-				"options": CHAPTER,
+				"options": names.chapter,
 				"label": "Chapter",
 				"in_list_view": 1,
 			},
@@ -72,7 +90,8 @@ def ensure_member_doctypes() -> None:
 		autoname="hash",
 	)
 	_doctype(
-		MEMBER,
+		names,
+		names.member,
 		[
 			{"fieldname": "full_name", "fieldtype": "Data", "label": "Full name", "reqd": 1},
 			{"fieldname": "email", "fieldtype": "Data", "label": "Email", "options": "Email"},
@@ -80,34 +99,56 @@ def ensure_member_doctypes() -> None:
 			{
 				"fieldname": "primary_chapter",
 				"fieldtype": "Link",
-				"options": CHAPTER,
+				"options": names.chapter,
 				"label": "Primary chapter",
 			},
-			{"fieldname": "memberships", "fieldtype": "Table", "options": MEMBERSHIP, "label": "Memberships"},
+			{
+				"fieldname": "memberships",
+				"fieldtype": "Table",
+				"options": names.membership,
+				"label": "Memberships",
+			},
 		],
 		autoname="hash",
 		title_field="full_name",
 	)
 	frappe.db.commit()
-
-
-def make_chapters(count: int, fake: Any) -> list[str]:
-	names = []
-	for _ in range(count):
-		doc = frappe.get_doc(
-			{"doctype": CHAPTER, "chapter_name": f"{fake.city()} chapter", "region": fake.city()}
-		).insert(ignore_permissions=True)
-		names.append(doc.name)
 	return names
 
 
-def make_member(fake: Any, chapters: list[str], memberships: int, rng: random.Random | None = None) -> str:
+def remove_member_doctypes(names: MemberDoctypes) -> None:
+	"""Remove the records, the doctypes (and their tables) and the role: nothing is left behind."""
+	for doctype in (names.member, names.membership, names.chapter):
+		if frappe.db.exists("DocType", doctype):
+			frappe.db.delete(doctype)
+			frappe.delete_doc("DocType", doctype, ignore_permissions=True, force=True)
+		frappe.db.sql_ddl(f"drop table if exists `tab{doctype}`")
+	for doctype in ("Has Role", "Custom DocPerm"):
+		frappe.db.delete(doctype, {"role": names.reader_role})
+	if frappe.db.exists("Role", names.reader_role):
+		frappe.delete_doc("Role", names.reader_role, ignore_permissions=True, force=True)
+	frappe.db.commit()
+
+
+def make_chapters(names: MemberDoctypes, count: int, fake: Any) -> list[str]:
+	created = []
+	for _ in range(count):
+		doc = frappe.get_doc(
+			{"doctype": names.chapter, "chapter_name": f"{fake.city()} chapter", "region": fake.city()}
+		).insert(ignore_permissions=True)
+		created.append(doc.name)
+	return created
+
+
+def make_member(
+	names: MemberDoctypes, fake: Any, chapters: list[str], memberships: int, rng: random.Random | None = None
+) -> str:
 	"""A member of `memberships` distinct chapters (the first is also the primary chapter)."""
 	rng = rng or random.Random()
 	chosen = rng.sample(chapters, memberships) if memberships else []
 	doc = frappe.get_doc(
 		{
-			"doctype": MEMBER,
+			"doctype": names.member,
 			"full_name": fake.name(),
 			"email": fake.email(),
 			"city": fake.city(),

@@ -3,9 +3,12 @@
 Dev runtime (default): the site of the backend named by DEVRUNTIME_DB (sqlite or mariadb) is created
 or migrated, and its real web server is started on 127.0.0.1 for the session.
 
-Real bench site: set VPERF_BENCH_SITES (the bench's sites folder), VPERF_BENCH_SITE (the site name)
-and VPERF_BENCH_URL (where `bench start` or the production server answers for that site). The
-fixtures then only call frappe.init/frappe.connect and touch nothing else of the bench.
+Real bench site: set VPERF_BENCH_SITES (the bench's sites folder) and VPERF_BENCH_SITE (the site
+name); VPERF_BENCH_URL (where the bench's web server answers for that site) defaults to
+http://127.0.0.1:<webserver_port of common_site_config.json>. The fixtures then only call
+frappe.init/frappe.connect (from the sites folder, as bench does) and touch nothing else of the bench.
+Administrator's HTTP session is created on the site itself, so no password is needed (one given in
+VPERF_BENCH_ADMIN_PASSWORD is used to log in instead).
 
 This module imports nothing of the runtime layer in bench mode.
 """
@@ -27,7 +30,9 @@ from typing import Any
 import pytest
 import requests
 
-BENCH_SITES = os.environ.get("VPERF_BENCH_SITES")
+BENCH_SITES = (
+	os.path.abspath(os.environ["VPERF_BENCH_SITES"]) if os.environ.get("VPERF_BENCH_SITES") else None
+)
 BENCH_SITE = os.environ.get("VPERF_BENCH_SITE")
 BENCH_URL = os.environ.get("VPERF_BENCH_URL")
 TEST_PASSWORD = "Vperf-test-" + secrets.token_hex(6)
@@ -61,15 +66,25 @@ def site(site_env: dict[str, str]) -> Iterator[Any]:
 	"""A connected site (frappe.init + frappe.connect), as Administrator."""
 	import frappe
 
-	if bench_mode():
-		frappe.init(site=BENCH_SITE, sites_path=BENCH_SITES)
-	else:
-		frappe.init(force=True)
+	_init_site()
 	frappe.connect()
 	frappe.set_user("Administrator")
+	# as Frappe's own test runner: the app's internal errors raise, framework jobs run inline
+	frappe.flags.in_test = True
 	yield frappe.local
 	frappe.db.rollback()
 	frappe.destroy()
+
+
+def _init_site() -> None:
+	import frappe
+
+	if bench_mode():
+		# Frappe finds its logs and config relative to the sites folder, as bench runs it
+		os.chdir(BENCH_SITES)
+		frappe.init(site=BENCH_SITE, sites_path=BENCH_SITES)
+	else:
+		frappe.init(force=True)
 
 
 @pytest.fixture(autouse=True)
@@ -90,9 +105,7 @@ def _site_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
 def server_url(site: Any, site_env: dict[str, str]) -> Iterator[str]:
 	"""Base URL of the site's real web server, started on 127.0.0.1 for the session (dev runtime)."""
 	if bench_mode():
-		if not BENCH_URL:
-			pytest.fail("VPERF_BENCH_URL must name the bench site's web server for HTTP tests")
-		yield BENCH_URL.rstrip("/")
+		yield (BENCH_URL or _bench_default_url()).rstrip("/")
 		return
 	from vperf_devruntime.services import free_port
 
@@ -116,6 +129,14 @@ def server_url(site: Any, site_env: dict[str, str]) -> Iterator[str]:
 			proc.wait(timeout=10)
 		except subprocess.TimeoutExpired:
 			proc.kill()
+
+
+def _bench_default_url() -> str:
+	with open(os.path.join(BENCH_SITES, "common_site_config.json")) as f:
+		port = json.load(f).get("webserver_port")
+	if not port:
+		pytest.fail("set VPERF_BENCH_URL: common_site_config.json names no webserver_port")
+	return f"http://127.0.0.1:{port}"
 
 
 def _wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
@@ -149,7 +170,8 @@ class HttpClient:
 
 @pytest.fixture
 def make_user(site: Any) -> Iterator[Callable[..., str]]:
-	"""Create a committed test user with the given roles; removed after the test."""
+	"""Create a committed test user with the given roles; removed after the test, with the contact
+	the framework creates for every user."""
 	import frappe
 
 	created: list[str] = []
@@ -177,7 +199,11 @@ def make_user(site: Any) -> Iterator[Callable[..., str]]:
 	frappe.db.rollback()
 	frappe.set_user("Administrator")
 	for email in created:
+		contacts = set(frappe.get_all("Contact", filters={"user": email}, pluck="name"))
+		contacts |= set(frappe.get_all("Contact Email", filters={"email_id": email}, pluck="parent"))
 		frappe.delete_doc("User", email, ignore_permissions=True, force=True)
+		for contact in contacts:
+			frappe.delete_doc("Contact", contact, ignore_permissions=True, force=True)
 	frappe.db.commit()
 
 
@@ -189,7 +215,9 @@ def http(server_url: str) -> Callable[[str | None], HttpClient]:
 		session = requests.Session()
 		if BENCH_SITE:
 			session.headers["Host"] = BENCH_SITE
-		if user:
+		if user == "Administrator" and not admin_password():
+			session.cookies.set("sid", _administrator_session())
+		elif user:
 			password = admin_password() if user == "Administrator" else TEST_PASSWORD
 			response = session.post(
 				f"{server_url}/api/method/login", data={"usr": user, "pwd": password}, timeout=30
@@ -200,12 +228,34 @@ def http(server_url: str) -> Callable[[str | None], HttpClient]:
 	return _client
 
 
-def admin_password() -> str:
+def admin_password() -> str | None:
 	if bench_mode():
-		return os.environ.get("VPERF_BENCH_ADMIN_PASSWORD", "admin")
+		return os.environ.get("VPERF_BENCH_ADMIN_PASSWORD")
 	from vperf_devruntime.site import ADMIN_PASSWORD
 
 	return ADMIN_PASSWORD
+
+
+_admin_sid: str | None = None
+
+
+def _administrator_session() -> str:
+	"""A session of Administrator created on the site itself, as Frappe's own API tests do."""
+	global _admin_sid
+	if _admin_sid is None:
+		import frappe
+		from frappe.auth import CookieManager, LoginManager
+		from frappe.utils import set_request
+
+		set_request(path="/")
+		frappe.local.cookie_manager = CookieManager()
+		frappe.local.login_manager = LoginManager()
+		frappe.local.login_manager.login_as("Administrator")
+		_admin_sid = frappe.session.sid
+		frappe.db.commit()
+		frappe.local.request = None
+		frappe.set_user("Administrator")
+	return _admin_sid
 
 
 @pytest.fixture
@@ -273,21 +323,24 @@ def redis_outage(site: Any, site_env: dict[str, str]) -> Callable[[], Any]:
 def spawn_job(site: Any, site_env: dict[str, str]) -> Callable[[str], subprocess.Popen]:
 	"""Start one of the app's jobs in its own process (so a test can kill it at any point).
 
-	Dev runtime: `python -m vperf_devruntime execute`; bench: `bench --site S execute` from the bench.
+	The same on the dev runtime and on a bench: the site's Python, connected to the site.
 	"""
 
-	def _spawn(method: str) -> subprocess.Popen:
-		if bench_mode():
-			bench_dir = os.path.dirname(os.path.abspath(BENCH_SITES))
-			command = ["bench", "--site", BENCH_SITE, "execute", method]
-			return subprocess.Popen(
-				command, cwd=bench_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-			)
+	def _spawn(method: str, log_path: str = os.devnull) -> subprocess.Popen:
+		"""The job's function run in a process of its own (its return value printed), exit status 0
+		only when it returned."""
+		init = "frappe.init(site=sys.argv[1], sites_path='.')" if bench_mode() else "frappe.init(force=True)"
+		script = (
+			f"import sys, frappe; {init}; frappe.connect(); "
+			"print(frappe.get_attr(sys.argv[2])(), flush=True); frappe.db.commit(); frappe.destroy()"
+		)
+		log = open(log_path, "ab")
 		return subprocess.Popen(
-			[sys.executable, "-m", "vperf_devruntime", "execute", method, "--db", backend()],
+			[sys.executable, "-c", script, BENCH_SITE or "", method],
+			cwd=BENCH_SITES if bench_mode() else None,
 			env={**os.environ, **site_env},
-			stdout=subprocess.DEVNULL,
-			stderr=subprocess.DEVNULL,
+			stdout=log,
+			stderr=subprocess.STDOUT,
 		)
 
 	return _spawn
@@ -304,11 +357,9 @@ def in_threads(site: Any) -> Callable[..., None]:
 
 		def worker() -> None:
 			try:
-				if bench_mode():
-					frappe.init(site=BENCH_SITE, sites_path=BENCH_SITES)
-				else:
-					frappe.init(force=True)
+				_init_site()
 				frappe.connect()
+				frappe.flags.in_test = True
 				fn()
 			except BaseException as e:  # handed to the test's thread
 				errors.append(e)

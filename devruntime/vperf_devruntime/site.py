@@ -149,18 +149,22 @@ def _after_install_site() -> None:
 
 
 def migrate() -> None:
-	"""What `bench migrate` does for the app: sync doctypes and scheduler jobs, run after_migrate."""
+	"""What `bench migrate` does for the app: patches before and after syncing its doctypes, the
+	scheduler jobs, after_migrate."""
 	import frappe
 	from frappe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
 	from frappe.model.sync import sync_for
+	from frappe.patches import PatchType, run_all
 
 	frappe.init(force=True)
 	frappe.connect()
 	frappe.flags.in_migrate = True
 	frappe.clear_cache()
+	run_all(patch_type=PatchType.pre_model_sync)
 	for app in frappe.get_installed_apps():
 		if app != "monoframe":
 			sync_for(app)
+	run_all(patch_type=PatchType.post_model_sync)
 	sync_jobs()
 	for hook in frappe.get_hooks("after_migrate"):
 		frappe.get_attr(hook)()

@@ -1,45 +1,78 @@
 """Endpoints the integration tests drive over HTTP. Refused unless the site allows tests
-(`allow_tests` in its config, as `bench run-tests` requires), so a production site never runs them."""
+(`allow_tests` in its config, as `bench run-tests` requires), so a production site never runs them,
+and even there only for System Managers, with bounded, validated arguments."""
+
+from typing import Any
 
 import frappe
 
+from verenigingen_perf.api import begin_api_call
+
+# the most statements one call may run, and the kinds of planted failure
+MAX_STATEMENTS = 1000
+FAILURE_KINDS = ("validation", "server")
+
 
 def _require_test_site() -> None:
+	frappe.flags.disable_traceback = True
 	if not frappe.conf.get("allow_tests"):
 		frappe.throw("Test endpoints are disabled on this site (allow_tests is off)", frappe.PermissionError)
+	begin_api_call("System Manager")
 
 
-@frappe.whitelist(allow_guest=True)
-def run_statements(count: str | int = 0) -> int:
+def _whole_number(value: Any, argument: str, maximum: int) -> int:
+	try:
+		number = float(value)
+	except (TypeError, ValueError):
+		number = float("nan")
+	if isinstance(value, bool) or not number.is_integer() or not 0 <= number <= maximum:
+		frappe.throw(
+			f"{argument}: must be a whole number from 0 to {maximum}, got {str(value)[:40]!r}",
+			frappe.ValidationError,
+		)
+	return int(number)
+
+
+@frappe.whitelist(methods=["GET", "POST"])
+def run_statements(count: Any = 0) -> int:
 	"""Run exactly `count` SQL statements."""
 	_require_test_site()
-	count = int(count)
+	count = _whole_number(count, "count", MAX_STATEMENTS)
 	for _ in range(count):
 		frappe.db.sql("select 1")
 	return count
 
 
-@frappe.whitelist()
-def fail(kind: str = "server") -> None:
+@frappe.whitelist(methods=["POST"])
+def fail(kind: Any = "server") -> None:
 	"""Raise: a validation error (HTTP 417) or an unexpected exception (HTTP 500)."""
 	_require_test_site()
+	if kind not in FAILURE_KINDS:
+		frappe.throw(f"kind: must be one of {', '.join(FAILURE_KINDS)}", frappe.ValidationError)
 	if kind == "validation":
 		frappe.throw("planted validation failure", frappe.ValidationError)
 	raise RuntimeError("planted server failure")
 
 
-@frappe.whitelist()
-def enqueue_probe(statements: str | int = 0, fail: str | int = 0) -> str:
-	"""Enqueue `probe_job` from inside this request; returns the RQ job id."""
+@frappe.whitelist(methods=["POST"])
+def enqueue_probe(statements: Any = 0, fail: Any = 0, chain: Any = 0) -> str:
+	"""Enqueue `probe_job` from inside this request; returns the RQ job id. With `chain`, the job
+	enqueues one more probe job itself."""
 	_require_test_site()
 	job = frappe.enqueue(
-		"verenigingen_perf.api.testing.probe_job", statements=int(statements), fail=int(fail), queue="short"
+		"verenigingen_perf.api.testing.probe_job",
+		statements=_whole_number(statements, "statements", MAX_STATEMENTS),
+		fail=_whole_number(fail, "fail", 1),
+		chain=_whole_number(chain, "chain", 1),
+		queue="short",
 	)
 	return job.id
 
 
-def probe_job(statements: int = 0, fail: int = 0) -> None:
+def probe_job(statements: int = 0, fail: int = 0, chain: int = 0) -> None:
 	for _ in range(statements):
 		frappe.db.sql("select 1")
+	if chain:
+		frappe.enqueue("verenigingen_perf.api.testing.probe_job", statements=1, queue="short")
 	if fail:
 		raise RuntimeError("planted job failure")

@@ -1,9 +1,10 @@
 """The measurement buffer: an in-process queue, a bounded Redis list, and the drain into the database.
 
-- `add()` (request path): cleans the entry and appends it to an in-process queue. Nothing else.
-- A daemon thread per process (`flush()` on demand) moves queued entries to a Redis list through
-  Frappe's cache connection, in one round trip per batch, never past `buffer_max_entries`; what does
-  not fit, or cannot be sent because Redis is unreachable, is dropped and counted.
+- `add()` (request path): appends the finished measurement to a bounded in-process queue. Nothing else.
+- A daemon thread per process (`flush()` on demand) cleans and encodes queued entries and pushes them
+  to a Redis list through Frappe's cache connection, in one round trip per batch, never past
+  `buffer_max_entries`; what does not fit, cannot be encoded, or cannot be sent because Redis is
+  unreachable is dropped and counted. The thread survives any entry and any error (each is logged).
 - `drain()` (scheduled every minute) claims batches atomically (moved to a per-claim list, recorded
   with a timestamp), bulk-inserts them with their span ids as row names, commits, then releases the
   claim. A drain that dies leaves its claim behind; the next drain takes over claims older than
@@ -16,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -25,18 +25,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import frappe
 import orjson
 import redis
 
+from verenigingen_perf.utils.performance import internal_errors, job_reports, operations
 from verenigingen_perf.utils.performance.config import MonitoringConfig, get_config
 from verenigingen_perf.utils.performance.redis_store import key as _key
 from verenigingen_perf.utils.performance.redis_store import redis_client
-from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
+from verenigingen_perf.utils.performance.schema import (
+	API,
+	CLIENT_ERROR,
+	ERROR,
+	METRIC,
+	OK,
+	OPERATION_TYPES,
+	PAGE,
+)
+from verenigingen_perf.utils.performance.timeutil import from_epoch
 
-DOCTYPE = "Performance Metric"
 JOB_META_KEY = "verenigingen_perf_trace"
 COLUMNS = (
 	"operation",
@@ -57,9 +65,12 @@ COLUMNS = (
 	"context",
 )
 # Performance Metric column sizes (see its doctype), not tunable thresholds
-_LIMITS = {"operation": 140, "user": 140, "trace_id": 32, "parent_span": 32, "error": 500}
+_LIMITS = {"user": 140, "trace_id": 32, "parent_span": 32, "error": 500}
 # entries per Redis command: keeps each Lua call well inside Lua's argument limits
 _PUSH_CHUNK = 1000
+# measurements one process holds before its flusher has sent them (Redis slow or down): a bound on
+# its memory, not a threshold; what does not fit is dropped and counted
+MAX_QUEUED = 10_000
 
 _PUSH = """
 local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[1])
@@ -90,21 +101,28 @@ return 1
 
 
 @contextlib.contextmanager
-def exclusive(name: str, timeout_s: int) -> Iterator[bool]:
-	"""A non-blocking Redis lock for one of the app's jobs: yields False when another run holds it.
+def exclusive(name: str, timeout_s: int) -> Iterator[bool | None]:
+	"""A non-blocking Redis lock for one of the app's jobs: yields True when held, False when another
+	run holds it, None when Redis cannot be reached (the caller then relies on its own checks).
 
 	A run that dies keeps it until `timeout_s`; one that outlives it relies on its own
 	compare-and-set checks, so releasing an expired lock is not an error."""
-	lock = redis_client().lock(_key(f"{name}_lock"), timeout=timeout_s, blocking=False)
-	acquired = lock.acquire()
+	lock = redis_client().lock(lock_key(name), timeout=timeout_s, blocking=False)
+	try:
+		acquired = lock.acquire()
+	except redis.exceptions.RedisError:
+		yield None
+		return
 	try:
 		yield acquired
 	finally:
 		if acquired:
-			try:
+			with contextlib.suppress(redis.exceptions.RedisError):
 				lock.release()
-			except redis.exceptions.LockError:
-				pass
+
+
+def lock_key(name: str) -> str:
+	return _key(f"{name}_lock")
 
 
 def buffer_key() -> str:
@@ -137,24 +155,54 @@ def _bounded(value: Any, limit: int) -> Any:
 	return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _context_text(context: Any, max_chars: int) -> str | None:
+def _encode_json(value: Any) -> str:
+	"""JSON text of any value: keys and values that JSON cannot hold are written as text."""
+	try:
+		return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+	except (TypeError, orjson.JSONEncodeError):
+		return orjson.dumps(_jsonable(value), default=str).decode()
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+	if depth > 20:
+		return str(value)
+	if isinstance(value, dict):
+		return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+	if isinstance(value, list | tuple | set | frozenset):
+		return [_jsonable(v, depth + 1) for v in value]
+	if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+		return str(value)
+	if value is None or isinstance(value, bool | int | float | str):
+		return value
+	return str(value)
+
+
+def context_text(context: Any, max_chars: int) -> str | None:
+	"""The context as JSON of at most `max_chars` characters. A context that does not fit is replaced
+	by a valid JSON object that says so: {"truncated": true, "chars": N, "preview": "..."}."""
 	if not context:
 		return None
-	text = orjson.dumps(context, default=str).decode()
-	if len(text) > max_chars:
-		marker = "...[truncated]"
-		text = text[: max(max_chars - len(marker), 0)] + marker
-	return text
+	text = _encode_json(context)
+	if len(text) <= max_chars:
+		return text
+	preview_chars = max_chars
+	while True:
+		marked = orjson.dumps(
+			{"truncated": True, "chars": len(text), "preview": text[:preview_chars]}
+		).decode()
+		if len(marked) <= max_chars or preview_chars == 0:
+			return marked
+		preview_chars = max(0, preview_chars - (len(marked) - max_chars) - 1)
 
 
 def clean_entry(entry: dict[str, Any], monitoring: MonitoringConfig) -> dict[str, Any]:
-	"""Bounded, serialisable: oversize names truncated, odd values stringified, never an exception."""
+	"""Bounded, serialisable: names normalised (see operations.clean_name), oversize text truncated,
+	odd values stringified, never an exception for any value a caller passed."""
 	clean = dict(entry)
+	clean["operation"] = operations.clean_name(clean.get("operation") or "")
 	for column, limit in _LIMITS.items():
 		clean[column] = _bounded(clean.get(column), limit)
-	if clean["operation"] == ALL_OPERATIONS:
-		clean["operation"] = f"{ALL_OPERATIONS} (measured)"
-	clean["context"] = _context_text(clean.get("context"), monitoring.context_max_chars)
+	clean["context"] = context_text(clean.get("context"), monitoring.context_max_chars)
 	return clean
 
 
@@ -186,14 +234,17 @@ class _Flusher:
 		self.unreported_drops: dict[str, int] = {}
 
 	def add(self, pending: _Pending, interval_ms: int) -> None:
+		if len(self.queue) >= MAX_QUEUED:
+			self._count_drops(pending.dropped_key, 1)
+			return
 		self.queue.append(pending)
 		self.interval_s = interval_ms / 1000
-		if self.pid != os.getpid():
+		if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
 			self._start()
 
 	def _start(self) -> None:
 		with self.lock:
-			if self.pid == os.getpid():
+			if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
 				return
 			# after a fork the parent's thread does not exist here, and its queue is not ours
 			self.pid = os.getpid()
@@ -202,9 +253,13 @@ class _Flusher:
 
 	def _run(self) -> None:
 		while True:
-			self.wake.wait(self.interval_s)
-			self.wake.clear()
-			self.flush()
+			try:
+				self.wake.wait(self.interval_s)
+				self.wake.clear()
+				self.flush()
+			except Exception as error:
+				internal_errors.report("buffer.flusher", error, may_raise=False)
+				time.sleep(self.interval_s)
 
 	def flush(self) -> int:
 		"""Send everything queued; returns how many entries reached Redis."""
@@ -217,7 +272,14 @@ class _Flusher:
 				return 0
 			by_key: dict[tuple[str, str, int], list[bytes]] = {}
 			for item in batch:
-				by_key.setdefault((item.key, item.dropped_key, item.limit), []).append(item.payload())
+				try:
+					payload = item.payload()
+				except Exception as error:
+					# one bad entry costs itself, never the batch or the thread
+					self._count_drops(item.dropped_key, 1)
+					internal_errors.report("buffer.encode", error, may_raise=False)
+					continue
+				by_key.setdefault((item.key, item.dropped_key, item.limit), []).append(payload)
 			sent = 0
 			for (key, drops_key, limit), payloads in by_key.items():
 				sent += self._push(key, drops_key, limit, payloads)
@@ -231,15 +293,18 @@ class _Flusher:
 			for start in range(0, len(payloads), _PUSH_CHUNK):
 				chunk = payloads[start : start + _PUSH_CHUNK]
 				sent += int(script(keys=[key, drops_key], args=[limit, *chunk]))
-		except Exception:
-			self.unreported_drops[drops_key] = self.unreported_drops.get(drops_key, 0) + len(payloads) - sent
+		except redis.exceptions.RedisError:
+			self._count_drops(drops_key, len(payloads) - sent)
 		return sent
+
+	def _count_drops(self, drops_key: str, count: int) -> None:
+		self.unreported_drops[drops_key] = self.unreported_drops.get(drops_key, 0) + count
 
 	def _report_drops(self) -> None:
 		for drops_key, count in list(self.unreported_drops.items()):
 			try:
 				redis_client().incrby(drops_key, count)
-			except Exception:
+			except redis.exceptions.RedisError:
 				return
 			self.unreported_drops.pop(drops_key, None)
 
@@ -274,34 +339,33 @@ def flush() -> int:
 	return _flusher.flush()
 
 
-def count_internal_error() -> None:
-	"""Instrumentation failed somewhere; the user's operation went on. Counted for meta-monitoring."""
-	try:
-		redis_client().incrby(internal_errors_key(), 1)
-	except Exception:
-		pass
-
-
 def unreported_drops() -> int:
 	return sum(_flusher.unreported_drops.values())
 
 
+def queued() -> int:
+	"""Measurements this process holds that its flusher has not sent yet."""
+	return len(_flusher.queue)
+
+
 @dataclass
 class BufferState:
-	buffered: int
-	dropped: int
-	claimed_batches: int
-	capture_errors: int
+	buffered: int | None
+	dropped: int | None
+	claimed_batches: int | None
+	capture_errors: int | None
+	# what could not be read (Redis unreachable): the figures above are None then
+	unavailable: list[str] = dataclasses.field(default_factory=list)
 
 
 def state() -> BufferState:
-	cache = redis_client()
-	return BufferState(
-		buffered=int(cache.llen(buffer_key())),
-		dropped=int(cache.get(dropped_key()) or 0),
-		claimed_batches=int(cache.hlen(claims_key())),
-		capture_errors=int(cache.get(internal_errors_key()) or 0),
-	)
+	try:
+		pipe = redis_client().pipeline(transaction=False)
+		pipe.llen(buffer_key()).get(dropped_key()).hlen(claims_key()).get(internal_errors_key())
+		buffered, dropped, claims, errors = pipe.execute()
+	except redis.exceptions.RedisError:
+		return BufferState(None, None, None, None, ["buffer state: Redis unreachable"])
+	return BufferState(int(buffered), int(dropped or 0), int(claims), int(errors or 0))
 
 
 # --- drain ----------------------------------------------------------------------------------------
@@ -309,20 +373,22 @@ def state() -> BufferState:
 
 @dataclass
 class DrainReport:
-	rows_inserted: int
-	entries_read: int
-	batches: int
-	claims_taken_over: int
-	malformed: int
-	duration_s: float
-	buffered_after: int
+	status: str = "ok"
+	rows_inserted: int = 0
+	entries_read: int = 0
+	batches: int = 0
+	claims_taken_over: int = 0
+	malformed: int = 0
+	duration_s: float = 0.0
+	buffered_after: int | None = 0
+	errors: list[str] = dataclasses.field(default_factory=list)
 
 
 def drain(max_batches: int | None = None) -> DrainReport:
 	"""Move buffered measurements into Performance Metric rows; safe to run concurrently."""
 	started = time.monotonic()
 	monitoring = get_config().monitoring
-	report = DrainReport(0, 0, 0, 0, 0, 0.0, 0)
+	report = DrainReport()
 	for claim_id in _stale_claims(monitoring):
 		_insert_claim(claim_id, _read_claim(claim_id), report)
 		report.claims_taken_over += 1
@@ -336,7 +402,7 @@ def drain(max_batches: int | None = None) -> DrainReport:
 		if not items:
 			break
 		_insert_claim(claim_id, items, report)
-	report.duration_s = time.monotonic() - started
+	report.duration_s = round(time.monotonic() - started, 3)
 	report.buffered_after = int(redis_client().llen(buffer_key()))
 	return report
 
@@ -364,8 +430,8 @@ def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport) -> Non
 	insert_rows(rows)
 	frappe.db.commit()
 	# released only after the commit: a crash before this line leaves the claim to be taken over
-	redis_client().delete(claim_list_key(claim_id))
-	redis_client().hdel(claims_key(), claim_id)
+	pipe = redis_client().pipeline(transaction=False)
+	pipe.delete(claim_list_key(claim_id)).hdel(claims_key(), claim_id).execute()
 	report.batches += 1
 	report.entries_read += len(items)
 	report.rows_inserted += len(rows)
@@ -374,94 +440,115 @@ def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport) -> Non
 
 _STANDARD = ("creation", "modified", "owner", "modified_by", "docstatus")
 _ROW_COLUMNS = ("name", *_STANDARD, *COLUMNS)
-# rows per INSERT statement: 22 parameters a row stays under SQLite's 32,766-variable limit
-_INSERT_CHUNK = 1000
-# rows per JSON_TABLE statement on MariaDB: one parameter, so only max_allowed_packet bounds it
-_JSON_CHUNK = 5000
+# rows per INSERT: the rows travel as one JSON parameter (the driver escapes one string per chunk
+# instead of one value per column and row, which was most of the drain's time)
+_INSERT_CHUNK = 5000
+_DATETIMES = ("creation", "modified", "started_at")
+_INTEGERS = ("docstatus", "query_count", "rss_growth_kb", "http_status")
+_FLOATS = ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb")
+
+
+def _mariadb_type(column: str) -> str:
+	if column in _DATETIMES:
+		return "DATETIME(6)"
+	if column in _INTEGERS:
+		return "BIGINT"
+	if column in _FLOATS:
+		return "DOUBLE"
+	return "LONGTEXT" if column in ("error", "context") else "VARCHAR(140)"
+
+
+def _postgres_value(column: str, i: int) -> str:
+	cast = {**dict.fromkeys(_DATETIMES, "timestamp(6)"), **dict.fromkeys(_INTEGERS, "bigint")}
+	cast.update(dict.fromkeys(_FLOATS, "double precision"))
+	return f"(row->>{i})::{cast[column]}" if column in cast else f"row->>{i}"
+
+
+_COLUMN_LIST = ", ".join(f"`{c}`" for c in _ROW_COLUMNS)
+_INSERT_SQL = {
+	"mariadb": f"INSERT IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT * FROM JSON_TABLE(%s, '$[*]' "
+	f"COLUMNS ({', '.join(f'`{c}` {_mariadb_type(c)} PATH {chr(39)}$[{i}]{chr(39)}' for i, c in enumerate(_ROW_COLUMNS))})) AS measurements",
+	"sqlite": f"INSERT OR IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT "
+	f"{', '.join(f'value ->> {i}' for i in range(len(_ROW_COLUMNS)))} FROM json_each(%s)",
+	"postgres": f"INSERT INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT "
+	f"{', '.join(_postgres_value(c, i) for i, c in enumerate(_ROW_COLUMNS))} "
+	"FROM jsonb_array_elements(%s::jsonb) AS row ON CONFLICT (name) DO NOTHING",
+}
 
 
 def insert_rows(rows: list[tuple]) -> None:
 	"""Multi-row INSERT that skips names already present (a re-drained claim inserts nothing twice).
 
 	Written out rather than through `frappe.db.bulk_insert`, whose query builder renders every value
-	as a term object (six times slower at these volumes, see benchmarks/capture.py). On MariaDB the
-	rows travel as one JSON parameter read by JSON_TABLE: the driver escapes one string per chunk
-	instead of one value per column and row, which was most of the drain's time.
-	"""
-	if not rows:
-		return
-	db_type = frappe.db.db_type
-	columns = ", ".join(f"`{c}`" for c in _ROW_COLUMNS)
-	size = _JSON_CHUNK if db_type == "mariadb" else _INSERT_CHUNK
-	for start in range(0, len(rows), size):
-		chunk = rows[start : start + size]
-		if db_type == "mariadb":
-			frappe.db.sql(
-				f"INSERT IGNORE INTO `tab{DOCTYPE}` ({columns}) SELECT * FROM JSON_TABLE(%s, '$[*]' "
-				f"COLUMNS ({_JSON_TABLE_COLUMNS})) AS measurements",
-				(orjson.dumps(chunk).decode(),),
-			)
-			continue
-		verb = "INSERT OR IGNORE" if db_type == "sqlite" else "INSERT"
-		conflict = " ON CONFLICT (name) DO NOTHING" if db_type == "postgres" else ""
-		placeholder = "(" + ", ".join(["%s"] * len(_ROW_COLUMNS)) + ")"
-		frappe.db.sql(
-			f"{verb} INTO `tab{DOCTYPE}` ({columns}) VALUES {', '.join([placeholder] * len(chunk))}{conflict}",
-			[value for row in chunk for value in row],
-		)
+	as a term object (six times slower at these volumes, see benchmarks/capture.py): the rows travel
+	as one JSON parameter that the database unpacks (JSON_TABLE, json_each, jsonb_array_elements)."""
+	for start in range(0, len(rows), _INSERT_CHUNK):
+		frappe.db.multisql(_INSERT_SQL, (orjson.dumps(rows[start : start + _INSERT_CHUNK]).decode(),))
 
 
-def _json_table_type(column: str) -> str:
-	if column in ("creation", "modified", "started_at"):
-		return "DATETIME(6)"
-	if column in ("docstatus", "query_count", "rss_growth_kb", "http_status"):
-		return "BIGINT"
-	if column in ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb"):
-		return "DOUBLE"
-	if column in ("error", "context"):
-		return "LONGTEXT"
-	return "VARCHAR(140)"
-
-
-_JSON_TABLE_COLUMNS = ", ".join(
-	f"`{column}` {_json_table_type(column)} PATH '$[{i}]'" for i, column in enumerate(_ROW_COLUMNS)
-)
+_NUMBERS = {
+	**dict.fromkeys(("query_count", "rss_growth_kb", "http_status"), int),
+	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb"), float),
+}
 
 
 def detail_row(name: str, created: str, values: dict[str, Any]) -> tuple:
 	"""One Performance Metric row in the column order `insert_rows` writes (`started_at` and
-	`created` already formatted as database datetimes)."""
-	return (name, created, created, "Administrator", "Administrator", 0, *(values.get(c) for c in COLUMNS))
+	`created` already formatted as database datetimes). A number that is missing is 0: the columns
+	are NOT NULL, and SQLite's INSERT OR IGNORE would drop such a row without a word."""
+	return (
+		name,
+		created,
+		created,
+		"Administrator",
+		"Administrator",
+		0,
+		*(_NUMBERS[c](values.get(c) or 0) if c in _NUMBERS else values.get(c) for c in COLUMNS),
+	)
 
 
 def _rows(items: list[bytes]) -> tuple[list[tuple], int]:
 	now = frappe.utils.now()
-	system_zone = ZoneInfo(frappe.utils.get_system_timezone())
 	rows, malformed = [], 0
 	for raw in items:
 		try:
 			entry = orjson.loads(raw)
 			# stored as Frappe stores datetimes: naive, in the system time zone
-			started = datetime.fromtimestamp(float(entry["started_at"]), system_zone).replace(tzinfo=None)
+			started: datetime = from_epoch(float(entry["started_at"]))
 			entry["started_at"] = started.isoformat(sep=" ", timespec="microseconds")
-			rows.append(detail_row(entry["name"], now, entry))
-		except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+			entry["operation"] = operations.clean_name(entry["operation"])
+			entry["operation_type"], entry["status"] = upgraded_type_and_status(entry)
+			rows.append(detail_row(str(entry["name"])[:32], now, entry))
+		except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, OverflowError, OSError):
 			malformed += 1
 	return rows, malformed
 
 
+def upgraded_type_and_status(entry: dict[str, Any]) -> tuple[str, str]:
+	"""Type and status as this version writes them, also for what an earlier version measured (type
+	`request`; status `error` for every HTTP error). Anything else unknown is refused (ValueError)."""
+	operation_type, status = entry.get("operation_type"), entry.get("status")
+	http_status = int(entry.get("http_status") or 0)
+	if operation_type == "request":
+		operation_type = PAGE if operations.is_page_name(str(entry.get("operation"))) else API
+	if status == ERROR and 400 <= http_status < 500:
+		status = CLIENT_ERROR
+	if operation_type not in OPERATION_TYPES or status not in (OK, CLIENT_ERROR, ERROR):
+		raise ValueError(f"unknown operation type {operation_type!r} or status {status!r}")
+	return operation_type, status
+
+
 def drain_job() -> dict[str, Any]:
-	"""Scheduled every minute: drain the buffer; the report is kept for meta-monitoring."""
-	report = drain()
-	record_job_report("drain", dataclasses.asdict(report))
-	return dataclasses.asdict(report)
-
-
-def record_job_report(job: str, report: dict[str, Any]) -> None:
-	"""The last run of each of the app's jobs, readable by meta-monitoring (Redis hash, JSON)."""
-	redis_client().hset(_key("job_reports"), job, json.dumps({**report, "finished_at": time.time()}))
-
-
-def job_reports() -> dict[str, dict[str, Any]]:
-	raw = redis_client().hgetall(_key("job_reports"))
-	return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+	"""Scheduled every minute: drain the buffer. Without Redis there is nothing to drain: the run is
+	reported as skipped (with the reason) instead of failing."""
+	try:
+		report = drain()
+	except redis.exceptions.RedisError as error:
+		report = DrainReport(status="skipped: Redis unreachable", errors=[f"{type(error).__name__}: {error}"])
+	except Exception as error:
+		frappe.db.rollback()
+		report = DrainReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
+		job_reports.record("drain", dataclasses.asdict(report))
+		internal_errors.report("buffer.drain_job", error)
+		raise
+	return job_reports.record("drain", dataclasses.asdict(report))

@@ -5,14 +5,14 @@ spent in them, a memory figure, status. Spans nest: a span opened inside a reque
 by it) carries the request's trace id, and the sampling decision is made once per trace.
 
 The request path only appends the finished span to an in-process queue (see buffer.py); it never
-touches the database and never lets an error of ours reach the user's request.
+touches the database and never lets an error of ours reach the user's request (the error is logged
+with its traceback instead, see internal_errors.py).
 """
 
 from __future__ import annotations
 
 import functools
 import random
-import re
 import resource
 import sys
 import threading
@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer
+from verenigingen_perf.utils.performance import buffer, internal_errors, operations
 from verenigingen_perf.utils.performance.config import MonitoringConfig, PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.schema import API, CLIENT_ERROR, CUSTOM, ERROR, JOB, OK
 
 TRACE_HEADER = "X-Vperf-Trace"
 
@@ -219,6 +220,13 @@ def _describe_error(error: BaseException | str | None) -> str | None:
 	return str(error)
 
 
+def http_outcome(http_status: int) -> str:
+	"""ok below 400; a 4xx is the caller's error; a 5xx is the site's."""
+	if http_status >= 500:
+		return ERROR
+	return CLIENT_ERROR if http_status >= 400 else OK
+
+
 class _TraceState:
 	"""What frappe.local holds for the current request, job or script: its trace and open spans."""
 
@@ -254,43 +262,32 @@ def _end_trace() -> None:
 	frappe.local.vperf = None
 
 
-def _safe(fn: F) -> F:
-	"""Instrumentation never raises into the operation it measures."""
+def _guarded(where: str) -> Callable[[F], F]:
+	"""Instrumentation never breaks the operation it measures: a failure is reported (counted,
+	logged with its traceback, re-raised under tests) and the operation goes on."""
 
-	@functools.wraps(fn)
-	def wrapper(*args: Any, **kwargs: Any) -> Any:
-		try:
-			return fn(*args, **kwargs)
-		except Exception:
-			buffer.count_internal_error()
-			return None
+	def decorate(fn: F) -> F:
+		@functools.wraps(fn)
+		def wrapper(*args: Any, **kwargs: Any) -> Any:
+			try:
+				return fn(*args, **kwargs)
+			except Exception as error:
+				internal_errors.report(where, error)
+				return None
 
-	return wrapper  # type: ignore[return-value]
+		return wrapper  # type: ignore[return-value]
+
+	return decorate
 
 
 # --- requests -------------------------------------------------------------------------------------
-
-_METHOD_PATH = re.compile(r"^/api/(?:v\d+/)?method/([^/?#]+)")
-_RESOURCE_PATH = re.compile(r"^/api/(?:v\d+/)?(resource|document|doctype)/([^/?#]+)(/[^?#]+)?")
-_ID_SEGMENT = re.compile(r"/(?:\d+|[0-9a-f]{8,}|[0-9a-f-]{36})(?=/|$)", re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=4096)
-def operation_for_request(method: str, path: str) -> str:
-	"""A stable name: the whitelisted method path, or the normalised resource path."""
-	if match := _METHOD_PATH.match(path):
-		return match.group(1)
-	if match := _RESOURCE_PATH.match(path):
-		kind, doctype, rest = match.groups()
-		return f"{method} /api/{kind}/{doctype}{'/{name}' if rest else ''}"
-	return f"{method} {_ID_SEGMENT.sub('/{id}', path) or '/'}"
 
 
 def is_excluded(path: str, monitoring: MonitoringConfig) -> bool:
 	return path.startswith(monitoring.excluded_paths)
 
 
-@_safe
+@_guarded("capture.before_request")
 def before_request() -> None:
 	"""Hook: start measuring this request (sampling and exclusions from the configuration)."""
 	local = frappe.local
@@ -303,11 +300,12 @@ def before_request() -> None:
 	trace = Trace(new_id(), random.random() < monitoring.sampling_rate)
 	state = local.vperf = _TraceState(trace, monitoring)
 	if trace.sampled:
-		span = Span(operation_for_request(request.method, request.path), "request", trace, None)
+		# named when it ends: the name depends on whether the route existed (see operations.py)
+		span = Span(request.path, API, trace, None)
 		state.spans.append(span.begin(monitoring))
 
 
-@_safe
+@_guarded("capture.after_request")
 def after_request(response: Any = None, request: Any = None) -> None:
 	"""Hook: finish the request's span and hand it to the buffer, whatever the outcome."""
 	local = frappe.local
@@ -315,14 +313,19 @@ def after_request(response: Any = None, request: Any = None) -> None:
 	if state is None:
 		return
 	local.vperf = None
-	if not state.spans or state.spans[0].operation_type != "request":
+	request = request or getattr(local, "request", None)
+	if not state.spans or state.spans[0].operation_type == CUSTOM or request is None:
 		return
 	span = state.spans[0]
 	# no response object means the framework itself failed to build one
 	http_status = getattr(response, "status_code", None) or 500
-	status = "error" if http_status >= 400 else "ok"
-	error = _response_error(http_status) if status == "error" else None
-	buffer.add(span.finish(status, http_status, error), state.monitoring)
+	status = http_outcome(http_status)
+	error = _response_error(http_status) if status != OK else None
+	measured = span.finish(status, http_status, error)
+	measured["operation"], measured["operation_type"] = operations.request_operation(
+		request.method, request.path, http_status
+	)
+	buffer.add(measured, state.monitoring)
 	if response is not None:
 		response.headers[TRACE_HEADER] = state.trace.trace_id
 
@@ -335,7 +338,7 @@ def _response_error(http_status: int) -> str:
 # --- background jobs ------------------------------------------------------------------------------
 
 
-@_safe
+@_guarded("capture.before_job")
 def before_job(method: str | None = None, kwargs: dict | None = None, transaction_type: str = "job") -> None:
 	"""Hook: start measuring a background job, in the trace of the request that enqueued it."""
 	_end_trace()
@@ -343,23 +346,25 @@ def before_job(method: str | None = None, kwargs: dict | None = None, transactio
 	monitoring = current_config().monitoring
 	if not monitoring.enabled:
 		return
+	# a job may enqueue jobs of its own, also in a worker that never served a request
+	install_job_trace_propagation()
 	inherited, parent_span = _trace_from_job_meta()
 	state = _start_trace(monitoring, inherited)
 	if state.trace.sampled:
 		job = getattr(frappe.local, "job", None) or {}
-		operation = method or job.get("method") or "unknown job"
-		state.spans.append(Span(operation, "job", state.trace, parent_span).begin(monitoring))
+		operation = operations.job_operation(method or job.get("method"), kwargs or job.get("kwargs"))
+		state.spans.append(Span(operation, JOB, state.trace, parent_span).begin(monitoring))
 
 
-@_safe
+@_guarded("capture.after_job")
 def after_job(method: str | None = None, kwargs: dict | None = None, result: Any = None) -> None:
 	"""Hook: finish the job's span (error status when the job raised) and push it at once."""
 	state = _state()
 	try:
-		if state and state.spans and state.spans[0].operation_type == "job":
+		if state and state.spans and state.spans[0].operation_type == JOB:
 			error = sys.exc_info()[1]
 			# the configuration the job started with, already read in before_job
-			buffer.add(state.spans[0].finish("error" if error else "ok", None, error), state.monitoring)
+			buffer.add(state.spans[0].finish(ERROR if error else OK, None, error), state.monitoring)
 			# a job's work-horse process may exit without running atexit handlers
 			buffer.flush()
 	finally:
@@ -367,18 +372,18 @@ def after_job(method: str | None = None, kwargs: dict | None = None, result: Any
 
 
 def _trace_from_job_meta() -> tuple[Trace | None, str | None]:
-	try:
-		from rq import get_current_job
+	from rq import get_current_job
 
-		job = get_current_job()
-	except Exception:
-		return None, None
+	job = get_current_job()
 	meta = (job.meta or {}).get(buffer.JOB_META_KEY) if job else None
-	if not meta:
+	if not isinstance(meta, dict) or not meta.get("trace_id"):
 		return None, None
-	return Trace(meta["trace_id"], bool(meta["sampled"])), meta.get("parent_span")
+	return Trace(str(meta["trace_id"]), bool(meta.get("sampled"))), meta.get("parent_span")
 
 
+# RQ major versions whose `Queue.enqueue_call` takes `meta` (Frappe v15 pins 1.15, v16 uses 2.x)
+SUPPORTED_RQ_MAJORS = (1, 2)
+_propagation_lock = threading.Lock()
 _propagation_installed = False
 
 
@@ -386,24 +391,43 @@ def install_job_trace_propagation() -> None:
 	"""Jobs enqueued inside a trace carry it in their RQ job meta, so the job joins the trace.
 
 	Frappe's enqueue has no hook for this in v15 or v16; RQ's `Queue.enqueue_call` (which Frappe's
-	enqueue calls in both) takes a `meta` argument, so it is wrapped once per process.
-	"""
+	enqueue calls in both) takes a `meta` argument, so it is wrapped once per process, after checking
+	that the installed RQ is a version whose `enqueue_call` has that argument."""
 	global _propagation_installed
 	if _propagation_installed:
 		return
+	with _propagation_lock:
+		if _propagation_installed:
+			return
+		_propagation_installed = True
+		_wrap_enqueue_call()
+
+
+def _wrap_enqueue_call() -> None:
+	import inspect
+	from importlib.metadata import version
+
 	from rq.queue import Queue
 
+	installed = version("rq")
 	original = Queue.enqueue_call
+	if (
+		int(installed.split(".")[0]) not in SUPPORTED_RQ_MAJORS
+		or "meta" not in inspect.signature(original).parameters
+	):
+		raise RuntimeError(
+			f"rq {installed}: Queue.enqueue_call cannot carry the trace (supported majors "
+			f"{SUPPORTED_RQ_MAJORS}); jobs will start traces of their own"
+		)
 
 	@functools.wraps(original)
 	def enqueue_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-		meta = _safe(trace_meta_for_enqueue)()
+		meta = _guarded("capture.enqueue_call")(trace_meta_for_enqueue)()
 		if meta is not None:
 			kwargs["meta"] = {**(kwargs.get("meta") or {}), buffer.JOB_META_KEY: meta}
 		return original(self, *args, **kwargs)
 
 	Queue.enqueue_call = enqueue_call
-	_propagation_installed = True
 
 
 def trace_meta_for_enqueue() -> dict[str, Any] | None:
@@ -439,21 +463,22 @@ def measure(operation: str, context: dict[str, Any] | None = None) -> Iterator[S
 		_close_custom_span(span, None)
 
 
-@_safe
+@_guarded("capture.measure")
 def _open_custom_span(operation: str, context: dict[str, Any] | None) -> Span | None:
 	monitoring = current_config().monitoring
 	if not monitoring.enabled:
 		return None
+	install_job_trace_propagation()
 	state = _state() or _start_trace(monitoring)
 	if not state.trace.sampled:
 		return None
 	stack = state.spans
-	span = Span(operation, "custom", state.trace, stack[-1].span_id if stack else None, context=context)
+	span = Span(operation, CUSTOM, state.trace, stack[-1].span_id if stack else None, context=context)
 	stack.append(span.begin(monitoring))
 	return span
 
 
-@_safe
+@_guarded("capture.measure")
 def _close_custom_span(span: Span | None, error: BaseException | None) -> None:
 	if span is None:
 		return
@@ -462,7 +487,7 @@ def _close_custom_span(span: Span | None, error: BaseException | None) -> None:
 	if span in stack:
 		stack.remove(span)
 	monitoring = state.monitoring if state else current_config().monitoring
-	buffer.add(span.finish("error" if error else "ok", None, error), monitoring)
+	buffer.add(span.finish(ERROR if error else OK, None, error), monitoring)
 	if not stack:
 		_end_trace()
 		buffer.flush()

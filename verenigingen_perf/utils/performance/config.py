@@ -3,6 +3,10 @@
 The first half is pure Python (dataclasses, environment defaults, validation) and needs no site.
 The second half (`get_config`, `update_config`, caching) reads Performance Settings, the site config
 and the process environment through Frappe, imported lazily.
+
+Every numeric setting has a minimum and a maximum (the README's configuration table lists them): a
+value outside them is refused before anything is saved or cached, so no setting can make a job overflow
+a date, a thread sleep for years or a number fail to serialise.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ CACHE_KEY = "effective_config"
 BATCH_HARD_CAP = 50
 # a Frappe doctype name: letters, digits, spaces, hyphens and underscores, at most 61 characters
 _DOCTYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,60}$")
+# excluded path prefixes: how many, and how long each may be
+_MAX_EXCLUDED_PATHS = 100
+_MAX_PATH_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,17 @@ class Level:
 
 @dataclass(frozen=True)
 class PerformanceThresholds:
+	"""Levels per kind of operation: an API call, a page load and a background job do different
+	amounts of work, so each is judged on its own levels."""
+
+	# whitelisted methods and REST calls (`/api/...`)
 	api_response_ms: Level
-	queries_per_operation: Level
+	api_queries: Level
+	# desk and website pages (every other HTTP request)
+	page_load_ms: Level
+	page_queries: Level
+	# background jobs (their statement counts grow with their work, so only their duration is judged)
+	job_duration_ms: Level
 	memory_mb: Level
 	error_rate: Level
 	# higher is better: a score below `warning` warns, below `critical` is critical
@@ -70,7 +86,9 @@ class MonitoringConfig:
 	context_max_chars: int
 	flush_interval_ms: int
 	config_refresh_s: int
+	config_cache_ttl_s: int
 	drain_claim_timeout_s: int
+	max_operations_per_hour: int
 
 
 @dataclass(frozen=True)
@@ -111,7 +129,8 @@ class ConfigValidationError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-	"""One overridable setting: its flat key (the Performance Settings fieldname) and where it lands."""
+	"""One overridable setting: its flat key (the Performance Settings fieldname), where it lands and
+	the range it must lie in (numbers only)."""
 
 	key: str
 	section: str
@@ -126,43 +145,90 @@ def _s(key: str, section: str, *path: str, kind: type = float, **rules: Any) -> 
 	return Setting(key, section, tuple(path), kind, **rules)
 
 
+_HOUR_MS = 3_600_000
+_WEEK_S = 7 * 86_400
+_DAY_S = 86_400
+
+
+def _level(prefix: str, suffix: str, name: str, maximum: float, **rules: Any) -> tuple[Setting, Setting]:
+	return (
+		_s(f"{prefix}_warning{suffix}", "thresholds", name, "warning", maximum=maximum, **rules),
+		_s(f"{prefix}_critical{suffix}", "thresholds", name, "critical", maximum=maximum, **rules),
+	)
+
+
 SETTINGS: dict[str, Setting] = {
 	s.key: s
 	for s in (
-		_s("api_response_warning_ms", "thresholds", "api_response_ms", "warning", strictly_positive=True),
-		_s("api_response_critical_ms", "thresholds", "api_response_ms", "critical", strictly_positive=True),
-		_s("queries_warning", "thresholds", "queries_per_operation", "warning", strictly_positive=True),
-		_s("queries_critical", "thresholds", "queries_per_operation", "critical", strictly_positive=True),
-		_s("memory_warning_mb", "thresholds", "memory_mb", "warning", strictly_positive=True),
-		_s("memory_critical_mb", "thresholds", "memory_mb", "critical", strictly_positive=True),
-		_s("error_rate_warning", "thresholds", "error_rate", "warning", maximum=1),
-		_s("error_rate_critical", "thresholds", "error_rate", "critical", maximum=1),
-		_s("health_warning", "thresholds", "health_score", "warning", maximum=100),
-		_s("health_critical", "thresholds", "health_score", "critical", maximum=100),
-		_s("job_lag_warning_s", "thresholds", "job_lag_s", "warning", strictly_positive=True),
-		_s("job_lag_critical_s", "thresholds", "job_lag_s", "critical", strictly_positive=True),
-		_s("detail_retention_days", "retention", "detail_days", kind=int, minimum=1),
-		_s("hourly_retention_days", "retention", "hourly_days", kind=int, minimum=1),
-		_s("daily_retention_days", "retention", "daily_days", kind=int, minimum=1),
-		_s("aggregation_delay_minutes", "retention", "aggregation_delay_minutes", kind=int),
-		_s("delete_batch_size", "retention", "delete_batch_size", kind=int, minimum=1),
-		_s("aggregation_page_size", "retention", "aggregation_page_size", kind=int, minimum=100),
-		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60),
+		*_level("api_response", "_ms", "api_response_ms", _HOUR_MS, strictly_positive=True),
+		*_level("api_queries", "", "api_queries", 1_000_000, strictly_positive=True),
+		*_level("page_load", "_ms", "page_load_ms", _HOUR_MS, strictly_positive=True),
+		*_level("page_queries", "", "page_queries", 1_000_000, strictly_positive=True),
+		*_level("job_duration", "_ms", "job_duration_ms", 7 * 24 * _HOUR_MS, strictly_positive=True),
+		*_level("memory", "_mb", "memory_mb", 1_048_576, strictly_positive=True),
+		*_level("error_rate", "", "error_rate", 1),
+		*_level("health", "", "health_score", 100),
+		*_level("job_lag", "_s", "job_lag_s", _WEEK_S, strictly_positive=True),
+		_s("detail_retention_days", "retention", "detail_days", kind=int, minimum=1, maximum=3650),
+		_s("hourly_retention_days", "retention", "hourly_days", kind=int, minimum=1, maximum=3650),
+		_s("daily_retention_days", "retention", "daily_days", kind=int, minimum=1, maximum=7300),
+		_s("aggregation_delay_minutes", "retention", "aggregation_delay_minutes", kind=int, maximum=1440),
+		_s("delete_batch_size", "retention", "delete_batch_size", kind=int, minimum=1, maximum=100_000),
+		_s(
+			"aggregation_page_size",
+			"retention",
+			"aggregation_page_size",
+			kind=int,
+			minimum=100,
+			maximum=1_000_000,
+		),
+		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60, maximum=_DAY_S),
 		_s("monitoring_enabled", "monitoring", "enabled", kind=bool),
 		_s("sampling_rate", "monitoring", "sampling_rate", maximum=1),
 		_s("capture_memory_peak", "monitoring", "capture_memory_peak", kind=bool),
-		_s("slow_query_ms", "monitoring", "slow_query_ms", strictly_positive=True),
-		_s("buffer_max_entries", "monitoring", "buffer_max_entries", kind=int, minimum=1),
-		_s("drain_batch_size", "monitoring", "drain_batch_size", kind=int, minimum=1),
-		_s("dashboard_cache_ttl_s", "monitoring", "dashboard_cache_ttl_s", kind=int),
+		_s("slow_query_ms", "monitoring", "slow_query_ms", strictly_positive=True, maximum=_HOUR_MS),
+		_s(
+			"buffer_max_entries",
+			"monitoring",
+			"buffer_max_entries",
+			kind=int,
+			minimum=1,
+			maximum=10_000_000,
+		),
+		_s("drain_batch_size", "monitoring", "drain_batch_size", kind=int, minimum=1, maximum=100_000),
+		_s("dashboard_cache_ttl_s", "monitoring", "dashboard_cache_ttl_s", kind=int, maximum=_DAY_S),
 		_s("excluded_paths", "monitoring", "excluded_paths", kind=tuple),
-		_s("context_max_chars", "monitoring", "context_max_chars", kind=int, minimum=64),
-		_s("flush_interval_ms", "monitoring", "flush_interval_ms", kind=int, minimum=10),
-		_s("config_refresh_s", "monitoring", "config_refresh_s", kind=int, minimum=1),
-		_s("drain_claim_timeout_s", "monitoring", "drain_claim_timeout_s", kind=int, minimum=10),
+		# a detail row's context column holds 65,535 bytes, four per character at most
+		_s("context_max_chars", "monitoring", "context_max_chars", kind=int, minimum=64, maximum=16_000),
+		_s("flush_interval_ms", "monitoring", "flush_interval_ms", kind=int, minimum=10, maximum=60_000),
+		_s("config_refresh_s", "monitoring", "config_refresh_s", kind=int, minimum=1, maximum=3600),
+		_s("config_cache_ttl_s", "monitoring", "config_cache_ttl_s", kind=int, minimum=10, maximum=_DAY_S),
+		_s(
+			"drain_claim_timeout_s",
+			"monitoring",
+			"drain_claim_timeout_s",
+			kind=int,
+			minimum=10,
+			maximum=_DAY_S,
+		),
+		_s(
+			"max_operations_per_hour",
+			"monitoring",
+			"max_operations_per_hour",
+			kind=int,
+			minimum=10,
+			maximum=100_000,
+		),
 		_s("health_window_hours", "analysis", "health_window_hours", kind=int, minimum=1, maximum=168),
 		_s("slowest_operations", "analysis", "slowest_operations", kind=int, minimum=1, maximum=100),
-		_s("n_plus_one_min_repeats", "analysis", "n_plus_one_min_repeats", kind=int, minimum=2),
+		_s(
+			"n_plus_one_min_repeats",
+			"analysis",
+			"n_plus_one_min_repeats",
+			kind=int,
+			minimum=2,
+			maximum=10_000,
+		),
 		_s(
 			"batch_max_members",
 			"analysis",
@@ -176,13 +242,19 @@ SETTINGS: dict[str, Setting] = {
 }
 
 # (warning key, critical key, True when a higher value is better)
-LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = (
-	("api_response_warning_ms", "api_response_critical_ms", False),
-	("queries_warning", "queries_critical", False),
-	("memory_warning_mb", "memory_critical_mb", False),
-	("error_rate_warning", "error_rate_critical", False),
-	("health_warning", "health_critical", True),
-	("job_lag_warning_s", "job_lag_critical_s", False),
+LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = tuple(
+	(f"{prefix}_warning{suffix}", f"{prefix}_critical{suffix}", prefix == "health")
+	for prefix, suffix in (
+		("api_response", "_ms"),
+		("api_queries", ""),
+		("page_load", "_ms"),
+		("page_queries", ""),
+		("job_duration", "_ms"),
+		("memory", "_mb"),
+		("error_rate", ""),
+		("health", ""),
+		("job_lag", "_s"),
+	)
 )
 
 # (shorter key, longer key): the second must keep data at least as long as the first
@@ -190,6 +262,9 @@ RETENTION_ORDER: tuple[tuple[str, str], ...] = (
 	("detail_retention_days", "hourly_retention_days"),
 	("hourly_retention_days", "daily_retention_days"),
 )
+
+# settings renamed since an earlier release: old Performance Settings field -> new one
+RENAMED_SETTINGS = {"queries_warning": "api_queries_warning", "queries_critical": "api_queries_critical"}
 
 # static files, health probes and the desk's realtime polling are not worth a row each
 _EXCLUDED_PATHS = (
@@ -208,7 +283,9 @@ _CAPTURE_DEFAULTS = {
 	"context_max_chars": 1000,
 	"flush_interval_ms": 200,
 	"config_refresh_s": 5,
+	"config_cache_ttl_s": 300,
 	"drain_claim_timeout_s": 300,
+	"max_operations_per_hour": 500,
 }
 
 _ANALYSIS_DEFAULTS = {
@@ -228,12 +305,20 @@ _RETENTION_DEFAULTS = {
 	"job_lock_timeout_s": 3600,
 }
 
+# Production levels are set from what a healthy real Frappe v15 site measured (see the README,
+# "Where the production levels come from"): a healthy site sits well inside the warning level.
 ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 	"development": {
-		"api_response_warning_ms": 500,
-		"api_response_critical_ms": 2000,
-		"queries_warning": 50,
-		"queries_critical": 100,
+		"api_response_warning_ms": 2000,
+		"api_response_critical_ms": 8000,
+		"api_queries_warning": 200,
+		"api_queries_critical": 500,
+		"page_load_warning_ms": 5000,
+		"page_load_critical_ms": 15000,
+		"page_queries_warning": 500,
+		"page_queries_critical": 1000,
+		"job_duration_warning_ms": 600_000,
+		"job_duration_critical_ms": 1_800_000,
 		"memory_warning_mb": 500,
 		"memory_critical_mb": 1000,
 		"error_rate_warning": 0.10,
@@ -255,10 +340,16 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
-		"api_response_warning_ms": 100,
-		"api_response_critical_ms": 250,
-		"queries_warning": 20,
-		"queries_critical": 40,
+		"api_response_warning_ms": 1000,
+		"api_response_critical_ms": 4000,
+		"api_queries_warning": 100,
+		"api_queries_critical": 250,
+		"page_load_warning_ms": 3000,
+		"page_load_critical_ms": 10000,
+		"page_queries_warning": 300,
+		"page_queries_critical": 600,
+		"job_duration_warning_ms": 300_000,
+		"job_duration_critical_ms": 1_200_000,
 		"memory_warning_mb": 250,
 		"memory_critical_mb": 500,
 		"error_rate_warning": 0.05,
@@ -280,10 +371,16 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
-		"api_response_warning_ms": 10,
-		"api_response_critical_ms": 15,
-		"queries_warning": 5,
-		"queries_critical": 10,
+		"api_response_warning_ms": 500,
+		"api_response_critical_ms": 2000,
+		"api_queries_warning": 60,
+		"api_queries_critical": 150,
+		"page_load_warning_ms": 1500,
+		"page_load_critical_ms": 5000,
+		"page_queries_warning": 200,
+		"page_queries_critical": 400,
+		"job_duration_warning_ms": 120_000,
+		"job_duration_critical_ms": 600_000,
 		"memory_warning_mb": 100,
 		"memory_critical_mb": 200,
 		"error_rate_warning": 0.01,
@@ -314,6 +411,12 @@ def _is_blank(value: Any) -> bool:
 	return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _short(value: Any) -> str:
+	"""A value as an error message shows it: never a 300-digit number or a page of text."""
+	text = repr(value)
+	return text if len(text) <= 60 else text[:57] + "..."
+
+
 def coerce(setting: Setting, value: Any) -> Any:
 	"""Convert a raw value (from the desk, JSON or the API) to the setting's type, or raise ValueError."""
 	if setting.kind is tuple:
@@ -322,7 +425,7 @@ def coerce(setting: Setting, value: Any) -> Any:
 		if not isinstance(value, str) or not _DOCTYPE_NAME.match(value.strip()):
 			raise ValueError(
 				f"{setting.key}: must be a doctype name (a letter, then letters, digits, spaces, '-' or '_',"
-				f" at most 61 characters), got {value!r}"
+				f" at most 61 characters), got {_short(value)}"
 			)
 		return value.strip()
 	if setting.kind is bool:
@@ -332,18 +435,18 @@ def coerce(setting: Setting, value: Any) -> Any:
 			return bool(value)
 		if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "yes", "no"):
 			return value.strip().lower() in ("1", "true", "yes")
-		raise ValueError(f"{setting.key}: must be a boolean (true/false, 1/0), got {value!r}")
+		raise ValueError(f"{setting.key}: must be a boolean (true/false, 1/0), got {_short(value)}")
 	if isinstance(value, bool):
 		raise ValueError(f"{setting.key}: must be a number, got a boolean")
 	try:
 		number = float(value.strip()) if isinstance(value, str) else float(value)
-	except (TypeError, ValueError):
-		raise ValueError(f"{setting.key}: must be a number, got {value!r}") from None
+	except (TypeError, ValueError, OverflowError):
+		raise ValueError(f"{setting.key}: must be a number, got {_short(value)}") from None
 	if not math.isfinite(number):
-		raise ValueError(f"{setting.key}: must be a finite number, got {value!r}")
+		raise ValueError(f"{setting.key}: must be a finite number, got {_short(value)}")
 	if setting.kind is int:
 		if not number.is_integer():
-			raise ValueError(f"{setting.key}: must be a whole number, got {value!r}")
+			raise ValueError(f"{setting.key}: must be a whole number, got {_short(value)}")
 		return int(number)
 	return number
 
@@ -352,16 +455,26 @@ def _coerce_paths(setting: Setting, value: Any) -> tuple[str, ...]:
 	"""A list of path prefixes: a list, or text with one prefix per line."""
 	items = value.splitlines() if isinstance(value, str) else value
 	if not isinstance(items, list | tuple):
-		raise ValueError(f"{setting.key}: must be a list of path prefixes, got {value!r}")
+		raise ValueError(f"{setting.key}: must be a list of path prefixes, got {_short(value)}")
 	paths = []
 	for item in items:
 		if not isinstance(item, str):
-			raise ValueError(f"{setting.key}: every entry must be a path prefix, got {item!r}")
+			raise ValueError(f"{setting.key}: every entry must be a path prefix, got {_short(item)}")
 		if item.strip():
-			if not item.strip().startswith("/"):
-				raise ValueError(f"{setting.key}: path prefixes start with '/', got {item.strip()!r}")
-			paths.append(item.strip())
-	return tuple(paths)
+			prefix = item.strip()
+			if not prefix.startswith("/"):
+				raise ValueError(f"{setting.key}: path prefixes start with '/', got {_short(prefix)}")
+			if len(prefix) > _MAX_PATH_CHARS:
+				raise ValueError(
+					f"{setting.key}: a path prefix has at most {_MAX_PATH_CHARS} characters, got {len(prefix)}"
+				)
+			paths.append(prefix)
+	unique = tuple(dict.fromkeys(paths))
+	if len(unique) > _MAX_EXCLUDED_PATHS:
+		raise ValueError(
+			f"{setting.key}: at most {_MAX_EXCLUDED_PATHS} path prefixes, got {len(unique)} distinct ones"
+		)
+	return unique
 
 
 def _check_range(setting: Setting, value: Any) -> str | None:
@@ -370,12 +483,21 @@ def _check_range(setting: Setting, value: Any) -> str | None:
 	if setting.minimum is not None and value < setting.minimum:
 		if setting.minimum == 0:
 			return f"{setting.key}: must not be negative, got {value}"
-		return f"{setting.key}: must be at least {setting.minimum}, got {value}"
+		return f"{setting.key}: must be at least {setting.minimum:g}, got {value}"
 	if setting.strictly_positive and value <= 0:
 		return f"{setting.key}: must be greater than 0, got {value}"
 	if setting.maximum is not None and value > setting.maximum:
-		return f"{setting.key}: must be between {setting.minimum} and {setting.maximum}, got {value}"
+		return (
+			f"{setting.key}: must be between {setting.minimum or 0:g} and {setting.maximum:g}, got {value:g}"
+		)
 	return None
+
+
+def bounds(setting: Setting) -> tuple[float | None, float | None]:
+	"""The documented range of a numeric setting (None for booleans, lists and names)."""
+	if setting.kind in (bool, tuple, str):
+		return None, None
+	return setting.minimum, setting.maximum
 
 
 def clean_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -385,7 +507,7 @@ def clean_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[
 	for key, raw in overrides.items():
 		setting = SETTINGS.get(key)
 		if setting is None:
-			errors.append(f"{key}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
+			errors.append(f"{str(key)[:60]}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
 			continue
 		if _is_blank(raw):
 			continue
@@ -429,7 +551,7 @@ def validate_overrides(environment: str, overrides: Mapping[str, Any]) -> dict[s
 	"""Return the clean overrides, or raise ConfigValidationError listing every broken rule."""
 	if environment not in ENVIRONMENTS:
 		raise ConfigValidationError(
-			[f"environment: must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}"]
+			[f"environment: must be one of {', '.join(ENVIRONMENTS)}, got {_short(environment)}"]
 		)
 	clean, errors = clean_overrides(overrides)
 	if not errors:
@@ -485,7 +607,7 @@ def detect_environment(
 			name = str(value).strip().lower()
 			if name not in ENVIRONMENTS:
 				raise ConfigValidationError(
-					[f"environment ({source}): must be one of {', '.join(ENVIRONMENTS)}, got {value!r}"]
+					[f"environment ({source}): must be one of {', '.join(ENVIRONMENTS)}, got {_short(value)}"]
 				)
 			return name, source
 	if developer_mode:
@@ -523,8 +645,32 @@ def load_config() -> PerformanceConfig:
 	return build_config(environment, source, overrides)
 
 
+def validate_member_doctype(doctype: str) -> str | None:
+	"""Why `doctype` cannot hold members on this site (None when it can): it must exist and be a
+	plain, stored doctype, not a Single, a child table or a virtual doctype."""
+	import frappe
+
+	row = frappe.db.get_value("DocType", doctype, ["issingle", "istable", "is_virtual"], as_dict=True)
+	if row is None:
+		return f"member_doctype: the doctype {doctype!r} does not exist on this site"
+	for flag, what in (("issingle", "a Single"), ("istable", "a child table"), ("is_virtual", "virtual")):
+		if row.get(flag):
+			return f"member_doctype: {doctype!r} is {what}; members are records of a plain doctype"
+	return None
+
+
+# --- the shared cache ----------------------------------------------------------------------------
+#
+# Readers cache the configuration only when nothing of it is left uncommitted in their transaction,
+# and only where no entry is (SET NX); a save replaces the entry after its commit (SET). A reader
+# whose snapshot predates the commit therefore cannot overwrite the new entry, and every entry
+# expires after `config_cache_ttl_s`, which bounds the life of anything cached in a rare race.
+
+_PENDING_FLAG = "verenigingen_perf_settings_pending"
+
+
 def get_config() -> PerformanceConfig:
-	"""The effective configuration, cached in Redis so every worker shares it and a save clears it.
+	"""The effective configuration, cached in Redis so every worker shares it; a save replaces it.
 
 	Read with a plain client: Frappe's cache helpers also keep a per-request copy, which a
 	long-lived process (a console, the scheduler) would otherwise keep seeing after a save."""
@@ -534,18 +680,77 @@ def get_config() -> PerformanceConfig:
 
 	from verenigingen_perf.utils.performance.redis_store import key, redis_client
 
+	if settings_pending():
+		# this transaction saved the settings: it sees its own save, and nobody caches it yet
+		return load_config()
 	try:
 		cached = redis_client().get(key(CACHE_KEY))
-	except redis.exceptions.ConnectionError:
+	except redis.exceptions.RedisError:
 		return load_config()
 	if cached is not None:
-		with contextlib.suppress(KeyError, TypeError):
+		with contextlib.suppress(KeyError, TypeError, ValueError):
 			return config_from_dict(json.loads(cached))
 	# nothing cached, or cached by an older version of the app
 	config = load_config()
-	with contextlib.suppress(redis.exceptions.ConnectionError):
-		redis_client().set(key(CACHE_KEY), json.dumps(config.as_dict()))
+	_store(config, only_if_absent=True)
 	return config
+
+
+def _store(config: PerformanceConfig, only_if_absent: bool) -> None:
+	import json
+
+	import redis
+
+	from verenigingen_perf.utils.performance.redis_store import key, redis_client
+
+	with contextlib.suppress(redis.exceptions.RedisError):
+		redis_client().set(
+			key(CACHE_KEY),
+			json.dumps(config.as_dict()),
+			ex=config.monitoring.config_cache_ttl_s,
+			nx=only_if_absent,
+		)
+
+
+def settings_pending() -> bool:
+	"""True while this transaction has saved Performance Settings and not committed yet."""
+	import frappe
+
+	return bool(frappe.flags.get(_PENDING_FLAG))
+
+
+def settings_saved_in_this_transaction(environment: str | None, overrides: Mapping[str, Any]) -> None:
+	"""Called when Performance Settings is saved with these (validated) values: the cached
+	configuration is replaced with them once the transaction commits (never before, so no worker can
+	cache values that may still roll back)."""
+	import frappe
+
+	already_pending = settings_pending()
+	frappe.flags[_PENDING_FLAG] = (environment, dict(overrides))
+	if not already_pending:
+		frappe.db.after_commit.add(_settings_committed)
+		frappe.db.after_rollback.add(_settings_rolled_back)
+
+
+def _settings_committed() -> None:
+	import frappe
+
+	environment, overrides = frappe.flags.get(_PENDING_FLAG) or (None, {})
+	frappe.flags[_PENDING_FLAG] = None
+	try:
+		detected, source = detect_environment(environment, *environment_fallbacks())
+		committed = build_config(detected, source, overrides)
+	except ConfigValidationError:
+		# the environment's other sources changed meanwhile: the next reader loads it afresh
+		clear_config_cache()
+		return
+	_store(committed, only_if_absent=False)
+
+
+def _settings_rolled_back() -> None:
+	import frappe
+
+	frappe.flags[_PENDING_FLAG] = None
 
 
 def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
@@ -572,7 +777,7 @@ def clear_config_cache() -> None:
 
 	from verenigingen_perf.utils.performance.redis_store import key, redis_client
 
-	with contextlib.suppress(redis.exceptions.ConnectionError):
+	with contextlib.suppress(redis.exceptions.RedisError):
 		redis_client().delete(key(CACHE_KEY))
 
 
@@ -613,22 +818,22 @@ def to_field_value(setting: Setting, value: Any) -> str:
 def update_config(values: Mapping[str, Any], environment: str | None = None) -> PerformanceConfig:
 	"""Validate and persist overrides (a blank value clears one); nothing changes if any rule is broken.
 
-	`environment` sets the explicit environment ("" clears it); None leaves it as it is.
-	"""
+	`environment` sets the explicit environment ("" clears it); None leaves it as it is. Returns the
+	configuration as saved (the shared cache takes it when the caller's transaction commits)."""
 	import frappe
 
-	doc = frappe.get_single(SETTINGS_DOCTYPE)
 	unknown = [key for key in values if key not in SETTINGS]
 	if unknown:
 		raise ConfigValidationError(
-			[f"{key}: unknown setting (known: {', '.join(sorted(SETTINGS))})" for key in unknown]
+			[f"{str(key)[:60]}: unknown setting (known: {', '.join(sorted(SETTINGS))})" for key in unknown]
 		)
+	doc = frappe.get_single(SETTINGS_DOCTYPE)
 	if environment is not None:
 		doc.environment = environment
 	for key, value in values.items():
 		doc.set(key, value)
 	doc.save()
-	return get_config()
+	return load_config()
 
 
 def reset_overrides() -> PerformanceConfig:
@@ -647,4 +852,6 @@ def validation_report(values: Mapping[str, Any], environment: str | None = None)
 		clean = validate_overrides(env, merged)
 	except ConfigValidationError as e:
 		return {"valid": False, "errors": e.errors}
+	if "member_doctype" in clean and (problem := validate_member_doctype(clean["member_doctype"])):
+		return {"valid": False, "errors": [problem]}
 	return {"valid": True, "errors": [], "environment": env, "overrides": clean}

@@ -10,7 +10,13 @@ from the configuration; the health thresholds give the score at those levels (H_
 so a component scores exactly H_w at its warning level and H_c at its critical level. The health score
 is the lowest component score (the weakest component decides), and its level is healthy at or above
 H_w, warning at or above H_c, critical below. With no aggregated measurement in the window the answer
-is "no data", never a score.
+is "no data", never a score; a component with nothing to measure (no page loads in the window, say)
+is "no data" and does not take part.
+
+Each kind of operation is judged on its own levels: API calls, page loads and background jobs do
+different work. Measured code blocks (`measure()`) run inside requests and jobs, so they are not
+judged again. The error rate counts the site's errors (HTTP 5xx, jobs that raised); an HTTP 4xx is
+the caller's error (a visitor asking for what does not exist), reported apart and not judged.
 
 The judging half is pure Python; the collecting half reads the aggregates through Frappe.
 """
@@ -24,15 +30,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
-from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
+from verenigingen_perf.utils.performance.schema import (
+	AGGREGATE,
+	ALL_OPERATIONS,
+	API,
+	JOB,
+	PAGE,
+)
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, decode_stored
+from verenigingen_perf.utils.performance.timeutil import as_datetime, epoch_text, format_datetime
 
 HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
 # the most a score can be: the top of the 0-100 scale, not a threshold
 FULL_SCORE = 100.0
+# the operation types the health score judges (measured blocks run inside them)
+JUDGED_TYPES = (API, PAGE, JOB)
 
 
 # --- judging (pure) -------------------------------------------------------------------------------
@@ -73,17 +87,31 @@ class Component:
 
 
 @dataclass
+class TypeFigures:
+	"""What one kind of operation did in the window."""
+
+	count: int = 0
+	p95_ms: float | None = None
+	queries_per_operation: float | None = None
+	error_rate: float | None = None
+	client_error_rate: float | None = None
+
+
+@dataclass
 class WindowFigures:
 	"""What the health check measured over its window (None: nothing to measure)."""
 
 	window_hours: int
 	operations_measured: int = 0
 	count: int = 0
-	p95_ms: float | None = None
+	by_type: dict[str, TypeFigures] = field(default_factory=dict)
 	error_rate: float | None = None
-	queries_per_operation: float | None = None
+	client_error_rate: float | None = None
 	memory_max_mb: float | None = None
 	job_lag_s: dict[str, float | None] = field(default_factory=dict)
+
+	def of(self, operation_type: str) -> TypeFigures:
+		return self.by_type.get(operation_type) or TypeFigures()
 
 
 @dataclass
@@ -112,28 +140,29 @@ def _component(
 def judge(figures: WindowFigures, thresholds: PerformanceThresholds) -> HealthReport:
 	health = thresholds.health_score
 	window = f"hourly aggregates of the last {figures.window_hours} h"
+	api, page, job = figures.of(API), figures.of(PAGE), figures.of(JOB)
 	components = [
-		_component("response_p95", figures.p95_ms, "ms", thresholds.api_response_ms, health, window),
-		_component("error_rate", figures.error_rate, "ratio", thresholds.error_rate, health, window),
+		_component("api_response_p95", api.p95_ms, "ms", thresholds.api_response_ms, health, window),
 		_component(
-			"queries_per_operation",
-			figures.queries_per_operation,
-			"statements",
-			thresholds.queries_per_operation,
-			health,
-			window,
+			"api_queries", api.queries_per_operation, "statements", thresholds.api_queries, health, window
 		),
+		_component("page_load_p95", page.p95_ms, "ms", thresholds.page_load_ms, health, window),
+		_component(
+			"page_queries", page.queries_per_operation, "statements", thresholds.page_queries, health, window
+		),
+		_component("job_duration_p95", job.p95_ms, "ms", thresholds.job_duration_ms, health, window),
+		_component("error_rate", figures.error_rate, "ratio", thresholds.error_rate, health, window),
 		_component("memory", figures.memory_max_mb, "MB", thresholds.memory_mb, health, window),
 		*(
 			_component(
-				f"{job}_job_lag",
+				f"{job_name}_job_lag",
 				lag,
 				"s",
 				thresholds.job_lag_s,
 				health,
-				f"seconds the {job} job is overdue, from its last report",
+				f"seconds the {job_name} job is overdue, from its last report",
 			)
-			for job, lag in sorted(figures.job_lag_s.items())
+			for job_name, lag in sorted(figures.job_lag_s.items())
 		),
 	]
 	if not figures.count:
@@ -163,6 +192,7 @@ class PeriodFigures:
 	"""Count, errors, sums, extremes and the merged sketch of a set of aggregate rows."""
 
 	__slots__ = (
+		"client_error_count",
 		"count",
 		"duration_max_ms",
 		"duration_min_ms",
@@ -176,6 +206,7 @@ class PeriodFigures:
 	def __init__(self) -> None:
 		self.count = 0
 		self.error_count = 0
+		self.client_error_count = 0
 		self.duration_sum_ms = 0.0
 		self.duration_min_ms = math.inf
 		self.duration_max_ms = 0.0
@@ -190,6 +221,7 @@ class PeriodFigures:
 			return
 		self.count += count
 		self.error_count += row["error_count"]
+		self.client_error_count += row["client_error_count"]
 		self.duration_sum_ms += row["duration_sum_ms"]
 		if row["duration_min_ms"] < self.duration_min_ms:
 			self.duration_min_ms = row["duration_min_ms"]
@@ -205,6 +237,7 @@ class PeriodFigures:
 			return
 		self.count += other.count
 		self.error_count += other.error_count
+		self.client_error_count += other.client_error_count
 		self.duration_sum_ms += other.duration_sum_ms
 		self.duration_min_ms = min(self.duration_min_ms, other.duration_min_ms)
 		self.duration_max_ms = max(self.duration_max_ms, other.duration_max_ms)
@@ -218,6 +251,9 @@ class PeriodFigures:
 		values = self.merger.quantiles(qs, self.duration_min_ms, self.duration_max_ms)
 		return [round(v, 3) for v in values]
 
+	def rate(self, part: int) -> float | None:
+		return round(part / self.count, 6) if self.count else None
+
 	def key_figures(self, seconds: float) -> dict[str, Any]:
 		p50, p95 = self.quantiles((0.5, 0.95))
 		return {
@@ -226,7 +262,8 @@ class PeriodFigures:
 			"p95_ms": p95,
 			"mean_ms": round(self.duration_sum_ms / self.count, 3) if self.count else None,
 			"throughput_per_min": round(self.count / (seconds / 60), 3),
-			"error_rate": round(self.error_count / self.count, 6) if self.count else None,
+			"error_rate": self.rate(self.error_count),
+			"client_error_rate": self.rate(self.client_error_count),
 			"queries_per_operation": round(self.query_sum / self.count, 3) if self.count else None,
 		}
 
@@ -242,23 +279,36 @@ def figures_by(rows: Iterable[Mapping[str, Any]], column: str) -> dict[Any, Peri
 def window_figures(
 	rows: Iterable[Mapping[str, Any]], window_hours: int
 ) -> tuple[WindowFigures, dict[str, PeriodFigures]]:
-	"""The health figures over the rows of every operation, and per operation (for the slowest
-	operations). Site-wide rows are left out: they repeat the others."""
+	"""The health figures from the window's hourly rows: per judged type from the site-wide rows,
+	and per operation (for the slowest operations) from the others."""
+	rows = list(rows)
+	per_type = figures_by((row for row in rows if row["operation"] == ALL_OPERATIONS), "operation_type")
 	per_operation = figures_by((row for row in rows if row["operation"] != ALL_OPERATIONS), "operation")
-	overall = PeriodFigures()
-	for figures in per_operation.values():
-		overall.merge(figures)
+	judged = PeriodFigures()
 	figures = WindowFigures(window_hours=window_hours, operations_measured=len(per_operation))
-	if overall.count:
-		figures.count = overall.count
-		figures.p95_ms = overall.quantiles((0.95,))[0]
-		figures.error_rate = round(overall.error_count / overall.count, 6)
-		figures.queries_per_operation = round(overall.query_sum / overall.count, 3)
-		figures.memory_max_mb = round(overall.memory_max_mb, 3)
+	for operation_type in JUDGED_TYPES:
+		of_type = per_type.get(operation_type)
+		if of_type is None or not of_type.count:
+			continue
+		judged.merge(of_type)
+		figures.by_type[operation_type] = TypeFigures(
+			count=of_type.count,
+			p95_ms=of_type.quantiles((0.95,))[0],
+			queries_per_operation=round(of_type.query_sum / of_type.count, 3),
+			error_rate=of_type.rate(of_type.error_count),
+			client_error_rate=of_type.rate(of_type.client_error_count),
+		)
+	if judged.count:
+		figures.count = judged.count
+		figures.error_rate = judged.rate(judged.error_count)
+		figures.client_error_rate = judged.rate(judged.client_error_count)
+		figures.memory_max_mb = round(judged.memory_max_mb, 3)
 	return figures, per_operation
 
 
-def slowest(per_operation: Mapping[str, PeriodFigures], limit: int) -> list[dict[str, Any]]:
+def slowest(
+	per_operation: Mapping[str, PeriodFigures], limit: int, types: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
 	"""The operations with the highest p95, slowest first."""
 	ranked = []
 	for operation, figures in per_operation.items():
@@ -268,13 +318,19 @@ def slowest(per_operation: Mapping[str, PeriodFigures], limit: int) -> list[dict
 		ranked.append(
 			{
 				"operation": operation,
+				"operation_type": (types or {}).get(operation),
 				"p95_ms": p95,
 				"count": figures.count,
-				"error_rate": round(figures.error_count / figures.count, 6),
+				"error_rate": figures.rate(figures.error_count),
+				"client_error_rate": figures.rate(figures.client_error_count),
 			}
 		)
 	ranked.sort(key=lambda item: (-item["p95_ms"], item["operation"]))
 	return ranked[:limit]
+
+
+def operation_types(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+	return {row["operation"]: row["operation_type"] for row in rows if row["operation"] != ALL_OPERATIONS}
 
 
 def job_lag_s(last_finished: float | None, period_s: float, now: float) -> float | None:
@@ -286,13 +342,14 @@ def job_lag_s(last_finished: float | None, period_s: float, now: float) -> float
 
 # --- collecting (Frappe) ----------------------------------------------------------------------------
 
-AGGREGATE = "Performance Aggregate"
 # the columns the health check and the dashboard read from aggregate rows
 READ_COLUMNS = (
 	"operation",
+	"operation_type",
 	"period_start",
 	"count",
 	"error_count",
+	"client_error_count",
 	"duration_sum_ms",
 	"duration_min_ms",
 	"duration_max_ms",
@@ -327,8 +384,6 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	query."""
 	import frappe
 
-	from verenigingen_perf.utils.performance.rollup import format_datetime
-
 	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
 	# the tuple unpacked below is READ_COLUMNS, in that order
 	where, values = "granularity=%s and period_start >= %s", [granularity, format_datetime(since)]
@@ -339,9 +394,11 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	return [
 		{
 			"operation": row_operation,
+			"operation_type": operation_type,
 			"period_start": as_datetime(period_start),
 			"count": int(count or 0),
 			"error_count": int(error_count or 0),
+			"client_error_count": int(client_error_count or 0),
 			"duration_sum_ms": float(duration_sum or 0),
 			"duration_min_ms": float(duration_min or 0),
 			"duration_max_ms": float(duration_max or 0),
@@ -351,9 +408,11 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 		}
 		for (
 			row_operation,
+			operation_type,
 			period_start,
 			count,
 			error_count,
+			client_error_count,
 			duration_sum,
 			duration_min,
 			duration_max,
@@ -361,6 +420,8 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 			memory_max,
 			sketch,
 		) in rows
+		# a collation may match a name that only looks like it; the caller asked for this one
+		if operation is None or row_operation == operation
 	]
 
 
@@ -380,17 +441,11 @@ def schedule_period_s(method: str) -> float | None:
 	return None
 
 
-def job_lags(now_epoch: float) -> dict[str, float | None]:
-	from verenigingen_perf.utils.performance import buffer
-
-	reports = buffer.job_reports()
-	lags = {}
-	for job, method in JOBS.items():
-		period = schedule_period_s(method)
-		report = reports.get(job) or reports.get(f"last_{job}")
-		finished = report.get("finished_at") if report else None
-		lags[job] = job_lag_s(finished, period or 0.0, now_epoch)
-	return lags
+def job_lags(reports: Any, now_epoch: float) -> dict[str, float | None]:
+	return {
+		job: job_lag_s(reports.finished_at(job), schedule_period_s(method) or 0.0, now_epoch)
+		for job, method in JOBS.items()
+	}
 
 
 def window_start(now: datetime, hours: int) -> datetime:
@@ -399,60 +454,49 @@ def window_start(now: datetime, hours: int) -> datetime:
 
 
 def health_from_rows(
-	rows: Iterable[Mapping[str, Any]], config: PerformanceConfig, now: datetime
+	rows: Iterable[Mapping[str, Any]], config: PerformanceConfig, now: datetime, reports: Any
 ) -> tuple[HealthReport, list[dict[str, Any]]]:
 	"""The health report and the slowest operations from hourly rows (only those in the window)."""
 	start = window_start(now, config.analysis.health_window_hours)
 	in_window = [r for r in rows if r["period_start"] >= start]
 	figures, per_operation = window_figures(in_window, config.analysis.health_window_hours)
-	figures.job_lag_s = job_lags(time.time())
-	return judge(figures, config.thresholds), slowest(per_operation, config.analysis.slowest_operations)
+	figures.job_lag_s = job_lags(reports, time.time())
+	ranked = slowest(per_operation, config.analysis.slowest_operations, operation_types(in_window))
+	return judge(figures, config.thresholds), ranked
 
 
-def as_datetime(value: Any) -> datetime:
-	import frappe
-
-	return value if isinstance(value, datetime) else frappe.utils.get_datetime(value)
-
-
-def freshness() -> dict[str, Any]:
-	"""How current the data is: the rollup watermark, the jobs' last reports, what waits in the buffer."""
+def freshness(reports: Any) -> dict[str, Any]:
+	"""How current the data is: the rollup watermark, the jobs' last reports, what waits in the
+	buffer; `unavailable` names what could not be read (Redis down), never a guessed figure."""
 	from verenigingen_perf.utils.performance import buffer, rollup
 
 	watermark = rollup.get_watermark()
-	reports = buffer.job_reports()
 	state = buffer.state()
 	return {
-		"aggregated_until": rollup.format_datetime(watermark) if watermark else None,
-		"last_drain_at": _epoch_text(reports.get("drain", {}).get("finished_at")),
-		"last_rollup_at": _epoch_text(reports.get("last_rollup", {}).get("finished_at")),
-		"last_retention_at": _epoch_text(reports.get("last_retention", {}).get("finished_at")),
+		"aggregated_until": format_datetime(watermark) if watermark else None,
+		"last_drain_at": epoch_text(reports.finished_at("drain")),
+		"last_rollup_at": epoch_text(reports.finished_at("rollup")),
+		"last_retention_at": epoch_text(reports.finished_at("retention")),
+		"job_reports_from": reports.source,
 		"buffered_measurements": asdict(state),
+		"unavailable": [*reports.unavailable, *state.unavailable],
 	}
-
-
-def _epoch_text(epoch: float | None) -> str | None:
-	if epoch is None:
-		return None
-	import frappe
-
-	from verenigingen_perf.utils.performance.rollup import format_datetime
-
-	zone = ZoneInfo(frappe.utils.get_system_timezone())
-	return format_datetime(datetime.fromtimestamp(epoch, zone).replace(tzinfo=None))
 
 
 def system_health(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
 	"""The quick health check's system part: score, level, components, slowest operations, freshness."""
 	import frappe
 
+	from verenigingen_perf.utils.performance import job_reports
+
 	now = now or frappe.utils.now_datetime()
+	reports = job_reports.read()
 	rows = read_aggregates("hour", window_start(now, config.analysis.health_window_hours))
-	report, slowest_operations = health_from_rows(rows, config, now)
+	report, slowest_operations = health_from_rows(rows, config, now, reports)
 	return {
 		**report.as_dict(),
 		"slowest_operations": slowest_operations,
-		"freshness": freshness(),
+		"freshness": freshness(reports),
 		"environment": config.environment,
-		"measured_at": str(now),
+		"measured_at": format_datetime(now),
 	}

@@ -5,8 +5,9 @@
 and the titles of the records its links show) while recording every SQL statement. The load runs
 inside a savepoint that is rolled back, so measuring writes nothing (the desk would log the view).
 A first, unmeasured load warms the schema and permission caches, so the figures are those of a user
-opening the form on a running site; the measured load then starts from an empty per-request value
-cache (the rollback clears it), as a new request does.
+opening the form on a running site; the measured load then starts from empty per-request caches (the
+value cache of `get_value` and the request's copy of cached values are emptied explicitly, whatever a
+rollback does to them), as a new request does.
 
 Statement shapes: a statement with its literals and parameters replaced by `?` (and `IN (...)` lists
 collapsed). A shape repeated at least `n_plus_one_min_repeats` times is an N+1 pattern.
@@ -59,6 +60,7 @@ class ShapeFigures:
 	shape: str
 	count: int
 	total_ms: float
+	max_ms: float = 0.0
 
 
 @dataclass
@@ -100,8 +102,10 @@ def group_shapes(statements: list[tuple[str, float]]) -> list[ShapeFigures]:
 			figures = groups[shape] = ShapeFigures(shape, 0, 0.0)
 		figures.count += 1
 		figures.total_ms += seconds * 1000
+		figures.max_ms = max(figures.max_ms, seconds * 1000)
 	for figures in groups.values():
 		figures.total_ms = round(figures.total_ms, 3)
+		figures.max_ms = round(figures.max_ms, 3)
 	return sorted(groups.values(), key=lambda f: (-f.count, -f.total_ms, f.shape))
 
 
@@ -122,13 +126,27 @@ def judge(measurement: MemberMeasurement, config: PerformanceConfig) -> MemberMe
 		)
 		for repeated in measurement.repeated_shapes
 	]
+	slow_ms = config.monitoring.slow_query_ms
+	recommendations += [
+		Recommendation(
+			"slow_statement",
+			WARNING,
+			figures.shape,
+			figures.max_ms,
+			slow_ms,
+			f"One run of this statement took {figures.max_ms:.1f} ms (slow from {slow_ms:g} ms): look at "
+			"its plan (EXPLAIN) and the indexes it can use.",
+		)
+		for figures in measurement.shapes
+		if figures.max_ms > slow_ms
+	]
 	most_frequent = measurement.shapes[0].shape if measurement.shapes else None
 	slowest = max(measurement.shapes, key=lambda f: f.total_ms).shape if measurement.shapes else None
 	for kind, value, level, shape, advice in (
 		(
 			"statement_count",
 			measurement.statements,
-			thresholds.queries_per_operation,
+			thresholds.api_queries,
 			most_frequent,
 			"Loading the record runs {value:g} statements (warning at {threshold:g}); the most frequent "
 			"shape is the first to batch.",
@@ -213,16 +231,23 @@ def rolled_back() -> Iterator[None]:
 
 
 def check_member(doctype: str, member: str) -> None:
-	"""Clear errors for a doctype that is not there and a member that is not there."""
+	"""A clear error for a member that is not there (the caller has checked the doctype and the
+	permission to read it)."""
 	import frappe
 
-	if not frappe.db.exists("DocType", doctype):
-		raise MemberAnalysisError(
-			f"member_doctype: the doctype {doctype!r} does not exist on this site "
-			"(set member_doctype in Performance Settings)"
-		)
 	if not frappe.db.exists(doctype, member):
 		raise MemberAnalysisError(f"member_name: no {doctype} named {member!r}")
+
+
+def as_a_new_request() -> None:
+	"""Empty the per-request caches a new request starts without: the value cache of `get_value`
+	(which holds the titles of linked records) and the request's copy of values cached in Redis."""
+	import frappe
+
+	frappe.db.value_cache.clear()
+	local_cache = getattr(frappe.local, "cache", None)
+	if isinstance(local_cache, dict):
+		local_cache.clear()
 
 
 def _load_like_desk(doctype: str, member: str) -> Any:
@@ -252,10 +277,12 @@ def measure_member_performance(
 	check_member(doctype, member_name)
 	with rolled_back():
 		_load_like_desk(doctype, member_name)
-	with rolled_back(), recorded_statements() as statements:
-		started = time.perf_counter()
-		doc = _load_like_desk(doctype, member_name)
-		wall_ms = (time.perf_counter() - started) * 1000
+	with rolled_back():
+		as_a_new_request()
+		with recorded_statements() as statements:
+			started = time.perf_counter()
+			doc = _load_like_desk(doctype, member_name)
+			wall_ms = (time.perf_counter() - started) * 1000
 	child_rows, link_values = _count_children_and_links(doc)
 	memory_peak_kb = _allocation_peak_kb(doctype, member_name)
 	shapes = group_shapes(statements)
@@ -281,9 +308,10 @@ def _allocation_peak_kb(doctype: str, member: str) -> float:
 	if started_here:
 		tracemalloc.start()
 	try:
-		baseline = tracemalloc.get_traced_memory()[0]
-		tracemalloc.reset_peak()
 		with rolled_back():
+			as_a_new_request()
+			baseline = tracemalloc.get_traced_memory()[0]
+			tracemalloc.reset_peak()
 			_load_like_desk(doctype, member)
 		return max(0, tracemalloc.get_traced_memory()[1] - baseline) / 1024
 	finally:
@@ -315,10 +343,11 @@ def analyse_batch(
 	results: list[dict[str, Any]] = []
 	failures: list[dict[str, Any]] = []
 	for name in member_names:
+		# a missing member and one the caller may not read fail alike: no answer tells which exist
+		if not can_read(doctype, name):
+			failures.append({"member": name, "reason": not_readable_reason(doctype, name)})
+			continue
 		try:
-			check_member(doctype, name)
-			if not can_read(doctype, name):
-				raise MemberAnalysisError(f"member_names: no permission to read {doctype} {name!r}")
 			results.append(measure_member_performance(name, config, doctype).as_dict())
 		except MemberAnalysisError as e:
 			# the reason without the argument name: the member is named beside it
@@ -329,6 +358,10 @@ def analyse_batch(
 		"failures": failures,
 		"summary": batch_summary(results, failures),
 	}
+
+
+def not_readable_reason(doctype: str, member: str) -> str:
+	return f"no {doctype} named {member!r} that you may read"
 
 
 def batch_summary(results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import frappe
 import redis
 
+# every key of the app starts with this (after the site's own prefix); `hooks.py` keeps them through
+# `bench clear-cache`, and uninstalling deletes them
+PREFIX = "verenigingen_perf:"
+
 
 def redis_client() -> redis.Redis:
 	"""A plain client on Frappe's cache connection pool.
@@ -22,10 +26,15 @@ def redis_client() -> redis.Redis:
 _clients: dict[int, redis.Redis] = {}
 
 
-def _key(name: str) -> str:
-	return frappe.cache.make_key(f"verenigingen_perf:{name}")
-
-
 def key(name: str) -> str:
 	"""A key of this app on the current site (Frappe's `make_key`: the site's database name first)."""
-	return frappe.cache.make_key(f"verenigingen_perf:{name}")
+	return frappe.cache.make_key(f"{PREFIX}{name}")
+
+
+def delete_app_keys() -> int:
+	"""Delete every key of this app on the current site; returns how many went."""
+	client = redis_client()
+	keys = list(client.scan_iter(match=key("*"), count=1000))
+	for start in range(0, len(keys), 1000):
+		client.delete(*keys[start : start + 1000])
+	return len(keys)

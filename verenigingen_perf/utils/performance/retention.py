@@ -6,7 +6,8 @@
 - Daily aggregates past theirs go.
 
 Every delete runs in batches (`delete_batch_size`) chosen by an indexed time column, each batch its
-own short transaction; never a whole-table DELETE.
+own short transaction; never a whole-table DELETE. Without Redis (no lock) it runs all the same: every
+delete is bounded by what is already aggregated, so two runs at once delete nothing twice.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, rollup, storage
+from verenigingen_perf.utils.performance import buffer, job_reports, rollup, storage
 from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC
+from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_day, format_datetime
 
 
 @dataclass
@@ -38,10 +41,15 @@ class RetentionReport:
 
 
 def retention_job() -> dict[str, Any]:
-	"""Scheduled daily (long queue)."""
-	report = run_retention()
-	rollup.record_report("last_retention", asdict(report))
-	return asdict(report)
+	"""Scheduled daily (long queue). A failure is recorded in the job's report and raised."""
+	try:
+		report = run_retention()
+	except Exception as error:
+		frappe.db.rollback()
+		failed = RetentionReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
+		job_reports.record("retention", asdict(failed))
+		raise
+	return job_reports.record("retention", asdict(report))
 
 
 def run_retention(now: datetime | None = None) -> RetentionReport:
@@ -49,15 +57,17 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 	report = RetentionReport()
 	retention = get_config().retention
 	with buffer.exclusive("retention", retention.job_lock_timeout_s) as acquired:
-		if not acquired:
+		if acquired is False:
 			report.status = "skipped: another retention run is going on"
 			return report
+		if acquired is None:
+			report.status = "degraded: Redis unreachable (ran without the lock)"
 		now = now or frappe.utils.now_datetime()
 		watermark = rollup.get_watermark()
-		report.watermark = str(watermark) if watermark else None
+		report.watermark = format_datetime(watermark) if watermark else None
 		if watermark is not None:
 			cutoff = now - timedelta(days=retention.detail_days)
-			report.detail_rows_deleted = _delete_details(
+			report.detail_rows_deleted = delete_details(
 				cutoff, watermark, retention.delete_batch_size, report
 			)
 		hourly_cutoff = now - timedelta(days=retention.hourly_days)
@@ -79,37 +89,30 @@ def _delete_batch(doctype: str, names: list[str], report: RetentionReport) -> No
 	report.max_batch_s = max(report.max_batch_s, round(time.monotonic() - started, 4))
 
 
-def _delete_details(cutoff: datetime, watermark: datetime, batch_size: int, report: RetentionReport) -> int:
+def delete_details(cutoff: datetime, watermark: datetime, batch_size: int, report: RetentionReport) -> int:
 	"""Rows that started before the cutoff and were ingested before both it and the watermark.
 
 	Batches are ranges of the indexed `creation` column: the batch ends at the creation time of the
 	`batch_size`-th candidate, so each DELETE is a bounded index range, not a list of names."""
 	deleted = 0
-	bound = min(watermark, cutoff)
-	table = f"`tab{rollup.METRIC}`"
+	bound = format_datetime(min(watermark, cutoff))
+	table = f"`tab{METRIC}`"
 	while True:
 		edge = frappe.db.sql(
 			f"""select creation from {table} where creation < %(bound)s and started_at < %(cutoff)s
 			order by creation limit 1 offset %(offset)s""",
-			{
-				"bound": rollup.format_datetime(bound),
-				"cutoff": rollup.format_datetime(cutoff),
-				"offset": batch_size - 1,
-			},
+			{"bound": bound, "cutoff": format_datetime(cutoff), "offset": batch_size - 1},
 		)
-		upper = (
-			rollup.format_datetime(rollup._as_datetime(edge[0][0])) if edge else rollup.format_datetime(bound)
-		)
+		upper = format_datetime(as_datetime(edge[0][0])) if edge else bound
 		started = time.monotonic()
-		frappe.db.sql(
-			f"delete from {table} where creation <= %(upper)s and creation < %(bound)s and started_at < %(cutoff)s",
-			{
-				"upper": upper,
-				"bound": rollup.format_datetime(bound),
-				"cutoff": rollup.format_datetime(cutoff),
-			},
+		# RETURNING (MariaDB, PostgreSQL and SQLite alike) tells how many went, without a count query
+		count = len(
+			frappe.db.sql(
+				f"""delete from {table} where creation <= %(upper)s and creation < %(bound)s
+				and started_at < %(cutoff)s returning name""",
+				{"upper": upper, "bound": bound, "cutoff": format_datetime(cutoff)},
+			)
 		)
-		count = frappe.db._cursor.rowcount
 		frappe.db.commit()
 		report.batches += 1
 		report.max_batch_s = max(report.max_batch_s, round(time.monotonic() - started, 4))
@@ -124,9 +127,9 @@ def _delete_hourly(cutoff: datetime, batch_size: int, report: RetentionReport) -
 	after = ""
 	while True:
 		rows = frappe.get_all(
-			rollup.AGGREGATE,
+			AGGREGATE,
 			filters={"granularity": "hour", "period_start": ("<", cutoff), "name": (">", after)},
-			fields=["name", "operation", "period_start"],
+			fields=["name", "operation", "operation_type", "period_start"],
 			order_by="name asc",
 			limit=batch_size,
 		)
@@ -135,27 +138,25 @@ def _delete_hourly(cutoff: datetime, batch_size: int, report: RetentionReport) -
 		after = rows[-1].name
 		daily_names = {
 			row.name: rollup.aggregate_name(
-				"day", rollup.floor_day(rollup._as_datetime(row.period_start)), row.operation
+				"day", floor_day(as_datetime(row.period_start)), row.operation_type, row.operation
 			)
 			for row in rows
 		}
 		existing_daily = set(
-			frappe.get_all(
-				rollup.AGGREGATE, filters={"name": ("in", list(set(daily_names.values())))}, pluck="name"
-			)
+			frappe.get_all(AGGREGATE, filters={"name": ("in", list(set(daily_names.values())))}, pluck="name")
 		)
 		covered = [name for name, daily in daily_names.items() if daily in existing_daily]
 		if covered:
-			_delete_batch(rollup.AGGREGATE, covered, report)
+			_delete_batch(AGGREGATE, covered, report)
 			deleted += len(covered)
 
 
 def _delete_aggregates(filters: dict, batch_size: int, report: RetentionReport) -> int:
 	deleted = 0
 	while names := frappe.get_all(
-		rollup.AGGREGATE, filters=filters, pluck="name", order_by="period_start asc", limit=batch_size
+		AGGREGATE, filters=filters, pluck="name", order_by="period_start asc", limit=batch_size
 	):
-		_delete_batch(rollup.AGGREGATE, names, report)
+		_delete_batch(AGGREGATE, names, report)
 		deleted += len(names)
 	return deleted
 
@@ -166,4 +167,4 @@ def clear_old_detail_rows(days: int) -> int:
 	if watermark is None:
 		return 0
 	cutoff = frappe.utils.now_datetime() - timedelta(days=days)
-	return _delete_details(cutoff, watermark, get_config().retention.delete_batch_size, RetentionReport())
+	return delete_details(cutoff, watermark, get_config().retention.delete_batch_size, RetentionReport())

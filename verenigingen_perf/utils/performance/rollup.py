@@ -11,37 +11,55 @@ into that hour's aggregate (merged, never overwritten), and every row is folded 
 An hour of ingestion is only folded when no drain still holds a batch it claimed before that hour's
 end (the drain stamps `creation` after claiming and releases its claim after committing), so no row
 can commit behind the watermark. A Redis lock keeps two workers apart; the watermark moves with a
-compare-and-set, so even without the lock an hour is never folded twice.
+compare-and-set, so even without the lock an hour is never folded twice. Without Redis (no lock, no
+drain claims to read) the rollup still runs, degraded and saying so: it only folds hours that ended
+longer ago than a drain may hold a claim.
+
+Rows are grouped by the exact bytes of their operation name, never by the database's collation
+(which may equate "cafe" and "café"), so no name a visitor can send can make two figures disagree.
+At most `max_operations_per_hour` distinct operations are kept per hour: the rest of that hour's
+measurements are merged into `(other operations)`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import frappe
+import redis
 
-from verenigingen_perf.utils.performance import buffer
-from verenigingen_perf.utils.performance.config import get_config
-from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
+from verenigingen_perf.utils.performance import buffer, job_reports
+from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.schema import (
+	AGGREGATE,
+	ALL_OPERATIONS,
+	METRIC,
+	OVERFLOW_OPERATION,
+	ROLLUP_STATE,
+)
 from verenigingen_perf.utils.performance.sketch import Summary
+from verenigingen_perf.utils.performance.timeutil import (
+	as_datetime,
+	floor_day,
+	floor_hour,
+	format_datetime,
+	to_epoch,
+)
 
-METRIC = "Performance Metric"
-AGGREGATE = "Performance Aggregate"
-STATE = "Performance Rollup State"
 HOUR = timedelta(hours=1)
 AGGREGATE_COLUMNS = (
 	"operation",
+	"operation_type",
 	"granularity",
 	"period_start",
 	"count",
 	"error_count",
+	"client_error_count",
 	"p50_ms",
 	"p90_ms",
 	"p95_ms",
@@ -57,6 +75,8 @@ AGGREGATE_COLUMNS = (
 	"memory_max_mb",
 	"sketch",
 )
+# (operation type, operation, period start): what one aggregate row summarises
+BucketKey = tuple[str, str, datetime]
 
 
 @dataclass
@@ -66,6 +86,7 @@ class RollupReport:
 	hours_folded: int = 0
 	buckets_written: int = 0
 	late_rows: int = 0
+	operations_over_cap: int = 0
 	watermark: str | None = None
 	waiting_for_drain: bool = False
 	duration_s: float = 0.0
@@ -73,100 +94,114 @@ class RollupReport:
 	errors: list[str] = field(default_factory=list)
 
 
-def aggregate_name(granularity: str, period_start: datetime, operation: str) -> str:
-	"""Deterministic, so the primary key makes (operation, granularity, period start) unique."""
-	digest = hashlib.sha1(operation.encode()).hexdigest()[:16]
+def aggregate_name(granularity: str, period_start: datetime, operation_type: str, operation: str) -> str:
+	"""Deterministic, so the primary key makes (type, operation, granularity, period start) unique."""
+	digest = hashlib.sha1(f"{operation_type}\x1f{operation}".encode()).hexdigest()[:16]
 	return f"{granularity}-{period_start:%Y%m%d%H}-{digest}"
-
-
-def floor_hour(moment: datetime) -> datetime:
-	return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def floor_day(moment: datetime) -> datetime:
-	return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _as_datetime(value: Any) -> datetime:
-	return value if isinstance(value, datetime) else frappe.utils.get_datetime(value)
 
 
 # --- watermark ------------------------------------------------------------------------------------
 
 
 def get_watermark() -> datetime | None:
-	value = frappe.db.sql("select value from `tabSingles` where doctype=%s and field='watermark'", (STATE,))
-	return _as_datetime(value[0][0]) if value and value[0][0] else None
-
-
-def format_datetime(moment: datetime) -> str:
-	"""How a datetime is written to and compared in the database: naive, microseconds."""
-	return moment.isoformat(sep=" ", timespec="microseconds")
+	value = frappe.db.sql(
+		"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+	)
+	return as_datetime(value[0][0]) if value and value[0][0] else None
 
 
 def ensure_state_row() -> None:
 	"""The watermark row exists from install on, so every later move is a compare-and-set UPDATE."""
-	if not frappe.db.sql("select 1 from `tabSingles` where doctype=%s and field='watermark'", (STATE,)):
+	if not frappe.db.sql(
+		"select 1 from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+	):
 		frappe.db.sql(
-			"insert into `tabSingles` (doctype, field, value) values (%s, 'watermark', NULL)", (STATE,)
+			"insert into `tabSingles` (doctype, field, value) values (%s, 'watermark', NULL)",
+			(ROLLUP_STATE,),
 		)
 
 
-def _move_watermark(old: datetime | None, new: datetime) -> bool:
-	"""Compare-and-set, inside the caller's transaction. False: someone else moved it first."""
+_LOCKED_WATERMARK_SQL = {
+	# a locking read returns the latest committed value and holds the row until this transaction
+	# ends; SQLite has no row locks: a write takes its one writer's lock (and a transaction whose
+	# snapshot went stale meanwhile is refused), so the second fold of an hour waits, then sees the
+	# moved watermark, or fails; it never counts twice
+	"mariadb": "select value from `tabSingles` where doctype=%s and field='watermark' for update",
+	"postgres": "select value from `tabSingles` where doctype=%s and field='watermark' for update",
+	"sqlite": "update `tabSingles` set value=value where doctype=%s and field='watermark' returning value",
+}
+
+
+def claim_watermark(expected: datetime | None) -> bool:
+	"""Lock the watermark row for this transaction and check it still is `expected`: False means
+	another run moved it since this one read it (then nothing may be folded)."""
 	ensure_state_row()
-	if old is None:
-		frappe.db.sql(
-			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and (value is null or value='')",
-			(format_datetime(new), STATE),
-		)
-	else:
-		frappe.db.sql(
-			"update `tabSingles` set value=%s where doctype=%s and field='watermark' and value=%s",
-			(format_datetime(new), STATE, format_datetime(old)),
-		)
-	return frappe.db._cursor.rowcount == 1
+	value = frappe.db.multisql(_LOCKED_WATERMARK_SQL, (ROLLUP_STATE,))
+	current = as_datetime(value[0][0]) if value and value[0][0] else None
+	return current == expected
 
 
-def record_report(field_name: str, report: dict[str, Any]) -> None:
-	"""Persist a job's report on Performance Rollup State (and for meta-monitoring in Redis)."""
-	payload = json.dumps(report, default=str)
-	frappe.db.sql("delete from `tabSingles` where doctype=%s and field=%s", (STATE, field_name))
+def set_watermark(new: datetime) -> None:
+	"""Move the watermark, inside the caller's transaction (after `claim_watermark`)."""
 	frappe.db.sql(
-		"insert into `tabSingles` (doctype, field, value) values (%s, %s, %s)", (STATE, field_name, payload)
+		"update `tabSingles` set value=%s where doctype=%s and field='watermark'",
+		(format_datetime(new), ROLLUP_STATE),
 	)
-	frappe.db.commit()
-	buffer.record_job_report(field_name, report)
+
+
+def move_watermark(old: datetime | None, new: datetime) -> bool:
+	"""Compare-and-set, inside the caller's transaction. False: someone else moved it first."""
+	if not claim_watermark(old):
+		return False
+	set_watermark(new)
+	return True
 
 
 # --- the job --------------------------------------------------------------------------------------
 
 
 def rollup_job() -> dict[str, Any]:
-	"""Scheduled hourly."""
-	report = run_rollup()
-	record_report("last_rollup", asdict(report))
-	return asdict(report)
+	"""Scheduled hourly. A failure is recorded in the job's report (with its reason) and raised."""
+	try:
+		report = run_rollup()
+	except Exception as error:
+		frappe.db.rollback()
+		failed = RollupReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
+		job_reports.record("rollup", asdict(failed))
+		raise
+	return job_reports.record("rollup", asdict(report))
 
 
 def run_rollup(now: datetime | None = None) -> RollupReport:
 	started = time.monotonic()
 	report = RollupReport()
-	retention = get_config().retention
+	config = get_config()
+	retention, monitoring = config.retention, config.monitoring
 	with buffer.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
-		if not acquired:
+		if acquired is False:
 			report.status = "skipped: another rollup is running"
 			return report
 		now = now or frappe.utils.now_datetime()
 		limit = now - timedelta(minutes=retention.aggregation_delay_minutes)
+		degraded = acquired is None
 		while (hour := _next_ingested_hour(watermark := get_watermark())) is not None:
 			end = hour + HOUR
+			if not degraded:
+				try:
+					if _drain_holds_rows_before(end):
+						report.waiting_for_drain = True
+						break
+				except redis.exceptions.RedisError:
+					degraded = True
+			if degraded:
+				report.status = (
+					"degraded: Redis unreachable (no lock, drain claims unknown); only hours that ended "
+					f"more than drain_claim_timeout_s ({monitoring.drain_claim_timeout_s} s) ago are folded"
+				)
+				limit = min(limit, now - timedelta(seconds=monitoring.drain_claim_timeout_s))
 			if end > limit:
 				break
-			if _drain_holds_rows_before(end):
-				report.waiting_for_drain = True
-				break
-			if not _fold_hour(watermark, hour, end, retention.aggregation_page_size, report):
+			if not _fold_hour(watermark, hour, end, config, report):
 				report.status = "stopped: the watermark moved under this run"
 				break
 		watermark = get_watermark()
@@ -185,62 +220,69 @@ def _next_ingested_hour(watermark: datetime | None) -> datetime | None:
 		first = frappe.db.sql(
 			f"select min(creation) from `tab{METRIC}` where creation >= %s", (format_datetime(watermark),)
 		)
-	return floor_hour(_as_datetime(first[0][0])) if first and first[0][0] else None
+	return floor_hour(as_datetime(first[0][0])) if first and first[0][0] else None
 
 
 def _drain_holds_rows_before(end: datetime) -> bool:
 	"""True while a drain that claimed a batch before `end` has not committed and released it."""
-	client = buffer.redis_client()
-	end_epoch = end.replace(tzinfo=ZoneInfo(frappe.utils.get_system_timezone())).timestamp()
-	return any(float(claimed_at) < end_epoch for claimed_at in client.hvals(buffer.claims_key()))
+	end_epoch = to_epoch(end)
+	claims = buffer.redis_client().hvals(buffer.claims_key())
+	return any(float(claimed_at) < end_epoch for claimed_at in claims)
 
 
 def _fold_hour(
-	watermark: datetime | None, start: datetime, end: datetime, page_size: int, report: RollupReport
+	watermark: datetime | None,
+	start: datetime,
+	end: datetime,
+	config: PerformanceConfig,
+	report: RollupReport,
 ) -> bool:
 	"""Fold the rows ingested in [start, end) into their aggregates; move the watermark; commit.
 
-	Counts, sums and extremes per (operation, started hour) come from one GROUP BY; the durations
-	for the sketches are streamed in pages (bounded memory). Both read the same rows: no drain can
-	add a row to an ingestion hour that is being folded (see `_drain_holds_rows_before`)."""
-	hourly: dict[tuple[str, str], Summary] = {}
+	Counts, sums and extremes per (type, operation, started hour) come from one GROUP BY; the
+	durations for the sketches are streamed in pages (bounded memory). Both read the same rows: no
+	drain can add a row to an ingestion hour that is being folded (see `_drain_holds_rows_before`).
+	The watermark row is locked first, so a second run folding the same hour waits, then finds the
+	watermark moved and folds nothing."""
+	if not claim_watermark(watermark):
+		frappe.db.rollback()
+		return False
+	hourly: dict[BucketKey, Summary] = {}
+	hour_keys: dict[str, datetime] = {}
 	for row in _group_totals(start, end):
-		operation, hour_key = row[0], row[1]
-		hourly[(operation, hour_key)] = Summary(
-			count=int(row[2]),
-			error_count=int(row[3] or 0),
-			duration_min_ms=float(row[4] or 0),
-			duration_max_ms=float(row[5] or 0),
-			duration_sum_ms=float(row[6] or 0),
-			query_sum=int(row[7] or 0),
-			query_max=int(row[8] or 0),
-			db_time_sum_ms=float(row[9] or 0),
-			memory_max_mb=operation_memory_mb(row[10], row[11]),
+		operation_type, operation, hour_key = row[0], row[1], row[2]
+		hour = hour_keys.get(hour_key) or hour_keys.setdefault(hour_key, _parse_hour_key(hour_key))
+		hourly[(operation_type, operation, hour)] = Summary(
+			count=int(row[3]),
+			error_count=int(row[4] or 0),
+			client_error_count=int(row[5] or 0),
+			duration_min_ms=float(row[6] or 0),
+			duration_max_ms=float(row[7] or 0),
+			duration_sum_ms=float(row[8] or 0),
+			query_sum=int(row[9] or 0),
+			query_max=int(row[10] or 0),
+			db_time_sum_ms=float(row[11] or 0),
+			memory_max_mb=operation_memory_mb(row[12], row[13]),
 		)
-	start_key = _hour_key_of(start)
-	report.late_rows += sum(s.count for (_op, key), s in hourly.items() if key < start_key)
+	report.late_rows += sum(s.count for (_type, _op, hour), s in hourly.items() if hour < start)
 	rows = 0
-	for page in _stream_durations(start, end, page_size):
-		groups: dict[tuple[str, str], list[float]] = {}
-		for operation, hour_key, duration, _creation, _name in page:
-			group = groups.get((operation, hour_key))
-			if group is None:
-				group = groups[(operation, hour_key)] = []
-			group.append(float(duration or 0))
+	for page in _stream_durations(start, end, config.retention.aggregation_page_size):
+		groups: defaultdict[BucketKey, list[float]] = defaultdict(list)
+		for operation_type, operation, hour_key, duration, _creation, _name in page:
+			groups[(operation_type, operation, hour_keys[hour_key])].append(float(duration or 0))
 		for key, durations in groups.items():
 			hourly[key].add_durations(durations)
 		rows += len(page)
-	by_hour = {(op, _parse_hour_key(key)): summary for (op, key), summary in hourly.items()}
+	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
+	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
 	by_hour.update(site_wide_summaries(by_hour))
-	daily: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
-	for (operation, hour), summary in by_hour.items():
-		daily[(operation, floor_day(hour))].merge(summary)
+	daily: defaultdict[BucketKey, Summary] = defaultdict(Summary)
+	for (operation_type, operation, hour), summary in by_hour.items():
+		daily[(operation_type, operation, floor_day(hour))].merge(summary)
 	report.peak_buckets_in_memory = max(report.peak_buckets_in_memory, len(by_hour) + len(daily))
-	written = _merge_into_aggregates("hour", by_hour) + _merge_into_aggregates("day", daily)
+	written = merge_into_aggregates("hour", by_hour) + merge_into_aggregates("day", daily)
 	# folding [start, end) also covers the empty hours skipped since the stored watermark
-	if not _move_watermark(watermark, end):
-		frappe.db.rollback()
-		return False
+	set_watermark(end)
 	frappe.db.commit()
 	report.rows_aggregated += rows
 	report.hours_folded += 1
@@ -257,25 +299,64 @@ def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None
 	return max(float(rss_growth_kb or 0), float(peak_alloc_kb or 0)) / 1024
 
 
-def site_wide_summaries(
-	summaries: dict[tuple[str, datetime], Summary],
-) -> dict[tuple[str, datetime], Summary]:
-	"""Per period, the merge of the summaries under ALL_OPERATIONS: the dashboard's series and
-	windows then read one row per period instead of one per operation. (Capture never writes a
-	detail row under that name; one written past it is counted in the site-wide row, not lost.)"""
-	site_wide: defaultdict[tuple[str, datetime], Summary] = defaultdict(Summary)
-	for (_operation, period), summary in summaries.items():
-		site_wide[(ALL_OPERATIONS, period)].merge(summary)
+def cap_operations(
+	summaries: dict[BucketKey, Summary], present: dict[datetime, set[str]], cap: int
+) -> dict[BucketKey, Summary]:
+	"""At most `cap` distinct operations per hour: those the hour's aggregates already hold stay;
+	new ones are admitted busiest first while there is room; the rest are merged, per type, into
+	OVERFLOW_OPERATION (which is not counted against the cap)."""
+	traffic: defaultdict[tuple[datetime, str], int] = defaultdict(int)
+	for (_type, operation, hour), summary in summaries.items():
+		traffic[(hour, operation)] += summary.count
+	admitted: dict[datetime, set[str]] = {}
+	for hour in {hour for (_type, _op, hour) in summaries}:
+		kept = set(present.get(hour, ())) - {OVERFLOW_OPERATION}
+		new = sorted(
+			(op for (h, op) in traffic if h == hour and op not in kept and op != OVERFLOW_OPERATION),
+			key=lambda op: (-traffic[(hour, op)], op),
+		)
+		admitted[hour] = kept | set(new[: max(0, cap - len(kept))]) | {OVERFLOW_OPERATION}
+	capped: defaultdict[BucketKey, Summary] = defaultdict(Summary)
+	for (operation_type, operation, hour), summary in summaries.items():
+		name = operation if operation in admitted[hour] else OVERFLOW_OPERATION
+		capped[(operation_type, name, hour)].merge(summary)
+	return dict(capped)
+
+
+def _operations_present(summaries: dict[BucketKey, Summary]) -> dict[datetime, set[str]]:
+	"""The operations the hourly aggregates already hold for the hours these summaries touch."""
+	hours = sorted({hour for (_type, _op, hour) in summaries})
+	if not hours:
+		return {}
+	rows = frappe.db.sql(
+		f"""select period_start, operation from `tab{AGGREGATE}`
+		where granularity = 'hour' and operation != %s
+			and period_start in ({", ".join(["%s"] * len(hours))})""",
+		(ALL_OPERATIONS, *(format_datetime(hour) for hour in hours)),
+	)
+	present: defaultdict[datetime, set[str]] = defaultdict(set)
+	for period_start, operation in rows:
+		present[as_datetime(period_start)].add(operation)
+	return present
+
+
+def site_wide_summaries(summaries: dict[BucketKey, Summary]) -> dict[BucketKey, Summary]:
+	"""Per type and period, the merge of the summaries under ALL_OPERATIONS: the dashboard's series
+	and windows then read one row per type and period instead of one per operation. (Capture never
+	writes a detail row under that name; one written past it is counted in the site-wide row.)"""
+	site_wide: defaultdict[BucketKey, Summary] = defaultdict(Summary)
+	for (operation_type, _operation, period), summary in summaries.items():
+		site_wide[(operation_type, ALL_OPERATIONS, period)].merge(summary)
 	return site_wide
 
 
 def backfill_site_wide(periods_per_transaction: int = 100) -> int:
 	"""Site-wide rows for the periods aggregated before the rollup wrote them (a migration patch):
-	each merged from the rows of every operation of its period. Returns the rows written."""
+	each merged from the rows of every operation of its type and period. Returns the rows written."""
 	written = 0
 	for granularity in ("hour", "day"):
 		missing = [
-			_as_datetime(row[0])
+			as_datetime(row[0])
 			for row in frappe.db.sql(
 				f"""select distinct period_start from `tab{AGGREGATE}`
 				where granularity = %(granularity)s and operation != %(all)s and period_start not in (
@@ -297,67 +378,64 @@ def backfill_site_wide(periods_per_transaction: int = 100) -> int:
 				limit=0,
 			)
 			summaries = {
-				(row.operation, _as_datetime(row.period_start)): Summary.from_values(row) for row in rows
+				(row.operation_type, row.operation, as_datetime(row.period_start)): Summary.from_values(row)
+				for row in rows
 			}
-			written += _merge_into_aggregates(granularity, site_wide_summaries(summaries))
+			written += merge_into_aggregates(granularity, site_wide_summaries(summaries))
 			frappe.db.commit()
 	return written
-
-
-def _hour_key_sql(column: str) -> str:
-	"""SQL for a datetime column's hour as text ('YYYY-MM-DD HH'): grouping by it in the database
-	spares converting every row's datetime in Python."""
-	if frappe.db.db_type == "mariadb":
-		return f"date_format(`{column}`, '%%Y-%%m-%%d %%H')"
-	if frappe.db.db_type == "postgres":
-		return f"to_char(\"{column}\", 'YYYY-MM-DD HH24')"
-	return f"substr(`{column}`, 1, 13)"
-
-
-def _text_sql(column: str) -> str:
-	"""SQL for a datetime column as text, so the driver does not convert it."""
-	if frappe.db.db_type == "mariadb":
-		return f"cast(`{column}` as char)"
-	if frappe.db.db_type == "postgres":
-		return f'cast("{column}" as text)'
-	return f"cast(`{column}` as text)"
-
-
-def _hour_key_of(moment: datetime) -> str:
-	return f"{moment:%Y-%m-%d %H}"
 
 
 def _parse_hour_key(key: str) -> datetime:
 	return datetime.strptime(key, "%Y-%m-%d %H")
 
 
+_TOTALS = """count(*), sum(case when status = 'error' then 1 else 0 end),
+	sum(case when status = 'client_error' then 1 else 0 end), min(duration_ms), max(duration_ms),
+	sum(duration_ms), sum(query_count), max(query_count), sum(db_time_ms), max(rss_growth_kb),
+	max(peak_alloc_kb)"""
+_INGESTED = "creation >= %(start)s and creation < %(end)s"
+# per backend: the hour a row started in as text ('YYYY-MM-DD HH'; grouping by it in the database
+# spares converting every row's datetime in Python), and grouping by the name's exact bytes
+_GROUP_TOTALS_SQL = {
+	"mariadb": f"""select operation_type, min(operation), date_format(started_at, '%%Y-%%m-%%d %%H') as hour_key,
+		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
+		group by operation_type, cast(operation as binary), hour_key""",
+	"sqlite": f"""select operation_type, operation, substr(started_at, 1, 13) as hour_key,
+		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
+		group by operation_type, operation, hour_key""",
+	"postgres": f"""select operation_type, min(operation), to_char(started_at, 'YYYY-MM-DD HH24') as hour_key,
+		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
+		group by operation_type, convert_to(operation, 'UTF8'), hour_key""",
+}
+_PAGE_AFTER = """ and (creation > %(after_creation)s or (creation = %(after_creation)s and name > %(after_name)s))
+	order by creation, name limit %(page_size)s"""
+# the creation time comes back as text, so the driver does not convert it
+_STREAM_SQL = {
+	"mariadb": f"""select operation_type, operation, date_format(started_at, '%%Y-%%m-%%d %%H'), duration_ms,
+		cast(creation as char), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
+	"sqlite": f"""select operation_type, operation, substr(started_at, 1, 13), duration_ms,
+		cast(creation as text), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
+	"postgres": f"""select operation_type, operation, to_char(started_at, 'YYYY-MM-DD HH24'), duration_ms,
+		cast(creation as text), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
+}
+
+
 def _group_totals(start: datetime, end: datetime) -> list[tuple]:
-	"""Count, errors, duration min/max/sum, statements sum/max, DB time and the largest RSS growth
-	and Python allocation peak per (operation, hour)."""
-	return frappe.db.sql(
-		f"""select operation, {_hour_key_sql("started_at")} as hour_key, count(*),
-			sum(case when status = 'error' then 1 else 0 end), min(duration_ms), max(duration_ms),
-			sum(duration_ms), sum(query_count), max(query_count), sum(db_time_ms), max(rss_growth_kb),
-			max(peak_alloc_kb)
-		from `tab{METRIC}`
-		where creation >= %(start)s and creation < %(end)s
-		group by operation, hour_key""",
-		{"start": format_datetime(start), "end": format_datetime(end)},
+	"""Count, server and client errors, duration min/max/sum, statements sum/max, DB time and the
+	largest RSS growth and Python allocation peak per (type, operation, hour)."""
+	return frappe.db.multisql(
+		_GROUP_TOTALS_SQL, {"start": format_datetime(start), "end": format_datetime(end)}
 	)
 
 
 def _stream_durations(start: datetime, end: datetime, page_size: int):
-	"""Pages of (operation, hour, duration) of the rows ingested in [start, end), keyset on
-	(creation, name): bounded memory."""
+	"""Pages of (type, operation, hour, duration, creation, name) of the rows ingested in
+	[start, end), keyset on (creation, name): bounded memory."""
 	after_creation, after_name = format_datetime(start), ""
 	while True:
-		page = frappe.db.sql(
-			f"""select operation, {_hour_key_sql("started_at")}, duration_ms, {_text_sql("creation")}, name
-			from `tab{METRIC}`
-			where creation >= %(start)s and creation < %(end)s
-				and (creation > %(after_creation)s or (creation = %(after_creation)s and name > %(after_name)s))
-			order by creation, name
-			limit %(page_size)s""",
+		page = frappe.db.multisql(
+			_STREAM_SQL,
 			{
 				"start": format_datetime(start),
 				"end": format_datetime(end),
@@ -370,15 +448,16 @@ def _stream_durations(start: datetime, end: datetime, page_size: int):
 			yield page
 		if len(page) < page_size:
 			return
-		after_creation, after_name = page[-1][3], page[-1][4]
+		after_creation, after_name = page[-1][4], page[-1][5]
 
 
-def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime], Summary]) -> int:
+def merge_into_aggregates(granularity: str, summaries: dict[BucketKey, Summary]) -> int:
 	"""Merge the new summaries into the stored aggregates (or create them), in one upsert."""
 	if not summaries:
 		return 0
 	by_name = {
-		aggregate_name(granularity, period, op): (op, period, s) for (op, period), s in summaries.items()
+		aggregate_name(granularity, period, operation_type, op): (operation_type, op, period, s)
+		for (operation_type, op, period), s in summaries.items()
 	}
 	existing = {
 		row.name: row
@@ -388,20 +467,20 @@ def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime
 	}
 	now = frappe.utils.now()
 	rows = []
-	for name, (operation, period, summary) in by_name.items():
-		created = now
+	for name, (operation_type, operation, period, summary) in by_name.items():
 		if name in existing:
 			merged = Summary.from_values(existing[name])
 			merged.merge(summary)
 			summary = merged
 		values = {
 			"operation": operation,
+			"operation_type": operation_type,
 			"granularity": granularity,
 			"period_start": format_datetime(period),
 			**summary.as_values(),
 		}
 		rows.append(
-			(name, created, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
+			(name, now, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
 		)
 	_upsert(rows)
 	return len(rows)
@@ -410,24 +489,26 @@ def _merge_into_aggregates(granularity: str, summaries: dict[tuple[str, datetime
 _UPSERT_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS)
 # columns an upsert refreshes on an existing row (creation and owner stay as first written)
 _REFRESHED = ("modified", *AGGREGATE_COLUMNS)
+# rows per upsert: 27 parameters a row stays under SQLite's 32,766-variable limit
+_UPSERT_CHUNK = 1000
+
+
+def _upsert_sql(rows: int) -> dict[str, str]:
+	"""One multi-row INSERT that updates rows already present: one statement per bucket instead of
+	one per aggregate."""
+	columns = ", ".join(f"`{c}`" for c in _UPSERT_COLUMNS)
+	placeholder = "(" + ", ".join(["%s"] * len(_UPSERT_COLUMNS)) + ")"
+	insert = f"insert into `tab{AGGREGATE}` ({columns}) values {', '.join([placeholder] * rows)}"
+	on_conflict = "on conflict (name) do update set " + ", ".join(f"`{c}`=excluded.`{c}`" for c in _REFRESHED)
+	return {
+		"mariadb": f"{insert} on duplicate key update "
+		+ ", ".join(f"`{c}`=values(`{c}`)" for c in _REFRESHED),
+		"sqlite": f"{insert} {on_conflict}",
+		"postgres": f"{insert} {on_conflict}",
+	}
 
 
 def _upsert(rows: list[tuple]) -> None:
-	"""One multi-row INSERT that updates rows already present (MariaDB ON DUPLICATE KEY UPDATE;
-	SQLite and PostgreSQL ON CONFLICT): one statement per bucket instead of one per aggregate."""
-	columns = ", ".join(f"`{c}`" for c in _UPSERT_COLUMNS)
-	placeholder = "(" + ", ".join(["%s"] * len(_UPSERT_COLUMNS)) + ")"
-	if frappe.db.db_type == "mariadb":
-		update = "on duplicate key update " + ", ".join(f"`{c}`=values(`{c}`)" for c in _REFRESHED)
-	else:
-		update = "on conflict (name) do update set " + ", ".join(f"`{c}`=excluded.`{c}`" for c in _REFRESHED)
 	for start in range(0, len(rows), _UPSERT_CHUNK):
 		chunk = rows[start : start + _UPSERT_CHUNK]
-		frappe.db.sql(
-			f"insert into `tab{AGGREGATE}` ({columns}) values {', '.join([placeholder] * len(chunk))} {update}",
-			[value for row in chunk for value in row],
-		)
-
-
-# rows per upsert: 25 parameters a row stays under SQLite's 32,766-variable limit
-_UPSERT_CHUNK = 1000
+		frappe.db.multisql(_upsert_sql(len(chunk)), [value for row in chunk for value in row])

@@ -1,5 +1,25 @@
-"""Names the capture, rollup and judgement modules share about the stored data."""
+"""Names the capture, storage and judgement modules share about the stored data."""
 
-# the operation of the rollup's site-wide aggregate rows (every operation of a period merged);
+METRIC = "Performance Metric"
+AGGREGATE = "Performance Aggregate"
+ROLLUP_STATE = "Performance Rollup State"
+SETTINGS = "Performance Settings"
+
+# what kind of work an operation is; each kind is judged on its own levels
+API, PAGE, JOB, CUSTOM = "api", "page", "job", "custom"
+OPERATION_TYPES = (API, PAGE, JOB, CUSTOM)
+REQUEST_TYPES = (API, PAGE)
+
+# a span's outcome: an HTTP 4xx is the caller's error, a 5xx or a job that raised is the site's
+OK, CLIENT_ERROR, ERROR = "ok", "client_error", "error"
+
+# the operation of the rollup's site-wide aggregate rows (every operation of a period and type merged);
 # capture renames a measured operation that would carry it
 ALL_OPERATIONS = "(all operations)"
+# where a period's operations past `max_operations_per_hour` are folded
+OVERFLOW_OPERATION = "(other operations)"
+# requests for what does not exist: never an operation of their own, whatever the path
+NOT_FOUND_OPERATION = "(not found)"
+UNKNOWN_METHOD_OPERATION = "(unknown method)"
+# names the rollup writes itself; a measured operation never carries one of them
+RESERVED_OPERATIONS = (ALL_OPERATIONS, OVERFLOW_OPERATION)

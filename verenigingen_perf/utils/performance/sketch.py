@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ddsketch import DDSketch
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import DenseStore
 
 # part of the stored format, not a tunable threshold: sketches only merge at the same accuracy
 RELATIVE_ACCURACY = 0.01
 QUANTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p95_ms": 0.95, "p99_ms": 0.99}
+# the key-to-value mapping of DDSketch(RELATIVE_ACCURACY), which every stored sketch shares; only
+# its public methods are used (`key`, `value`, `min_possible`)
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 
 
 def new_sketch() -> DDSketch:
@@ -33,22 +39,12 @@ _HEADER_V2 = "<BBIi"
 _WIDTHS = ((0xFF, np.uint8), (0xFFFF, np.uint16), (0xFFFFFFFF, np.uint32))
 
 
-def dumps(sketch: DDSketch) -> str:
-	"""The sketch's bins as stored: version, count width, zero count, first key, counts; zlib, base64.
+def _encode(counts: np.ndarray, first_key: int, zero_count: int) -> str:
+	"""The bins as stored: version, count width, zero count, first key, counts; zlib, base64.
 
 	DDSketch's own protobuf loader re-adds every bin one call at a time (about a millisecond per
 	sketch), which made it most of the rollup's time; this loads a store in one step. Durations are
-	never negative, so the negative store is always empty and is not written."""
-	store = sketch._store
-	if not store.count:
-		return _encode(np.zeros(0, dtype=np.int64), 0, int(sketch._zero_count))
-	bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
-	return _encode(
-		np.asarray(bins, dtype=np.float64).astype(np.int64), store.min_key, int(sketch._zero_count)
-	)
-
-
-def _encode(counts: np.ndarray, first_key: int, zero_count: int) -> str:
+	never negative, so there is no negative store to write."""
 	top = int(counts.max()) if len(counts) else 0
 	dtype = next(dtype for limit, dtype in _WIDTHS if top <= limit)
 	packed = counts.astype(dtype)
@@ -59,6 +55,7 @@ def _encode(counts: np.ndarray, first_key: int, zero_count: int) -> str:
 
 
 def loads(text: str) -> DDSketch:
+	"""A stored sketch as a DDSketch (for interoperating and checking; the app reads the bins)."""
 	merger = StoredSketchMerger()
 	merger.add(text)
 	return merger.sketch()
@@ -74,7 +71,9 @@ class Summary:
 	`sketch` gives it as a DDSketch."""
 
 	count: int = 0
+	# server errors (HTTP 5xx, jobs that raised); an HTTP 4xx is a client error, counted apart
 	error_count: int = 0
+	client_error_count: int = 0
 	duration_min_ms: float = math.inf
 	duration_max_ms: float = 0.0
 	duration_sum_ms: float = 0.0
@@ -117,13 +116,12 @@ class Summary:
 		self.add_durations(durations)
 
 	def add_durations(self, durations: list[float]) -> None:
-		"""Only the sketch part of `add`: the keys DDSketch.add computes (LogarithmicMapping.key,
-		inlined), counted into the bins; values too small for the mapping count as zeros."""
+		"""Only the sketch part of `add`: the keys DDSketch.add computes (its mapping's public `key`),
+		counted into the bins; values too small for the mapping count as zeros."""
 		if not durations:
 			return
-		smallest, multiplier, offset = _MAPPING.min_possible, _MAPPING._multiplier, _MAPPING._offset
-		log, ceil = math.log, math.ceil
-		keys = [int(ceil(log(v, 2) * multiplier) + offset) for v in durations if v > smallest]
+		smallest, key = _MAPPING.min_possible, _MAPPING.key
+		keys = [key(v) for v in durations if v > smallest]
 		self.bins.add_keys(keys)
 		self.bins.zero_count += len(durations) - len(keys)
 
@@ -132,6 +130,7 @@ class Summary:
 			return
 		self.count += other.count
 		self.error_count += other.error_count
+		self.client_error_count += other.client_error_count
 		self.duration_min_ms = min(self.duration_min_ms, other.duration_min_ms)
 		self.duration_max_ms = max(self.duration_max_ms, other.duration_max_ms)
 		self.duration_sum_ms += other.duration_sum_ms
@@ -155,6 +154,7 @@ class Summary:
 		values = {
 			"count": self.count,
 			"error_count": self.error_count,
+			"client_error_count": self.client_error_count,
 			"duration_min_ms": self.duration_min_ms if self.count else 0.0,
 			"duration_max_ms": self.duration_max_ms,
 			"duration_sum_ms": self.duration_sum_ms,
@@ -176,6 +176,7 @@ class Summary:
 		return cls(
 			count=int(values["count"] or 0),
 			error_count=int(values["error_count"] or 0),
+			client_error_count=int(values.get("client_error_count") or 0),
 			duration_min_ms=float(values["duration_min_ms"]) if values["count"] else math.inf,
 			duration_max_ms=float(values["duration_max_ms"] or 0),
 			duration_sum_ms=float(values["duration_sum_ms"] or 0),
@@ -191,8 +192,6 @@ StoredBins = tuple[int, int, np.ndarray]  # zero count, first key, counts from t
 # room for every key of durations from a microsecond to hours at 1% accuracy, so that merging
 # seldom has to grow the array
 _INITIAL_KEYS = 2048
-# the key-to-value mapping every stored sketch shares (same relative accuracy)
-_MAPPING = DDSketch(RELATIVE_ACCURACY)._mapping
 
 
 def decode_stored(text: str) -> StoredBins:
@@ -293,16 +292,14 @@ class StoredSketchMerger:
 		return results
 
 	def sketch(self) -> DDSketch:
-		sketch = new_sketch()
-		total = 0
-		if self.bins is not None and (nonzero := np.flatnonzero(self.bins)).size:
-			low, high = int(nonzero[0]), int(nonzero[-1])
-			total = int(self.bins.sum())
-			store = sketch._store
-			store.bins = self.bins[low : high + 1].astype(float).tolist()
-			store.offset = store.min_key = self.first_key + low
-			store.max_key = self.first_key + high
-			store.count = float(total)
-		sketch._zero_count = float(self.zero_count)
-		sketch._count = float(total + self.zero_count)
-		return sketch
+		"""The same values as a DDSketch, built through ddsketch's public constructors."""
+		store = DenseStore()
+		if self.bins is not None:
+			for index in np.flatnonzero(self.bins):
+				store.add(self.first_key + int(index), float(self.bins[index]))
+		return BaseDDSketch(
+			mapping=LogarithmicMapping(RELATIVE_ACCURACY),
+			store=store,
+			negative_store=DenseStore(),
+			zero_count=float(self.zero_count),
+		)

@@ -2,6 +2,8 @@
 # For license information, please see license.txt
 """Performance Settings saves valid overrides, rejects bad ones without change, and clears the cache."""
 
+import json
+
 import frappe
 import pytest
 
@@ -26,7 +28,7 @@ def stored() -> dict:
 def test_valid_values_are_saved_normalised_and_take_effect(settings):
 	settings.environment = "staging"
 	settings.sampling_rate = "0.250"
-	settings.queries_warning = "7"
+	settings.api_queries_warning = "7"
 	settings.monitoring_enabled = "No"
 	settings.save()
 	assert stored()["sampling_rate"] == "0.25"
@@ -34,7 +36,7 @@ def test_valid_values_are_saved_normalised_and_take_effect(settings):
 	assert effective.environment == "staging"
 	assert effective.environment_source == "performance_settings"
 	assert effective.monitoring.sampling_rate == 0.25
-	assert effective.thresholds.queries_per_operation.warning == 7
+	assert effective.thresholds.api_queries.warning == 7
 	assert effective.monitoring.enabled is False
 
 
@@ -42,12 +44,14 @@ def test_valid_values_are_saved_normalised_and_take_effect(settings):
 	("field", "value", "rule"),
 	[
 		("sampling_rate", "1.5", "between 0 and 1"),
-		("api_response_warning_ms", "20", "below the critical"),
+		("api_response_warning_ms", "3000", "below the critical"),
 		("health_warning", "80", "above the critical"),
 		("detail_retention_days", "0", "at least 1"),
 		("hourly_retention_days", "3", "at least as long"),
 		("memory_warning_mb", "-1", "negative"),
-		("queries_critical", "many", "must be a number"),
+		("api_queries_critical", "many", "must be a number"),
+		("daily_retention_days", "1000000", "between 1 and 7300"),
+		("member_doctype", "Has Role", "child table"),
 	],
 )
 def test_bad_values_are_rejected_without_change(settings, field, value, rule):
@@ -64,13 +68,68 @@ def test_bad_values_are_rejected_without_change(settings, field, value, rule):
 	assert stored() == before
 
 
-def test_saving_clears_the_cached_configuration(settings):
+def cached_sampling_rate() -> float | None:
+	raw = cached_config()
+	return None if raw is None else json.loads(raw)["monitoring"]["sampling_rate"]
+
+
+def test_the_shared_cache_takes_a_save_only_when_it_is_committed(settings):
 	first = config.get_config()
-	assert cached_config() is not None
-	settings.sampling_rate = "0.75" if first.monitoring.sampling_rate != 0.75 else "0.5"
+	assert cached_sampling_rate() == first.monitoring.sampling_rate
+	new = "0.75" if first.monitoring.sampling_rate != 0.75 else "0.5"
+	settings.sampling_rate = new
 	settings.save()
-	assert cached_config() is None
-	assert config.get_config().monitoring.sampling_rate == float(settings.sampling_rate)
+	# uncommitted: this transaction sees its own save, nobody caches it
+	assert config.get_config().monitoring.sampling_rate == float(new)
+	assert cached_sampling_rate() in (None, first.monitoring.sampling_rate)
+	frappe.db.rollback()
+	assert config.get_config().monitoring.sampling_rate == first.monitoring.sampling_rate
+	assert cached_sampling_rate() in (None, first.monitoring.sampling_rate)
+	doc = frappe.get_single("Performance Settings")
+	doc.sampling_rate = new
+	doc.save()
+	frappe.db.commit()
+	assert cached_sampling_rate() == float(new)
+	assert 0 < redis_client().ttl(key(config.CACHE_KEY)) <= first.monitoring.config_cache_ttl_s
+
+
+def read_in_another_worker() -> None:
+	"""get_config in a thread with its own site connection, as another worker would."""
+	import threading
+
+	from vperf_devruntime.pytest_plugin import _init_site
+
+	errors = []
+
+	def worker():
+		try:
+			_init_site()
+			frappe.connect()
+			config.get_config()
+		except Exception as e:
+			errors.append(e)
+		finally:
+			frappe.destroy()
+
+	thread = threading.Thread(target=worker)
+	thread.start()
+	thread.join(timeout=60)
+	assert not errors, errors
+
+
+def test_a_reader_racing_a_save_cannot_keep_the_old_values(settings):
+	"""A worker that reads the old values while a save is uncommitted (and caches them, since no
+	entry is there) is overwritten by the save's commit: the new values always win."""
+	old = config.get_config().monitoring.sampling_rate
+	new = "0.25" if old != 0.25 else "0.35"
+	settings.sampling_rate = new
+	settings.save()
+	redis_client().delete(key(config.CACHE_KEY))
+	read_in_another_worker()
+	assert cached_sampling_rate() == old
+	frappe.db.commit()
+	assert cached_sampling_rate() == float(new)
+	assert config.get_config().monitoring.sampling_rate == float(new)
 
 
 def test_clear_cache_drops_the_configuration(settings):
