@@ -93,3 +93,35 @@ def member_settings(default_settings, member_doctypes):
 	config.update_config({"member_doctype": member_doctypes.member})
 	frappe.db.commit()
 	return member_doctypes
+
+
+# what the framework logs of the failures the tests plant on purpose (Error Log titles)
+PLANTED_FAILURE_TITLES = (
+	"planted server failure",
+	"verenigingen_perf.api.testing.probe_job",
+	"verenigingen_perf: internal error in test.broken",
+	"verenigingen_perf: internal error in buffer.encode",
+)
+
+
+@pytest.fixture
+def planted_failures(site):
+	"""A test that plants failures leaves nothing of them behind: the Error Logs the framework wrote
+	(deferred ones included) and the failed background jobs."""
+	yield
+	import frappe
+	from frappe.deferred_insert import save_to_db
+	from frappe.utils.background_jobs import get_queues
+	from rq.job import Job
+	from rq.registry import FailedJobRegistry
+
+	frappe.db.rollback()
+	save_to_db()
+	frappe.db.delete("Error Log", {"method": ("in", PLANTED_FAILURE_TITLES)})
+	frappe.db.commit()
+	for queue in get_queues():
+		registry = FailedJobRegistry(queue=queue)
+		for job_id in registry.get_job_ids():
+			job = Job.fetch(job_id, connection=queue.connection)
+			if (job.kwargs or {}).get("method") == "verenigingen_perf.api.testing.probe_job":
+				registry.remove(job, delete_job=True)

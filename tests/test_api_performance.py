@@ -429,3 +429,21 @@ def test_dashboard_figures_come_from_the_aggregates(site, http, slo):
 	assert len(slowest) == 3 and slowest == sorted(slowest, reverse=True)
 	again = message(http("Administrator").call(f"{API}.performance_dashboard_data"))
 	assert again["cached"] is True and again["generated_at"] == body["generated_at"]
+
+
+def test_health_and_dashboard_answer_from_the_database_while_redis_is_down(site, slo, redis_outage):
+	plant_hour([5.0] * 30)
+	jobs_just_ran()
+	with redis_outage():
+		cfg = config.get_config()
+		system = health.system_health(cfg)
+		board = dashboard.cached_dashboard(cfg)
+	assert system["level"] != "no data" and system["measured"]["count"] == 30
+	assert system["freshness"]["job_reports_from"] == "database"
+	assert system["freshness"]["last_drain_at"] is not None
+	assert any("Redis unreachable" in what for what in system["freshness"]["unavailable"])
+	assert system["freshness"]["buffered_measurements"]["buffered"] is None
+	assert board["cached"] is False and board["windows"]["last_hour"]["count"] == 30
+	assert any("Redis unreachable" in what for what in board["freshness"]["unavailable"])
+	# and they recover when Redis is back
+	assert health.system_health(config.get_config())["freshness"]["unavailable"] == []

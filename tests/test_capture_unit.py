@@ -58,10 +58,36 @@ def test_a_not_found_answer_is_never_an_operation_of_its_own():
 
 
 def test_a_failed_document_method_is_filed_under_its_route():
-	path = "/api/v2/document/Member/a/method/random-junk-123"
-	assert (
-		operations.request_operation("POST", path, 417)[0]
-		== "POST /api/document/Member/{name}/method/{method}"
+	route = operations.route_for("POST", "/api/v2/document/Member/a/method/renew")
+	assert (route.name, route.on_error) == (
+		"POST /api/document/Member/{name}/method/renew",
+		"POST /api/document/Member/{name}/method/{method}",
+	)
+	assert route.doctype == "Member"
+	junk = operations.route_for("POST", "/api/v2/document/Member/a/method/<junk>")
+	assert junk.name == "POST /api/document/Member/{name}/method/{method}"
+
+
+def test_failed_requests_for_what_does_not_exist_are_not_found(site):
+	"""(A site: whether a doctype exists is asked of the database.)"""
+	import importlib
+
+	# as the framework's handler does before it refuses or runs a method
+	importlib.import_module("frappe.auth")
+	user_method = "/api/v2/document/User/a/method/random-junk-123"
+	assert operations.request_operation("POST", user_method, 417)[0] == (
+		"POST /api/document/User/{name}/method/{method}"
+	)
+	assert operations.request_operation("GET", "/api/resource/User", 403)[0] == "GET /api/resource/User"
+	for path in (
+		"/api/resource/No Such Doctype",
+		"/api/v2/document/Nope/x/method/m",
+		"/api/v2/doctype/Nope/count",
+	):
+		assert operations.request_operation("GET", path, 403)[0] == NOT_FOUND_OPERATION
+	assert operations.request_operation("GET", "/api/method/no.such.module.fn", 417)[0] == "(unknown method)"
+	assert operations.request_operation("GET", "/api/method/frappe.auth.get_logged_user", 403)[0] == (
+		"frappe.auth.get_logged_user"
 	)
 
 
