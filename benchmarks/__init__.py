@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
 
 def connect_site(backend: str, migrate: bool = True) -> None:
@@ -54,3 +58,34 @@ def _status_kb(field: str) -> int:
 			if line.startswith(field + ":"):
 				return int(line.split()[1])
 	raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+@contextlib.contextmanager
+def serve(backend: str) -> Iterator[str]:
+	"""The dev site's instrumented web server on a free loopback port, for the time of the block."""
+	import requests
+	from vperf_devruntime import services
+	from vperf_devruntime import site as dev_site
+
+	port = services.free_port()
+	proc = subprocess.Popen(
+		[sys.executable, "-m", "vperf_devruntime", "serve", "--port", str(port), "--db", backend],
+		env={**os.environ, **dev_site.site_env(backend)},
+		stdout=subprocess.DEVNULL,
+		stderr=subprocess.DEVNULL,
+	)
+	url = f"http://127.0.0.1:{port}"
+	try:
+		deadline = time.monotonic() + 60
+		while True:
+			try:
+				requests.get(f"{url}/api/method/ping", timeout=2)
+				break
+			except requests.ConnectionError:
+				if proc.poll() is not None or time.monotonic() > deadline:
+					raise RuntimeError("the web server did not start") from None
+				time.sleep(0.2)
+		yield url
+	finally:
+		proc.terminate()
+		proc.wait(timeout=15)

@@ -1,4 +1,5 @@
-"""API benchmark: dashboard (cold and cached), health check and a 10-member batch, measured.
+"""API benchmark: dashboard (cold and cached), health check, a 10-member batch, and a flood of junk
+requests, measured.
 
 	devruntime/run bench api --db sqlite       (or --db mariadb; --rows 1000000 by default)
 
@@ -8,7 +9,13 @@ stored sketch, drawn from a set of heavy-tailed templates) and `--rows` detail r
 whitelisted calls in-process as Administrator (permission check included): the dashboard with its
 cache cleared before every call (cold) and from its cache, and the quick health check; it counts their
 SQL statements. The batch of 10 members runs in a separate process: its memory figure is the peak
-RSS (sampled every millisecond) during the batch over the RSS before it. The last line printed is one JSON object.
+RSS (sampled every millisecond) during the batch over the RSS before it.
+
+The flood (`--flood 20000`): that many Guest requests to distinct junk paths (random pages, unknown
+methods, unknown doctypes, desk routes with e-mail addresses) through the instrumented web server,
+drained and rolled up; it reports how many operations they made and the health check and the cold
+dashboard over them, against the same number of measurements over 20 real operations
+(`flood_*_ratio`). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -27,7 +34,17 @@ import frappe
 import psutil
 
 from benchmarks import connect_site, percentile
-from verenigingen_perf.utils.performance import buffer, capture, dashboard, rollup, schema, storage, timeutil
+from verenigingen_perf.utils.performance import (
+	buffer,
+	capture,
+	dashboard,
+	job_reports,
+	rollup,
+	schema,
+	storage,
+	timeutil,
+)
+from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.member_analysis import recorded_statements
 from verenigingen_perf.utils.performance.sketch import Summary
 
@@ -39,6 +56,9 @@ INSERT_CHUNK = 20_000
 def wipe() -> None:
 	frappe.db.sql(f"delete from `tab{schema.METRIC}`")
 	frappe.db.sql(f"delete from `tab{schema.AGGREGATE}`")
+	frappe.db.sql(
+		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
+	)
 	frappe.db.commit()
 	dashboard.clear_dashboard_cache()
 
@@ -89,10 +109,11 @@ def load_aggregates(operations: int, hourly_days: int, daily_days: int, rng: ran
 				values = {
 					**shape,
 					"operation": operation,
+					"operation_type": schema.API,
 					"granularity": granularity,
 					"period_start": timeutil.format_datetime(period),
 				}
-				name = rollup.aggregate_name(granularity, period, operation)
+				name = rollup.aggregate_name(granularity, period, schema.API, operation)
 				rows.append(
 					(
 						name,
@@ -118,7 +139,7 @@ def load_details(count: int, operations: int, rng: random.Random) -> None:
 		moment = timeutil.format_datetime(started)
 		values = {
 			"operation": f"bench.api.op{i % operations:02d}",
-			"operation_type": "request",
+			"operation_type": schema.API,
 			"started_at": moment,
 			"duration_ms": 20 * rng.lognormvariate(0, 0.8),
 			"query_count": rng.randint(1, 20),
@@ -167,13 +188,16 @@ def batch_phase(db: str) -> None:
 
 	from verenigingen_perf.api import performance
 
-	members.ensure_member_doctypes()
-	names = frappe.get_all(members.MEMBER, pluck="name", limit=10, order_by="creation")
+	doctypes = members.ensure_member_doctypes(members.DEMO)
+	names = frappe.get_all(doctypes.member, pluck="name", limit=10, order_by="creation")
 	if len(names) < 10:
 		fake = Faker()
-		chapters = frappe.get_all(members.CHAPTER, pluck="name") or members.make_chapters(20, fake)
+		chapters = frappe.get_all(doctypes.chapter, pluck="name") or members.make_chapters(doctypes, 20, fake)
 		rng = random.Random(1)
-		names += [members.make_member(fake, chapters, rng.randint(0, 8), rng) for _ in range(10 - len(names))]
+		names += [
+			members.make_member(doctypes, fake, chapters, rng.randint(0, 8), rng)
+			for _ in range(10 - len(names))
+		]
 		frappe.db.commit()
 	frappe.set_user("Administrator")
 	performance.batch_member_analysis(names[:1])  # imports and caches, as on a running worker
@@ -217,10 +241,15 @@ def main() -> None:
 	parser.add_argument("--daily-days", type=int, default=730)
 	parser.add_argument("--runs", type=int, default=50)
 	parser.add_argument("--seed", type=int, default=42)
-	parser.add_argument("--phase", default="all", choices=("all", "batch"))
+	parser.add_argument("--flood", type=int, default=20_000, help="junk requests of the flood (0: none)")
+	parser.add_argument("--phase", default="all", choices=("all", "batch", "flood"))
 	args = parser.parse_args()
 	if args.phase == "batch":
 		batch_phase(args.db)
+		return
+	if args.phase == "flood":
+		connect_site(args.db)
+		print(json.dumps(flood_phase(args.db, args.flood, args.runs)))
 		return
 
 	connect_site(args.db)
@@ -234,10 +263,10 @@ def main() -> None:
 	started = time.perf_counter()
 	load_details(args.rows, args.operations, rng)
 	print(f"detail rows: {args.rows:,} in {time.perf_counter() - started:.1f} s", flush=True)
-	buffer.record_job_report("drain", {"status": "ok"})
-	buffer.record_job_report("last_rollup", {"status": "ok"})
+	job_reports.record("drain", {"status": "ok"})
+	job_reports.record("rollup", {"status": "ok"})
 	sizes = [size.__dict__ for size in storage.storage_figures()]
-	buffer.record_job_report("last_retention", {"status": "ok", "storage": sizes})
+	job_reports.record("retention", {"status": "ok", "storage": sizes})
 
 	frappe.set_user("Administrator")
 	dashboard_call = performance.performance_dashboard_data
@@ -270,7 +299,117 @@ def main() -> None:
 		env=os.environ,
 	)
 	figures.update(json.loads(batch.stdout.strip().splitlines()[-1]))
+	if args.flood:
+		figures.update(flood_phase(args.db, args.flood, args.runs))
 	print(json.dumps(figures))
+
+
+def junk_path(rng: random.Random) -> str:
+	token = f"{rng.getrandbits(64):016x}"
+	return rng.choice(
+		(
+			f"/xyz-{token}",
+			f"/api/method/{token}.run",
+			f"/api/method/caf{rng.choice(('e', 'é', 'E', 'e '))}{token}",
+			f"/api/resource/Junk {token}",
+			f"/api/resource/User/{token}@example.com",
+			f"/app/user/{token}@example.com",
+			f"/api/v2/document/Junk{token}/x/method/y",
+			f"/{token}/{token}",
+		)
+	)
+
+
+def flood_phase(db: str, count: int, runs: int) -> dict:
+	"""`count` Guest requests to distinct junk paths through the web server, then the same number of
+	measurements over 20 operations: distinct operations made, and health and cold dashboard times
+	over each."""
+	import requests
+
+	from benchmarks import serve
+	from verenigingen_perf.api import performance
+
+	buffer.drain()  # what earlier phases left in the buffer is not the flood's
+	wipe()
+	rng = random.Random(7)
+	paths = [junk_path(rng) for _ in range(count)]
+	with serve(db) as url:
+		chunks = [paths[i::8] for i in range(8)]
+
+		def send(chunk: list[str]) -> None:
+			session = requests.Session()
+			for path in chunk:
+				session.get(url + path, timeout=60)
+
+		threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
+		started = time.perf_counter()
+		for thread in threads:
+			thread.start()
+		for thread in threads:
+			thread.join()
+		sent_s = time.perf_counter() - started
+	drained = 0
+	while drained < count:
+		inserted = buffer.drain().rows_inserted
+		if not inserted:
+			break
+		drained += inserted
+	# past the end of the current hour and the rollup's delay: every row is folded
+	later = frappe.utils.now_datetime() + timedelta(hours=2)
+	rollup.run_rollup(later)
+	names = sorted(
+		{
+			row[0]
+			for row in frappe.db.sql(
+				f"select operation from `tab{schema.AGGREGATE}` where granularity='hour' and operation != %s",
+				(schema.ALL_OPERATIONS,),
+			)
+		}
+	)
+	flood = _health_and_dashboard(performance, runs)
+
+	wipe()
+	baseline_rows = []
+	now = frappe.utils.now_datetime()
+	for i in range(count):
+		started = timeutil.format_datetime(now - timedelta(seconds=rng.uniform(0, 1800)))
+		values = {
+			"operation": f"bench.real.op{i % 20:02d}",
+			"operation_type": schema.API,
+			"started_at": started,
+			"duration_ms": 20 * rng.lognormvariate(0, 0.8),
+			"query_count": 5,
+			"status": "ok",
+			"http_status": 200,
+		}
+		baseline_rows.append(buffer.detail_row(capture.new_id(), started, values))
+	buffer.insert_rows(baseline_rows)
+	frappe.db.commit()
+	rollup.run_rollup(later)
+	baseline = _health_and_dashboard(performance, runs)
+	return {
+		"flood_requests": count,
+		"flood_requests_per_s": round(count / sent_s, 1),
+		"flood_measured": drained,
+		"flood_operations": len(names),
+		"flood_operation_names": names[:20],
+		"flood_operation_cap": get_config().monitoring.max_operations_per_hour,
+		"flood_health_ms": flood["health"],
+		"flood_dashboard_ms_cold": flood["dashboard"],
+		"baseline_health_ms": baseline["health"],
+		"baseline_dashboard_ms_cold": baseline["dashboard"],
+		"flood_health_ratio": round(flood["health"] / baseline["health"], 2),
+		"flood_dashboard_ratio": round(flood["dashboard"] / baseline["dashboard"], 2),
+	}
+
+
+def _health_and_dashboard(performance, runs: int) -> dict:
+	"""Median times (ms) of the health check and of the cold dashboard."""
+	frappe.set_user("Administrator")
+	performance.quick_health_check()
+	health = timed(performance.quick_health_check, runs)
+	cold = timed(performance.performance_dashboard_data, runs, before=dashboard.clear_dashboard_cache)
+	return {"health": round(percentile(health, 50), 2), "dashboard": round(percentile(cold, 50), 2)}
 
 
 if __name__ == "__main__":

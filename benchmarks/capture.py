@@ -86,7 +86,7 @@ def drain_throughput(rows: int) -> float:
 				{
 					"name": capture.new_id(),
 					"operation": f"bench.drain.{i % 50}",
-					"operation_type": "request",
+					"operation_type": "api",
 					"started_at": now,
 					"duration_ms": 1.5,
 					"query_count": 3,

@@ -40,9 +40,7 @@ def wipe() -> None:
 	)
 	rollup.ensure_state_row()
 	frappe.db.commit()
-	buffer.redis_client().delete(
-		buffer.claims_key(), buffer._key("rollup_lock"), buffer._key("retention_lock")
-	)
+	buffer.redis_client().delete(buffer.claims_key(), buffer.lock_key("rollup"), buffer.lock_key("retention"))
 
 
 def duration_ms(rng: random.Random) -> float:
@@ -81,7 +79,7 @@ def generate(rows: int, operations: int, days: int, end: datetime, seed: int):
 		span_id = capture.new_id(at_ns=round(started.timestamp() * 1e9))
 		values = {
 			"operation": operation,
-			"operation_type": "request",
+			"operation_type": "api",
 			"started_at": timeutil.format_datetime(started),
 			"duration_ms": duration,
 			"query_count": rng.randint(1, 30),

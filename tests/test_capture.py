@@ -139,7 +139,22 @@ def test_unknown_methods_and_missing_pages_never_become_operations_of_their_own(
 	rows = drain_until(
 		lambda: len(r := rows_for(trace_id=("in", traces))) == len(traces) and r, "the junk requests' rows"
 	)
-	assert {row["operation"] for row in rows} <= {"(unknown method)", "(not found)"}
+	assert {row["operation"] for row in rows} <= {"(unknown method)", "(not found)", "(failed page)"}
+
+
+def test_requests_refused_before_the_hooks_are_counted(site, http, make_user, overrides):
+	"""A desk session's POST without its CSRF token is refused by the framework before any hook runs:
+	it cannot be measured, but it is counted."""
+	client = http(make_user("System Manager"))
+	# opening the desk gives the session its CSRF token; from then on every POST must carry it
+	assert client.session.get(f"{client.base_url}/app", timeout=60).status_code == 200
+	before = buffer.state().unmeasured_requests
+	response = client.session.post(
+		f"{client.base_url}/api/method/{TESTING}.run_statements", data={"count": 1}
+	)
+	assert response.status_code in (400, 403), response.text[:200]
+	assert capture.TRACE_HEADER not in response.headers
+	assert buffer.state().unmeasured_requests == before + 1
 
 
 def test_an_error_answer_of_the_app_carries_no_traceback(site, http, make_user, default_settings):

@@ -55,6 +55,9 @@ def test_operation_names_are_bounded_and_carry_no_record_name(method, path, oper
 def test_a_not_found_answer_is_never_an_operation_of_its_own():
 	for path in ("/xyz-0f3c9a1b", "/jane.doe@example.com", "/api/resource/Nope", "/app/x"):
 		assert operations.request_operation("GET", path, 404)[0] == NOT_FOUND_OPERATION
+	for status in (400, 403, 500, 503):
+		assert operations.request_operation("GET", "/xyz-0f3c9a1b", status) == ("(failed page)", "page")
+	assert operations.request_operation("GET", "/app/user/x", 500) == ("GET /app", "page")
 
 
 def test_a_failed_document_method_is_filed_under_its_route():

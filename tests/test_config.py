@@ -20,9 +20,9 @@ from verenigingen_perf.utils.performance.config import (
 
 def test_production_defaults_are_the_strict_ones():
 	c = build_config("production", "default")
-	assert c.thresholds.api_response_ms.warning == 500
-	assert c.thresholds.api_response_ms.critical == 2000
-	assert c.thresholds.api_queries.warning == 60
+	assert c.thresholds.api_response_ms.warning == 400
+	assert c.thresholds.api_response_ms.critical == 1500
+	assert c.thresholds.api_queries.warning == 40
 	assert c.thresholds.memory_mb.warning == 100
 	assert c.thresholds.health_score.warning == 90
 	assert c.thresholds.health_score.critical == 85

@@ -141,6 +141,10 @@ def internal_errors_key() -> str:
 	return _key("capture_errors")
 
 
+def unmeasured_key() -> str:
+	return _key("unmeasured_requests")
+
+
 def claim_list_key(claim_id: str) -> str:
 	return _key(f"drain_claim:{claim_id}")
 
@@ -339,6 +343,12 @@ def flush() -> int:
 	return _flusher.flush()
 
 
+def count_unmeasured_request() -> None:
+	"""A request the framework refused before the app's hooks ran (one Redis call, on that path only)."""
+	with contextlib.suppress(redis.exceptions.RedisError):
+		redis_client().incrby(unmeasured_key(), 1)
+
+
 def unreported_drops() -> int:
 	return sum(_flusher.unreported_drops.values())
 
@@ -354,6 +364,8 @@ class BufferState:
 	dropped: int | None
 	claimed_batches: int | None
 	capture_errors: int | None
+	# requests refused before the app's hooks ran (never measured), since the counter began
+	unmeasured_requests: int | None = None
 	# what could not be read (Redis unreachable): the figures above are None then
 	unavailable: list[str] = dataclasses.field(default_factory=list)
 
@@ -362,10 +374,11 @@ def state() -> BufferState:
 	try:
 		pipe = redis_client().pipeline(transaction=False)
 		pipe.llen(buffer_key()).get(dropped_key()).hlen(claims_key()).get(internal_errors_key())
-		buffered, dropped, claims, errors = pipe.execute()
+		pipe.get(unmeasured_key())
+		buffered, dropped, claims, errors, unmeasured = pipe.execute()
 	except redis.exceptions.RedisError:
-		return BufferState(None, None, None, None, ["buffer state: Redis unreachable"])
-	return BufferState(int(buffered), int(dropped or 0), int(claims), int(errors or 0))
+		return BufferState(None, None, None, None, None, ["buffer state: Redis unreachable"])
+	return BufferState(int(buffered), int(dropped or 0), int(claims), int(errors or 0), int(unmeasured or 0))
 
 
 # --- drain ----------------------------------------------------------------------------------------

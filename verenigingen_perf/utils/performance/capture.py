@@ -305,11 +305,19 @@ def before_request() -> None:
 		state.spans.append(span.begin(monitoring))
 
 
+_NOT_STARTED = object()
+
+
 @_guarded("capture.after_request")
 def after_request(response: Any = None, request: Any = None) -> None:
 	"""Hook: finish the request's span and hand it to the buffer, whatever the outcome."""
 	local = frappe.local
-	state = getattr(local, "vperf", None)
+	state = getattr(local, "vperf", _NOT_STARTED)
+	if state is _NOT_STARTED:
+		# refused before the before_request hooks ran (a CSRF or login failure, a rate limit):
+		# nothing was measured, but such requests are counted, not silently lost
+		buffer.count_unmeasured_request()
+		return
 	if state is None:
 		return
 	local.vperf = None

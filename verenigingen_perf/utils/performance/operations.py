@@ -12,7 +12,8 @@ carry a record name, an e-mail address or other personal data:
   does not exist is `(not found)`.
 - `/app` and everything under it: `GET /app`, type `page` (the server renders the same desk whatever
   the route; the route is the browser's business).
-- Every other path: the verb and its first segment (`GET /blog/*` for deeper paths), type `page`.
+- Every other path: the verb and its first segment (`GET /blog/*` for deeper paths), type `page`;
+  such a request that fails (HTTP 4xx or 5xx) is `(failed page)`, since its path is the visitor's.
 - Any request answered 404 is `(not found)`; any other unknown `/api/` route is `(not found)` too.
 - Verbs outside the standard set are `OTHER`.
 - Background jobs: the job's method; a scheduled job run through Frappe's `run_scheduled_job`
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from verenigingen_perf.utils.performance.schema import (
 	API,
+	FAILED_PAGE_OPERATION,
 	NOT_FOUND_OPERATION,
 	PAGE,
 	RESERVED_OPERATIONS,
@@ -70,6 +72,8 @@ def request_operation(verb: str, path: str, http_status: int) -> tuple[str, str]
 	if http_status == 404:
 		return NOT_FOUND_OPERATION, route.operation_type
 	if http_status >= 400:
+		if route.operation_type == PAGE and not route.name.endswith(" /app"):
+			return FAILED_PAGE_OPERATION, PAGE
 		if route.method is not None and not is_known_method(route.method):
 			return UNKNOWN_METHOD_OPERATION, API
 		# a refused request for a doctype that does not exist (Guests get 403, not 404)

@@ -21,5 +21,7 @@ OVERFLOW_OPERATION = "(other operations)"
 # requests for what does not exist: never an operation of their own, whatever the path
 NOT_FOUND_OPERATION = "(not found)"
 UNKNOWN_METHOD_OPERATION = "(unknown method)"
+# a page whose request failed otherwise: its path is the visitor's, so it is not a name either
+FAILED_PAGE_OPERATION = "(failed page)"
 # names the rollup writes itself; a measured operation never carries one of them
 RESERVED_OPERATIONS = (ALL_OPERATIONS, OVERFLOW_OPERATION)
