@@ -32,8 +32,17 @@ def default_settings(site):
 	from verenigingen_perf.utils.performance import capture, config
 
 	def reset():
-		config.reset_overrides()
-		frappe.db.commit()
+		for attempt in range(3):
+			try:
+				config.reset_overrides()
+				frappe.db.commit()
+				break
+			except frappe.QueryDeadlockError:
+				# SQLite (WAL): a web server's commit between this transaction's first read and its
+				# write makes the write fail at once; a fresh transaction is the cure
+				frappe.db.rollback()
+				if attempt == 2:
+					raise
 		capture.forget_local_config()
 
 	reset()

@@ -236,3 +236,15 @@ def test_any_ordered_pair_is_accepted_and_a_reversed_one_rejected(warning, gap):
 	reversed_pair = {"api_response_warning_ms": critical, "api_response_critical_ms": warning}
 	with pytest.raises(ConfigValidationError):
 		validate_overrides("production", reversed_pair)
+
+
+def test_the_readme_documents_every_setting_with_its_bounds():
+	from pathlib import Path
+
+	readme = (Path(config.__file__).parents[3] / "README.md").read_text()
+	for key, setting in SETTINGS.items():
+		row = next((line for line in readme.splitlines() if line.startswith(f"| `{key}` |")), None)
+		assert row is not None, key
+		low, high = config.bounds(setting)
+		if high is not None:
+			assert f"to {high:,g} |" in row, (key, row)

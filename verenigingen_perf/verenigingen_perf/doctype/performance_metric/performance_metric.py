@@ -6,6 +6,31 @@ from frappe.model.document import Document
 
 
 class PerformanceMetric(Document):
+	# begin: auto-generated types
+	# This code is auto-generated. Do not modify anything in this block.
+
+	from typing import TYPE_CHECKING
+
+	if TYPE_CHECKING:
+		from frappe.types import DF
+
+		context: DF.SmallText | None
+		db_time_ms: DF.Float
+		duration_ms: DF.Float
+		error: DF.SmallText | None
+		http_status: DF.Int
+		operation: DF.Data
+		operation_type: DF.Literal["api", "page", "job", "custom"]
+		parent_span: DF.Data | None
+		peak_alloc_kb: DF.Float
+		peak_rss_mb: DF.Float
+		query_count: DF.Int
+		rss_growth_kb: DF.Int
+		started_at: DF.Datetime | None
+		status: DF.Literal["ok", "client_error", "error"]
+		trace_id: DF.Data | None
+		user: DF.Data | None
+	# end: auto-generated types
 	"""A detail row, bulk-inserted by the buffer drain; no role may create or edit one in the desk."""
 
 	@staticmethod

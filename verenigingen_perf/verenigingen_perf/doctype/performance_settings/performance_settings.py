@@ -9,6 +9,61 @@ from verenigingen_perf.utils.performance import config, dashboard
 
 
 class PerformanceSettings(Document):
+	# begin: auto-generated types
+	# This code is auto-generated. Do not modify anything in this block.
+
+	from typing import TYPE_CHECKING
+
+	if TYPE_CHECKING:
+		from frappe.types import DF
+
+		aggregation_delay_minutes: DF.Data | None
+		aggregation_page_size: DF.Data | None
+		api_queries_critical: DF.Data | None
+		api_queries_warning: DF.Data | None
+		api_response_critical_ms: DF.Data | None
+		api_response_warning_ms: DF.Data | None
+		batch_max_members: DF.Data | None
+		buffer_max_entries: DF.Data | None
+		capture_memory_peak: DF.Literal["", "Yes", "No"]
+		config_cache_ttl_s: DF.Data | None
+		config_refresh_s: DF.Data | None
+		context_max_chars: DF.Data | None
+		daily_retention_days: DF.Data | None
+		dashboard_cache_ttl_s: DF.Data | None
+		delete_batch_size: DF.Data | None
+		detail_retention_days: DF.Data | None
+		drain_batch_size: DF.Data | None
+		drain_claim_timeout_s: DF.Data | None
+		environment: DF.Literal["", "development", "staging", "production"]
+		error_rate_critical: DF.Data | None
+		error_rate_warning: DF.Data | None
+		excluded_paths: DF.SmallText | None
+		flush_interval_ms: DF.Data | None
+		health_critical: DF.Data | None
+		health_warning: DF.Data | None
+		health_window_hours: DF.Data | None
+		hourly_retention_days: DF.Data | None
+		job_duration_critical_ms: DF.Data | None
+		job_duration_warning_ms: DF.Data | None
+		job_lag_critical_s: DF.Data | None
+		job_lag_warning_s: DF.Data | None
+		job_lock_timeout_s: DF.Data | None
+		max_operations_per_hour: DF.Data | None
+		member_doctype: DF.Data | None
+		memory_critical_mb: DF.Data | None
+		memory_warning_mb: DF.Data | None
+		monitoring_enabled: DF.Literal["", "Yes", "No"]
+		n_plus_one_min_repeats: DF.Data | None
+		page_load_critical_ms: DF.Data | None
+		page_load_warning_ms: DF.Data | None
+		page_queries_critical: DF.Data | None
+		page_queries_warning: DF.Data | None
+		sampling_rate: DF.Data | None
+		slow_query_ms: DF.Data | None
+		slowest_operations: DF.Data | None
+
+	# end: auto-generated types
 	def validate(self) -> None:
 		overrides = {key: self.get(key) for key in config.SETTINGS}
 		try:
