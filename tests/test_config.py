@@ -245,6 +245,6 @@ def test_the_readme_documents_every_setting_with_its_bounds():
 	for key, setting in SETTINGS.items():
 		row = next((line for line in readme.splitlines() if line.startswith(f"| `{key}` |")), None)
 		assert row is not None, key
-		low, high = config.bounds(setting)
+		_low, high = config.bounds(setting)
 		if high is not None:
 			assert f"to {high:,g} |" in row, (key, row)
