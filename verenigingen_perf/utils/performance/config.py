@@ -20,10 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from verenigingen_perf.utils.performance.schema import SETTINGS as SETTINGS_DOCTYPE
+
 ENVIRONMENTS = ("development", "staging", "production")
 SITE_CONFIG_KEY = "verenigingen_perf_environment"
 ENVIRONMENT_VARIABLE = "VERENIGINGEN_PERF_ENVIRONMENT"
-SETTINGS_DOCTYPE = "Performance Settings"
 CACHE_KEY = "effective_config"
 # a batch analysis loads every member in one request: no configuration may raise it past this
 BATCH_HARD_CAP = 50
