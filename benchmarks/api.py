@@ -45,8 +45,8 @@ from verenigingen_perf.utils.performance import (
 	timeutil,
 )
 from verenigingen_perf.utils.performance.config import get_config
-from verenigingen_perf.utils.performance.member_analysis import recorded_statements
 from verenigingen_perf.utils.performance.sketch import Summary
+from verenigingen_perf.utils.performance.statements import recorded_statements
 
 API = "verenigingen_perf.api.performance"
 TEMPLATES = 64

@@ -21,7 +21,7 @@ from verenigingen_perf.utils.performance import (
 	schema,
 	timeutil,
 )
-from verenigingen_perf.utils.performance.member_analysis import recorded_statements
+from verenigingen_perf.utils.performance.statements import recorded_statements
 
 API = "verenigingen_perf.api.performance"
 LINKED_CHAPTERS = 7

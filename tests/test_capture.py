@@ -466,3 +466,21 @@ def test_measure_as_a_decorator_records_errors(site, overrides):
 	[row] = drain_until(lambda: rows_for(operation=marker), marker)
 	assert row["status"] == "error"
 	assert "ValueError: bad input" in row["error"]
+
+
+def test_the_test_endpoints_are_bounded_and_for_system_managers_only(site, http, make_user):
+	manager, guest, website_user = http(make_user("System Manager")), http(None), http(make_user())
+	for params, status in (
+		({"count": "lots"}, 417),
+		({"count": 1001}, 417),
+		({"count": -1}, 417),
+		({"count": 3}, 200),
+	):
+		assert manager.call(f"{TESTING}.run_statements", **params).status_code == status, params
+	for client in (guest, website_user):
+		for method in ("run_statements", "enqueue_probe", "fail"):
+			response = client.call(f"{TESTING}.{method}")
+			assert response.status_code == 403, (client.user, method, response.status_code)
+			assert "Traceback" not in response.text
+	assert manager.call(f"{TESTING}.fail", kind="<script>").status_code == 417
+	assert manager.call(f"{TESTING}.enqueue_probe", statements=10**6).status_code == 417

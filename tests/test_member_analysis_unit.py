@@ -3,6 +3,7 @@
 import pytest
 
 from verenigingen_perf.utils.performance import member_analysis as ma
+from verenigingen_perf.utils.performance import statements
 from verenigingen_perf.utils.performance.config import build_config
 
 CONFIG = build_config("production", "test")
@@ -24,24 +25,24 @@ CONFIG = build_config("production", "test")
 	],
 )
 def test_statements_that_differ_only_in_values_have_one_shape(first, second):
-	assert ma.statement_shape(first) == ma.statement_shape(second)
+	assert statements.statement_shape(first) == statements.statement_shape(second)
 
 
 def test_shapes_keep_what_distinguishes_statements():
-	assert ma.statement_shape("select a from `tabX` where b=1") != ma.statement_shape(
+	assert statements.statement_shape("select a from `tabX` where b=1") != statements.statement_shape(
 		"select a from `tabY` where b=1"
 	)
-	assert ma.statement_shape('select "col2" from t') == 'select "col2" from t'
-	assert ma.statement_shape("select 'it''s' from t") == "select ? from t"
+	assert statements.statement_shape('select "col2" from t') == 'select "col2" from t'
+	assert statements.statement_shape("select 'it''s' from t") == "select ? from t"
 
 
-def measurement(statements):
-	shapes = ma.group_shapes([(q, 0.001) for q in statements])
+def measurement(queries):
+	shapes = statements.group_shapes([(q, 0.001) for q in queries])
 	repeats = CONFIG.analysis.n_plus_one_min_repeats
 	return ma.MemberMeasurement(
 		doctype="Member",
 		member="m1",
-		statements=len(statements),
+		statements=len(queries),
 		sql_ms=1.0,
 		wall_ms=1.0,
 		memory_peak_kb=10.0,
@@ -76,7 +77,9 @@ def test_levels_follow_the_statement_thresholds():
 
 def test_a_slow_statement_is_reported_from_the_configured_threshold():
 	slow_ms = CONFIG.monitoring.slow_query_ms
-	shapes = ma.group_shapes([("select a from t where b=1", slow_ms * 2 / 1000), ("select c from u", 0.0001)])
+	shapes = statements.group_shapes(
+		[("select a from t where b=1", slow_ms * 2 / 1000), ("select c from u", 0.0001)]
+	)
 	judged = ma.judge(ma.MemberMeasurement("Member", "m1", 2, 1.0, 1.0, 1.0, 0, 0, shapes, []), CONFIG)
 	[slow] = [r for r in judged.recommendations if r.kind == "slow_statement"]
 	assert slow.shape == "select a from t where b=?"

@@ -9,8 +9,8 @@ opening the form on a running site; the measured load then starts from empty per
 value cache of `get_value` and the request's copy of cached values are emptied explicitly, whatever a
 rollback does to them), as a new request does.
 
-Statement shapes: a statement with its literals and parameters replaced by `?` (and `IN (...)` lists
-collapsed). A shape repeated at least `n_plus_one_min_repeats` times is an N+1 pattern.
+Statement shapes (see statements.py): a statement with its literals and parameters replaced by `?`.
+A shape repeated at least `n_plus_one_min_repeats` times is an N+1 pattern.
 
 The shape and judging functions are pure Python; the measuring ones use Frappe.
 """
@@ -28,14 +28,14 @@ from typing import Any
 
 from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.health import CRITICAL, HEALTHY, WARNING, value_level
+from verenigingen_perf.utils.performance.statements import (
+	ShapeFigures,
+	group_shapes,
+	recorded_statements,
+	statement_shape,
+)
 
 _LEVEL_ORDER = {HEALTHY: 0, WARNING: 1, CRITICAL: 2}
-# Frappe writes literals in single quotes (double quotes quote identifiers on SQLite and Postgres)
-_STRING = re.compile(r"'(?:[^'\\]|\\.|'')*'")
-_PARAMETER = re.compile(r"%\([^)]+\)s|%s|\?")
-_NUMBER = re.compile(r"(?<![\w`])-?\d+(?:\.\d+)?(?![\w`])")
-_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
-_SPACE = re.compile(r"\s+")
 
 
 class MemberAnalysisError(ValueError):
@@ -43,24 +43,6 @@ class MemberAnalysisError(ValueError):
 
 
 # --- pure ------------------------------------------------------------------------------------------
-
-
-def statement_shape(query: str) -> str:
-	"""The statement with every literal and parameter replaced by `?`: equal shapes, equal statements
-	but for their values."""
-	shape = _STRING.sub("?", query)
-	shape = _PARAMETER.sub("?", shape)
-	shape = _NUMBER.sub("?", shape)
-	shape = _LIST.sub("(?+)", shape)
-	return _SPACE.sub(" ", shape).strip()
-
-
-@dataclass
-class ShapeFigures:
-	shape: str
-	count: int
-	total_ms: float
-	max_ms: float = 0.0
 
 
 @dataclass
@@ -90,23 +72,6 @@ class MemberMeasurement:
 
 	def as_dict(self) -> dict[str, Any]:
 		return asdict(self)
-
-
-def group_shapes(statements: list[tuple[str, float]]) -> list[ShapeFigures]:
-	"""Statements grouped by shape, most frequent first (then by time)."""
-	groups: dict[str, ShapeFigures] = {}
-	for query, seconds in statements:
-		shape = statement_shape(query)
-		figures = groups.get(shape)
-		if figures is None:
-			figures = groups[shape] = ShapeFigures(shape, 0, 0.0)
-		figures.count += 1
-		figures.total_ms += seconds * 1000
-		figures.max_ms = max(figures.max_ms, seconds * 1000)
-	for figures in groups.values():
-		figures.total_ms = round(figures.total_ms, 3)
-		figures.max_ms = round(figures.max_ms, 3)
-	return sorted(groups.values(), key=lambda f: (-f.count, -f.total_ms, f.shape))
 
 
 def judge(measurement: MemberMeasurement, config: PerformanceConfig) -> MemberMeasurement:
@@ -185,33 +150,6 @@ def judge(measurement: MemberMeasurement, config: PerformanceConfig) -> MemberMe
 
 
 # --- measuring (Frappe) ------------------------------------------------------------------------------
-
-
-@contextmanager
-def recorded_statements() -> Iterator[list[tuple[str, float]]]:
-	"""Every statement that goes through `frappe.db.sql` in the block, with its time."""
-	import frappe
-
-	db = frappe.db
-	own = db.__dict__.get("sql")
-	current = db.sql
-	statements: list[tuple[str, float]] = []
-
-	def recording_sql(query: Any, *args: Any, **kwargs: Any) -> Any:
-		started = time.perf_counter()
-		try:
-			return current(query, *args, **kwargs)
-		finally:
-			statements.append((str(query), time.perf_counter() - started))
-
-	db.sql = recording_sql
-	try:
-		yield statements
-	finally:
-		if own is None:
-			del db.sql
-		else:
-			db.sql = own
 
 
 @contextmanager

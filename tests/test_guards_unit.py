@@ -1,0 +1,90 @@
+"""The regression guards' own tests that need no site: memory, timing, baselines."""
+
+import json
+
+import pytest
+
+from verenigingen_perf.testing import (
+	Baselines,
+	GuardFailure,
+	MissingBaseline,
+	PerformanceGuards,
+	memory_budget,
+	timing,
+	timing_guard,
+)
+
+
+def test_a_planted_allocation_fails_the_memory_budget_and_names_its_size():
+	with memory_budget(10):
+		kept = bytearray(2 * 2**20)
+	assert kept
+	with pytest.raises(GuardFailure) as failure:
+		with memory_budget(1):
+			kept = bytearray(4 * 2**20)
+	assert "memory budget: peak of Python allocations 4.0" in str(failure.value)
+
+
+def test_the_memory_budget_is_also_a_decorator():
+	@memory_budget(1)
+	def greedy():
+		return bytearray(3 * 2**20)
+
+	with pytest.raises(GuardFailure):
+		greedy()
+
+
+def work(n: int) -> int:
+	return sum(i * i for i in range(n))
+
+
+def test_the_timing_guard_passes_the_unchanged_and_catches_a_planted_30pct_slowdown():
+	"""The calibration in small (benchmarks/timing_guard.py runs it at length): with the defaults, an
+	unchanged function is never called slower here, and a 30% slowdown nearly always is."""
+	trials = 10
+	unchanged = [timing.compare(lambda: work(20_000), lambda: work(20_000), seed=s) for s in range(trials)]
+	planted = [timing.compare(lambda: work(26_000), lambda: work(20_000), seed=s) for s in range(trials)]
+	assert not [c for c in unchanged if c.slower], [c.describe() for c in unchanged if c.slower]
+	assert sum(c.slower for c in planted) >= trials - 2, [c.describe() for c in planted]
+	with pytest.raises(GuardFailure) as failure:
+		timing_guard(lambda: work(40_000), lambda: work(20_000))
+	assert "slower" in str(failure.value) and "interval" in str(failure.value)
+
+
+def test_the_interval_is_on_the_ratio_of_medians():
+	candidate = [1.2, 1.21, 1.19, 1.2, 1.22, 1.18, 1.2]
+	reference = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
+	judged = timing.judge(candidate, reference, allowed_slowdown=0.1, confidence=0.99, paired=True)
+	assert judged.ratio == pytest.approx(1.2)
+	assert judged.low <= judged.ratio <= judged.high
+	assert judged.slower
+	assert not timing.judge(reference, candidate, paired=True).slower
+
+
+def test_baselines_are_recorded_in_update_mode_and_a_missing_one_fails(tmp_path):
+	path = tmp_path / "baselines.json"
+	recording = Baselines(path, update=True)
+	assert timing_guard(lambda: work(5000), name="work", baselines=recording) is None
+	with memory_budget(name="buffer", baselines=recording):
+		kept = bytearray(2**20)
+	assert kept
+	stored = json.loads(path.read_text())
+	assert len(stored["timings_ms"]["work"]) == timing.ROUNDS
+	assert stored["memory_mb"]["buffer"] == pytest.approx(1.0, abs=0.1)
+	comparing = Baselines(path)
+	assert not timing_guard(lambda: work(5000), name="work", baselines=comparing).slower
+	with pytest.raises(MissingBaseline) as missing:
+		with memory_budget(name="not recorded", baselines=comparing):
+			pass
+	assert "--vperf-update-baselines" in str(missing.value)
+
+
+def test_the_unittest_mixin_gives_the_same_guards():
+	class Case(PerformanceGuards):
+		pass
+
+	with pytest.raises(GuardFailure):
+		with Case().assertMemoryBudget(1):
+			kept = bytearray(3 * 2**20)
+	assert kept is not None
+	assert not Case().assertNotSlower(lambda: work(1000), lambda: work(1000)).slower
