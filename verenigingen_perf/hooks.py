@@ -29,8 +29,12 @@ after_job = ["verenigingen_perf.utils.performance.capture.after_job"]
 
 scheduler_events = {
 	"cron": {
-		# buffer -> Performance Metric rows
-		"* * * * *": ["verenigingen_perf.utils.performance.buffer.drain_job"],
+		"* * * * *": [
+			# buffer -> Performance Metric rows
+			"verenigingen_perf.utils.performance.buffer.drain_job",
+			# the monitor's own signals (meta-monitoring)
+			"verenigingen_perf.utils.performance.monitoring.sample_job",
+		],
 	},
 	# Performance Metric rows -> hourly and daily Performance Aggregate rows
 	"hourly_long": ["verenigingen_perf.utils.performance.rollup.rollup_job"],

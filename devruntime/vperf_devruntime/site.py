@@ -55,10 +55,14 @@ def site_env(backend: str) -> dict[str, str]:
 
 
 def _site_config(backend: str, env: dict[str, str], existing: dict) -> dict:
+	from cryptography.fernet import Fernet
+
 	config = {
 		"db_type": backend,
 		"db_name": site_name(backend),
 		"developer_mode": 0,
+		# as `bench new-site` writes it: every process of the site decrypts Password fields with it
+		"encryption_key": existing.get("encryption_key") or Fernet.generate_key().decode(),
 	}
 	if backend == "mariadb":
 		config.update(

@@ -2,7 +2,9 @@
 
 - `query_budget(n)`: the exact number of SQL statements of a block (`maximum=True`: at most n). On
   failure the message lists every statement shape with its count and time and marks the repeated
-  ones (N+1), where Frappe's `assertQueryCount` gives one number.
+  ones (N+1), where Frappe's `assertQueryCount` gives one number. Transaction control (BEGIN,
+  COMMIT, SAVEPOINT, ...) is not counted unless `transactions=True`: backends and Frappe versions
+  issue it differently, and it is not the work being budgeted.
 - `memory_budget(mb)`: the peak of Python allocations of a block (tracemalloc).
 - `timing_guard(candidate, reference)`: a comparison that is sound on a noisy machine (timing.py).
 
@@ -14,6 +16,7 @@ and unittest report it as a test failure.
 from __future__ import annotations
 
 import functools
+import re
 import tracemalloc
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -28,6 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 N_PLUS_ONE_REPEATS = 3
 # how many allocation sites a failed memory budget lists
 _TOP_ALLOCATIONS = 5
+_TRANSACTION_CONTROL = re.compile(
+	r"^\s*(begin|commit|rollback|start\s+transaction|savepoint|release\s+savepoint|set\s+transaction)\b",
+	re.IGNORECASE,
+)
 
 
 class GuardFailure(AssertionError):
@@ -64,23 +71,31 @@ class QueryBudget(_Guard):
 		maximum: bool = False,
 		name: str | None = None,
 		repeats: int = N_PLUS_ONE_REPEATS,
+		transactions: bool = False,
 		baselines: Baselines | None = None,
 	):
 		if n is None and name is None:
 			raise ValueError("query_budget: give a number of statements or the name of a baseline")
 		self.n, self.maximum, self.name, self.repeats = n, maximum, name, repeats
+		self.transactions = transactions
 		self.baselines = baselines
 		self.statements: list[tuple[str, float]] = []
+		self._recorded: list[tuple[str, float]] = []
 		self._stack: ExitStack | None = None
 
 	def __enter__(self) -> QueryBudget:
 		self._stack = ExitStack()
-		self.statements = self._stack.enter_context(recorded_statements())
+		self._recorded = self._stack.enter_context(recorded_statements())
 		return self
 
 	def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
 		assert self._stack is not None
 		self._stack.close()
+		self.statements = [
+			(query, seconds)
+			for query, seconds in self._recorded
+			if self.transactions or not _TRANSACTION_CONTROL.match(query)
+		]
 		if exc_type is None:
 			self.check()
 

@@ -56,6 +56,7 @@ COLUMNS = (
 	"peak_rss_mb",
 	"rss_growth_kb",
 	"peak_alloc_kb",
+	"capture_us",
 	"status",
 	"http_status",
 	"user",
@@ -72,12 +73,15 @@ _PUSH_CHUNK = 1000
 # its memory, not a threshold; what does not fit is dropped and counted
 MAX_QUEUED = 10_000
 
+# KEYS: buffer, dropped counter, flusher statistics; ARGV: room, encoding seconds, entries...
 _PUSH = """
 local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[1])
-local n = #ARGV - 1
+local n = #ARGV - 2
 local take = math.min(math.max(room, 0), n)
-if take > 0 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, take + 1)) end
+if take > 0 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 3, take + 2)) end
 if n > take then redis.call('INCRBY', KEYS[2], n - take) end
+redis.call('HINCRBYFLOAT', KEYS[3], 'seconds', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'entries', n)
 return take
 """
 
@@ -147,6 +151,10 @@ def unmeasured_key() -> str:
 
 def claim_list_key(claim_id: str) -> str:
 	return _key(f"drain_claim:{claim_id}")
+
+
+def flusher_stats_key() -> str:
+	return _key("flusher_stats")
 
 
 # --- cleaning -------------------------------------------------------------------------------------
@@ -219,6 +227,7 @@ class _Pending:
 
 	key: str
 	dropped_key: str
+	stats_key: str
 	limit: int
 	entry: dict[str, Any]
 	monitoring: MonitoringConfig
@@ -274,7 +283,8 @@ class _Flusher:
 			if not batch:
 				self._report_drops()
 				return 0
-			by_key: dict[tuple[str, str, int], list[bytes]] = {}
+			started = time.perf_counter()
+			by_key: dict[tuple[str, str, str, int], list[bytes]] = {}
 			for item in batch:
 				try:
 					payload = item.payload()
@@ -283,20 +293,27 @@ class _Flusher:
 					self._count_drops(item.dropped_key, 1)
 					internal_errors.report("buffer.encode", error, may_raise=False)
 					continue
-				by_key.setdefault((item.key, item.dropped_key, item.limit), []).append(payload)
+				by_key.setdefault((item.key, item.dropped_key, item.stats_key, item.limit), []).append(
+					payload
+				)
+			# the worker's CPU the flusher spends per measurement (it shares the worker's GIL)
+			encoding_s = (time.perf_counter() - started) / max(len(batch), 1)
 			sent = 0
-			for (key, drops_key, limit), payloads in by_key.items():
-				sent += self._push(key, drops_key, limit, payloads)
+			for (key, drops_key, stats_key, limit), payloads in by_key.items():
+				sent += self._push(key, drops_key, stats_key, limit, payloads, encoding_s * len(payloads))
 			self._report_drops()
 			return sent
 
-	def _push(self, key: str, drops_key: str, limit: int, payloads: list[bytes]) -> int:
+	def _push(
+		self, key: str, drops_key: str, stats_key: str, limit: int, payloads: list[bytes], encoding_s: float
+	) -> int:
 		sent = 0
 		try:
 			script = redis_client().register_script(_PUSH)
 			for start in range(0, len(payloads), _PUSH_CHUNK):
 				chunk = payloads[start : start + _PUSH_CHUNK]
-				sent += int(script(keys=[key, drops_key], args=[limit, *chunk]))
+				seconds = encoding_s * len(chunk) / len(payloads)
+				sent += int(script(keys=[key, drops_key, stats_key], args=[limit, repr(seconds), *chunk]))
 		except redis.exceptions.RedisError:
 			self._count_drops(drops_key, len(payloads) - sent)
 		return sent
@@ -321,20 +338,20 @@ def add(entry: dict[str, Any], monitoring: MonitoringConfig) -> None:
 	"""Queue a finished measurement (request path: no I/O, no serialising here)."""
 	keys = _site_keys()
 	_flusher.add(
-		_Pending(keys[0], keys[1], monitoring.buffer_max_entries, entry, monitoring),
+		_Pending(keys[0], keys[1], keys[2], monitoring.buffer_max_entries, entry, monitoring),
 		monitoring.flush_interval_ms,
 	)
 
 
-_keys_by_site: dict[str, tuple[str, str]] = {}
+_keys_by_site: dict[str, tuple[str, str, str]] = {}
 
 
-def _site_keys() -> tuple[str, str]:
-	"""(buffer key, dropped key) of the current site, built once per site and process."""
+def _site_keys() -> tuple[str, str, str]:
+	"""(buffer, dropped, flusher statistics) keys of the current site, built once per site and process."""
 	site = getattr(frappe.local, "site", None) or ""
 	keys = _keys_by_site.get(site)
 	if keys is None:
-		keys = _keys_by_site[site] = (buffer_key(), dropped_key())
+		keys = _keys_by_site[site] = (buffer_key(), dropped_key(), flusher_stats_key())
 	return keys
 
 
@@ -347,6 +364,31 @@ def count_unmeasured_request() -> None:
 	"""A request the framework refused before the app's hooks ran (one Redis call, on that path only)."""
 	with contextlib.suppress(redis.exceptions.RedisError):
 		redis_client().incrby(unmeasured_key(), 1)
+
+
+def oldest_buffered_age_s(now: float) -> float | None:
+	"""Seconds since the oldest measurement waiting in the buffer started (None: the buffer is empty
+	or Redis cannot be reached)."""
+	try:
+		oldest = redis_client().lindex(buffer_key(), 0)
+	except redis.exceptions.RedisError:
+		return None
+	if oldest is None:
+		return None
+	try:
+		return round(max(0.0, now - float(orjson.loads(oldest)["started_at"])), 1)
+	except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+		return None
+
+
+def flusher_us_per_measurement() -> float | None:
+	"""The flushers' CPU time (cleaning and encoding) per measurement, since Redis started."""
+	try:
+		stats = redis_client().hgetall(flusher_stats_key())
+	except redis.exceptions.RedisError:
+		return None
+	entries = int(stats.get(b"entries") or 0)
+	return round(float(stats.get(b"seconds") or 0) / entries * 1e6, 3) if entries else None
 
 
 def unreported_drops() -> int:
@@ -458,7 +500,7 @@ _ROW_COLUMNS = ("name", *_STANDARD, *COLUMNS)
 _INSERT_CHUNK = 5000
 _DATETIMES = ("creation", "modified", "started_at")
 _INTEGERS = ("docstatus", "query_count", "rss_growth_kb", "http_status")
-_FLOATS = ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb")
+_FLOATS = ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us")
 
 
 def _mariadb_type(column: str) -> str:
@@ -501,7 +543,7 @@ def insert_rows(rows: list[tuple]) -> None:
 
 _NUMBERS = {
 	**dict.fromkeys(("query_count", "rss_growth_kb", "http_status"), int),
-	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb"), float),
+	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us"), float),
 }
 
 

@@ -228,14 +228,16 @@ def http_outcome(http_status: int) -> str:
 
 
 class _TraceState:
-	"""What frappe.local holds for the current request, job or script: its trace and open spans."""
+	"""What frappe.local holds for the current request, job or script: its trace, open spans, and
+	the time the app's own hooks took so far (meta-monitoring's capture cost)."""
 
-	__slots__ = ("monitoring", "spans", "trace")
+	__slots__ = ("hook_s", "monitoring", "spans", "trace")
 
 	def __init__(self, trace: Trace, monitoring: MonitoringConfig):
 		self.trace = trace
 		self.monitoring = monitoring
 		self.spans: list[Span] = []
+		self.hook_s = 0.0
 
 
 def _state() -> _TraceState | None:
@@ -290,6 +292,7 @@ def is_excluded(path: str, monitoring: MonitoringConfig) -> bool:
 @_guarded("capture.before_request")
 def before_request() -> None:
 	"""Hook: start measuring this request (sampling and exclusions from the configuration)."""
+	entered = time.perf_counter()
 	local = frappe.local
 	monitoring = current_config().monitoring
 	request = getattr(local, "request", None)
@@ -303,6 +306,7 @@ def before_request() -> None:
 		# named when it ends: the name depends on whether the route existed (see operations.py)
 		span = Span(request.path, API, trace, None)
 		state.spans.append(span.begin(monitoring))
+	state.hook_s = time.perf_counter() - entered
 
 
 _NOT_STARTED = object()
@@ -311,6 +315,7 @@ _NOT_STARTED = object()
 @_guarded("capture.after_request")
 def after_request(response: Any = None, request: Any = None) -> None:
 	"""Hook: finish the request's span and hand it to the buffer, whatever the outcome."""
+	entered = time.perf_counter()
 	local = frappe.local
 	state = getattr(local, "vperf", _NOT_STARTED)
 	if state is _NOT_STARTED:
@@ -333,6 +338,7 @@ def after_request(response: Any = None, request: Any = None) -> None:
 	measured["operation"], measured["operation_type"] = operations.request_operation(
 		request.method, request.path, http_status
 	)
+	measured["capture_us"] = (state.hook_s + time.perf_counter() - entered) * 1e6
 	buffer.add(measured, state.monitoring)
 	if response is not None:
 		response.headers[TRACE_HEADER] = state.trace.trace_id

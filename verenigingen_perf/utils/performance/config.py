@@ -93,6 +93,25 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class MetaMonitoringConfig:
+	"""Levels of the monitor's own signals (the monitoring watches itself, see monitoring.py)."""
+
+	# age of the oldest measurement waiting in the buffer
+	buffer_age_s: Level
+	# share of the measurements the capture dropped (buffer full, Redis unreachable)
+	loss_rate: Level
+	capture_errors_per_min: Level
+	# the app's own time per request (its hooks), p95
+	capture_cost_us: Level
+	# complete hours waiting for the rollup
+	rollup_backlog_h: Level
+	# days until the performance tables reach `storage_budget_mb` (higher is better)
+	storage_days: Level
+	# 0: no budget
+	storage_budget_mb: int
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
 	"""What the health check, the dashboard and the member analysis look at."""
 
@@ -110,6 +129,7 @@ class PerformanceConfig:
 	thresholds: PerformanceThresholds
 	retention: DataRetentionConfig
 	monitoring: MonitoringConfig
+	meta: MetaMonitoringConfig
 	analysis: AnalysisConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -151,10 +171,12 @@ _WEEK_S = 7 * 86_400
 _DAY_S = 86_400
 
 
-def _level(prefix: str, suffix: str, name: str, maximum: float, **rules: Any) -> tuple[Setting, Setting]:
+def _level(
+	prefix: str, suffix: str, name: str, maximum: float, section: str = "thresholds", **rules: Any
+) -> tuple[Setting, Setting]:
 	return (
-		_s(f"{prefix}_warning{suffix}", "thresholds", name, "warning", maximum=maximum, **rules),
-		_s(f"{prefix}_critical{suffix}", "thresholds", name, "critical", maximum=maximum, **rules),
+		_s(f"{prefix}_warning{suffix}", section, name, "warning", maximum=maximum, **rules),
+		_s(f"{prefix}_critical{suffix}", section, name, "critical", maximum=maximum, **rules),
 	)
 
 
@@ -170,6 +192,15 @@ SETTINGS: dict[str, Setting] = {
 		*_level("error_rate", "", "error_rate", 1),
 		*_level("health", "", "health_score", 100),
 		*_level("job_lag", "_s", "job_lag_s", _WEEK_S, strictly_positive=True),
+		*_level("buffer_age", "_s", "buffer_age_s", _DAY_S, "meta", strictly_positive=True),
+		*_level("loss_rate", "", "loss_rate", 1, "meta"),
+		*_level(
+			"capture_errors", "_per_min", "capture_errors_per_min", 1_000_000, "meta", strictly_positive=True
+		),
+		*_level("capture_cost", "_us", "capture_cost_us", 1_000_000, "meta", strictly_positive=True),
+		*_level("rollup_backlog", "_h", "rollup_backlog_h", 24 * 365, "meta", strictly_positive=True),
+		*_level("storage_days", "", "storage_days", 3650, "meta", strictly_positive=True),
+		_s("storage_budget_mb", "meta", "storage_budget_mb", kind=int, maximum=100_000_000),
 		_s("detail_retention_days", "retention", "detail_days", kind=int, minimum=1, maximum=3650),
 		_s("hourly_retention_days", "retention", "hourly_days", kind=int, minimum=1, maximum=3650),
 		_s("daily_retention_days", "retention", "daily_days", kind=int, minimum=1, maximum=7300),
@@ -243,8 +274,9 @@ SETTINGS: dict[str, Setting] = {
 }
 
 # (warning key, critical key, True when a higher value is better)
+HIGHER_IS_BETTER = ("health", "storage_days")
 LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = tuple(
-	(f"{prefix}_warning{suffix}", f"{prefix}_critical{suffix}", prefix == "health")
+	(f"{prefix}_warning{suffix}", f"{prefix}_critical{suffix}", prefix in HIGHER_IS_BETTER)
 	for prefix, suffix in (
 		("api_response", "_ms"),
 		("api_queries", ""),
@@ -255,6 +287,12 @@ LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = tuple(
 		("error_rate", ""),
 		("health", ""),
 		("job_lag", "_s"),
+		("buffer_age", "_s"),
+		("loss_rate", ""),
+		("capture_errors", "_per_min"),
+		("capture_cost", "_us"),
+		("rollup_backlog", "_h"),
+		("storage_days", ""),
 	)
 )
 
@@ -277,6 +315,7 @@ _EXCLUDED_PATHS = (
 	"/api/method/ping",
 	"/api/method/frappe.realtime.",
 	"/website_script.js",
+	"/api/method/verenigingen_perf.api.monitoring.heartbeat",
 )
 
 _CAPTURE_DEFAULTS = {
@@ -287,6 +326,13 @@ _CAPTURE_DEFAULTS = {
 	"config_cache_ttl_s": 300,
 	"drain_claim_timeout_s": 300,
 	"max_operations_per_hour": 500,
+}
+
+_META_DEFAULTS = {
+	"storage_days_warning": 30,
+	"storage_days_critical": 7,
+	# no budget unless the site sets one: the signal then has no figure
+	"storage_budget_mb": 0,
 }
 
 _ANALYSIS_DEFAULTS = {
@@ -330,6 +376,17 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"health_critical": 50,
 		"job_lag_warning_s": 900,
 		"job_lag_critical_s": 3600,
+		"buffer_age_warning_s": 600,
+		"buffer_age_critical_s": 1800,
+		"loss_rate_warning": 0.05,
+		"loss_rate_critical": 0.2,
+		"capture_errors_warning_per_min": 5,
+		"capture_errors_critical_per_min": 50,
+		"capture_cost_warning_us": 2000,
+		"capture_cost_critical_us": 10000,
+		"rollup_backlog_warning_h": 6,
+		"rollup_backlog_critical_h": 24,
+		**_META_DEFAULTS,
 		**_RETENTION_DEFAULTS,
 		"monitoring_enabled": True,
 		"sampling_rate": 0.10,
@@ -361,6 +418,17 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"health_critical": 70,
 		"job_lag_warning_s": 600,
 		"job_lag_critical_s": 1800,
+		"buffer_age_warning_s": 300,
+		"buffer_age_critical_s": 900,
+		"loss_rate_warning": 0.01,
+		"loss_rate_critical": 0.05,
+		"capture_errors_warning_per_min": 1,
+		"capture_errors_critical_per_min": 10,
+		"capture_cost_warning_us": 500,
+		"capture_cost_critical_us": 2000,
+		"rollup_backlog_warning_h": 3,
+		"rollup_backlog_critical_h": 12,
+		**_META_DEFAULTS,
 		**_RETENTION_DEFAULTS,
 		"monitoring_enabled": True,
 		"sampling_rate": 0.50,
@@ -392,6 +460,17 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"health_critical": 85,
 		"job_lag_warning_s": 300,
 		"job_lag_critical_s": 900,
+		"buffer_age_warning_s": 180,
+		"buffer_age_critical_s": 600,
+		"loss_rate_warning": 0.001,
+		"loss_rate_critical": 0.01,
+		"capture_errors_warning_per_min": 0.5,
+		"capture_errors_critical_per_min": 5,
+		"capture_cost_warning_us": 300,
+		"capture_cost_critical_us": 1000,
+		"rollup_backlog_warning_h": 2,
+		"rollup_backlog_critical_h": 6,
+		**_META_DEFAULTS,
 		**_RETENTION_DEFAULTS,
 		"monitoring_enabled": True,
 		"sampling_rate": 1.0,
@@ -574,6 +653,7 @@ def build_config(
 		"thresholds": {},
 		"retention": {},
 		"monitoring": {},
+		"meta": {},
 		"analysis": {},
 	}
 	for key, setting in SETTINGS.items():
@@ -583,12 +663,14 @@ def build_config(
 			target = target.setdefault(parent, {})
 		target[leaf] = setting.kind(values[key])
 	thresholds = {name: Level(**level) for name, level in sections["thresholds"].items()}
+	meta = {name: Level(**v) if isinstance(v, dict) else v for name, v in sections["meta"].items()}
 	return PerformanceConfig(
 		environment=environment,
 		environment_source=environment_source,
 		thresholds=PerformanceThresholds(**thresholds),
 		retention=DataRetentionConfig(**sections["retention"]),
 		monitoring=MonitoringConfig(**sections["monitoring"]),
+		meta=MetaMonitoringConfig(**meta),
 		analysis=AnalysisConfig(**sections["analysis"]),
 		overrides=clean,
 	)
@@ -766,6 +848,9 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 		retention=DataRetentionConfig(**data["retention"]),
 		monitoring=MonitoringConfig(
 			**{**data["monitoring"], "excluded_paths": tuple(data["monitoring"]["excluded_paths"])}
+		),
+		meta=MetaMonitoringConfig(
+			**{name: Level(**v) if isinstance(v, dict) else v for name, v in data["meta"].items()}
 		),
 		analysis=AnalysisConfig(**data["analysis"]),
 		overrides={

@@ -18,7 +18,7 @@ from typing import Any
 import frappe
 import redis
 
-from verenigingen_perf.utils.performance import health, job_reports
+from verenigingen_perf.utils.performance import health, job_reports, monitoring
 from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS, JOB, OPERATION_TYPES, REQUEST_TYPES
@@ -102,7 +102,9 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		}
 
 	return {
-		"health": {**report.as_dict(), "slowest_operations": slowest_in_window},
+		"health": health.with_trust(
+			{**report.as_dict(), "slowest_operations": slowest_in_window}, monitoring.summary(config, reports)
+		),
 		"windows": windows,
 		"slowest_operations_24h": health.slowest(
 			per_operation, config.analysis.slowest_operations, health.operation_types(last_day)

@@ -483,20 +483,37 @@ def freshness(reports: Any) -> dict[str, Any]:
 	}
 
 
+def with_trust(report: dict[str, Any], monitor: dict[str, Any]) -> dict[str, Any]:
+	"""The health answer with the monitoring section. A healthy verdict needs a monitor that sees the
+	site: while the monitoring is critical (its jobs stalled, measurements dropped, the capture
+	failing) the figures may be incomplete, so the level is at most "warning" and the message says
+	why; the score stays what was measured."""
+	report = {**report, "monitoring": monitor}
+	if not monitor.get("trusted", True) and report["level"] == HEALTHY:
+		failing = ", ".join(s["name"] for s in monitor["signals"] if s["level"] == CRITICAL)
+		report["level"] = WARNING
+		report["message"] = (
+			f"warning: not trusted while the monitoring is critical ({failing}); measured: {report['message']}"
+		)
+	return report
+
+
 def system_health(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
-	"""The quick health check's system part: score, level, components, slowest operations, freshness."""
+	"""The quick health check's system part: score, level, components, slowest operations,
+	freshness and the monitoring section."""
 	import frappe
 
-	from verenigingen_perf.utils.performance import job_reports
+	from verenigingen_perf.utils.performance import job_reports, monitoring
 
 	now = now or frappe.utils.now_datetime()
 	reports = job_reports.read()
 	rows = read_aggregates("hour", window_start(now, config.analysis.health_window_hours))
 	report, slowest_operations = health_from_rows(rows, config, now, reports)
-	return {
+	answer = {
 		**report.as_dict(),
 		"slowest_operations": slowest_operations,
 		"freshness": freshness(reports),
 		"environment": config.environment,
 		"measured_at": format_datetime(now),
 	}
+	return with_trust(answer, monitoring.summary(config, reports))

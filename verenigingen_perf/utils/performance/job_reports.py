@@ -1,4 +1,4 @@
-"""What the app's own jobs (drain, rollup, retention) last did, for the health check, the dashboard
+"""What the app's own jobs (drain, rollup, retention, the monitor's sample) last did, for the health check, the dashboard
 and meta-monitoring.
 
 Each report is written to the database (a field of Performance Rollup State, so it outlives a Redis
@@ -19,7 +19,7 @@ import redis
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ROLLUP_STATE
 
-JOBS = ("drain", "rollup", "retention")
+JOBS = ("drain", "rollup", "retention", "monitor")
 _HASH = "job_reports"
 
 
@@ -27,9 +27,10 @@ def _field(job: str) -> str:
 	return f"last_{job}"
 
 
-def record(job: str, report: dict[str, Any]) -> dict[str, Any]:
-	"""Store `report` as the job's last run (stamped `finished_at`, Unix time) and commit it."""
-	stamped = {**report, "finished_at": time.time()}
+def record(job: str, report: dict[str, Any], finished_at: float | None = None) -> dict[str, Any]:
+	"""Store `report` as the job's last run (stamped `finished_at`, Unix time: now, unless given)
+	and commit it."""
+	stamped = {**report, "finished_at": time.time() if finished_at is None else finished_at}
 	payload = json.dumps(stamped, default=str)
 	frappe.db.sql("delete from `tabSingles` where doctype=%s and field=%s", (ROLLUP_STATE, _field(job)))
 	frappe.db.sql(

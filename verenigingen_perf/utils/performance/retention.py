@@ -22,6 +22,7 @@ import frappe
 from verenigingen_perf.utils.performance import buffer, job_reports, rollup, storage
 from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC
+from verenigingen_perf.utils.performance.schema import MONITOR_SAMPLE as SAMPLE
 from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_day, format_datetime
 
 
@@ -31,6 +32,7 @@ class RetentionReport:
 	detail_rows_deleted: int = 0
 	hourly_rows_deleted: int = 0
 	daily_rows_deleted: int = 0
+	monitor_samples_deleted: int = 0
 	batches: int = 0
 	max_batch_s: float = 0.0
 	watermark: str | None = None
@@ -76,9 +78,25 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 		report.daily_rows_deleted = _delete_aggregates(
 			{"granularity": "day", "period_start": ("<", daily_cutoff)}, retention.delete_batch_size, report
 		)
+		# the monitor's samples are kept as long as detail rows
+		report.monitor_samples_deleted = _delete_samples(cutoff_of_details(now, retention), retention, report)
 		report.storage = [asdict(size) for size in storage.storage_figures()]
 	report.duration_s = round(time.monotonic() - started, 3)
 	return report
+
+
+def cutoff_of_details(now: datetime, retention: Any) -> datetime:
+	return now - timedelta(days=retention.detail_days)
+
+
+def _delete_samples(cutoff: datetime, retention: Any, report: RetentionReport) -> int:
+	deleted = 0
+	while names := frappe.get_all(
+		SAMPLE, filters={"sampled_at": ("<", cutoff)}, pluck="name", limit=retention.delete_batch_size
+	):
+		_delete_batch(SAMPLE, names, report)
+		deleted += len(names)
+	return deleted
 
 
 def _delete_batch(doctype: str, names: list[str], report: RetentionReport) -> None:

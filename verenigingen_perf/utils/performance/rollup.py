@@ -459,12 +459,7 @@ def merge_into_aggregates(granularity: str, summaries: dict[BucketKey, Summary])
 		aggregate_name(granularity, period, operation_type, op): (operation_type, op, period, s)
 		for (operation_type, op, period), s in summaries.items()
 	}
-	existing = {
-		row.name: row
-		for row in frappe.get_all(
-			AGGREGATE, filters={"name": ("in", list(by_name))}, fields=["name", *AGGREGATE_COLUMNS], limit=0
-		)
-	}
+	existing = _existing_aggregates(list(by_name))
 	now = frappe.utils.now()
 	rows = []
 	for name, (operation_type, operation, period, summary) in by_name.items():
@@ -484,6 +479,21 @@ def merge_into_aggregates(granularity: str, summaries: dict[BucketKey, Summary])
 		)
 	_upsert(rows)
 	return len(rows)
+
+
+def _existing_aggregates(names: list[str]) -> dict[str, dict[str, Any]]:
+	"""The stored rows of these names (one statement per thousand names)."""
+	columns = ", ".join(f"`{c}`" for c in ("name", *AGGREGATE_COLUMNS))
+	existing = {}
+	for start in range(0, len(names), _UPSERT_CHUNK):
+		chunk = names[start : start + _UPSERT_CHUNK]
+		rows = frappe.db.sql(
+			f"select {columns} from `tab{AGGREGATE}` where name in ({', '.join(['%s'] * len(chunk))})",
+			chunk,
+			as_dict=True,
+		)
+		existing.update({row["name"]: row for row in rows})
+	return existing
 
 
 _UPSERT_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS)

@@ -3,6 +3,7 @@
 METRIC = "Performance Metric"
 AGGREGATE = "Performance Aggregate"
 ROLLUP_STATE = "Performance Rollup State"
+MONITOR_SAMPLE = "Performance Monitor Sample"
 SETTINGS = "Performance Settings"
 
 # what kind of work an operation is; each kind is judged on its own levels
