@@ -14,6 +14,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v mariadb >/dev/null || need+=(mariadb-client)
 dpkg -s libmariadb-dev >/dev/null 2>&1 || need+=(libmariadb-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "devruntime: installing Debian packages: ${need[*]}"
 	apt-get update -qq
@@ -38,7 +39,7 @@ want=$(cat "$here/requirements.txt" "$repo/pyproject.toml" | sha256sum | cut -d'
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 	echo "devruntime: installing the runtime and the app into $venv"
 	"$venv/bin/pip" install -q -r "$here/requirements.txt"
-	"$venv/bin/pip" install -q -e "$repo[test]"
+	"$venv/bin/pip" install -q -e "$repo[test,bench]"
 	echo "$want" > "$stamp"
 fi
 

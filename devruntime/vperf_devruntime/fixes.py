@@ -29,6 +29,11 @@ def apply() -> None:
 	_fix_sqlite_querybuilder(monoframe)
 
 
+def hidden_apps() -> list[str]:
+	"""Apps this process treats as not installed (DEVRUNTIME_HIDDEN_APPS, comma separated)."""
+	return [a.strip() for a in os.environ.get("DEVRUNTIME_HIDDEN_APPS", "").split(",") if a.strip()]
+
+
 def extra_apps() -> list[str]:
 	"""Apps 'on the bench' besides the framework (DEVRUNTIME_APPS, comma separated)."""
 	return [a.strip() for a in os.environ.get("DEVRUNTIME_APPS", "").split(",") if a.strip()]
@@ -48,7 +53,9 @@ def _fix_multi_app(monoframe) -> None:
 			return []
 		if not getattr(monoframe.local, "db", None):
 			return ["monoframe"]
-		return json.loads(monoframe.db.get_global("installed_apps") or "[]")
+		installed = json.loads(monoframe.db.get_global("installed_apps") or "[]")
+		# a process that serves the site as if these apps were not installed (benchmarks compare)
+		return [app for app in installed if app not in hidden_apps()]
 
 	def _load_app_hooks(app_name=None):
 		# defect: hooks are read only from monoframe.hooks, never from installed apps
@@ -87,6 +94,19 @@ def _fix_multi_app(monoframe) -> None:
 		monoframe.local.module_app = {m: app for app, mods in app_modules.items() for m in mods}
 
 	site_cached = monoframe.utils.caching.site_cache(_load_app_hooks)
+	if "DEVRUNTIME_HIDDEN_APPS" in os.environ:
+		from monoframe import _dict
+
+		def get_hooks(hook=None, default="_KEEP_DEFAULT_LIST"):
+			# hooks of a process that may hide apps stay in the process: the shared hooks cache in
+			# Redis is the other processes' (which see every installed app); set, even empty, for
+			# every process a benchmark compares, so that all of them read their hooks alike
+			hooks = site_cached()
+			if hook:
+				return hooks.get(hook, [] if default == "_KEEP_DEFAULT_LIST" else default)
+			return _dict(hooks)
+
+		monoframe.get_hooks = get_hooks
 	monoframe.get_all_apps = get_all_apps
 	monoframe.get_installed_apps = get_installed_apps
 	monoframe._load_app_hooks = _load_app_hooks
@@ -123,10 +143,12 @@ def site_config() -> dict:
 	defect: site_config.json is ignored and frappe.conf takes no custom keys.
 	"""
 	path = os.path.join(os.environ.get("DEVRUNTIME_SITE_PATH", ""), "site_config.json")
-	if not os.path.exists(path):
-		return {}
-	with open(path) as f:
-		return json.load(f)
+	config = {}
+	if os.path.exists(path):
+		with open(path) as f:
+			config = json.load(f)
+	# keys set for one process only (DEVRUNTIME_SITE_CONFIG_EXTRA, a JSON object), such as `monitor`
+	return {**config, **json.loads(os.environ.get("DEVRUNTIME_SITE_CONFIG_EXTRA") or "{}")}
 
 
 def _fix_outbound_calls(monoframe) -> None:
