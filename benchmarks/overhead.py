@@ -1,6 +1,6 @@
 """What the app costs a site end to end, against the alternatives an operator would pick.
 
-	devruntime/run bench overhead --db mariadb      (--rounds 16 --seconds 5 --clients 4 by default)
+	devruntime/run bench overhead --db mariadb      (--rounds 30 --seconds 5 --clients 4 by default)
 
 Serves the dev site with gunicorn (2 sync workers, `--preload`, as bench runs it) five times at once,
 each server set up differently, and drives each in turn, in interleaved rounds (the order shuffled
@@ -11,8 +11,9 @@ Setups: `none` (the app's hooks absent), `none_b` (the same again: the A/A contr
 much two identical setups differ), `app` (this app, sampling 1.0), `frappe_monitor` (Frappe's built-in
 `monitor` on) and `otel` (OpenTelemetry's WSGI instrumentation with the SDK's batch span processor
 exporting over OTLP/HTTP to a receiver in this process). Every round checks that each setup was in
-effect: `app` answered with its trace header, `none` without, Frappe's monitor queued a transaction per
-request, and the receiver got the OpenTelemetry spans.
+effect: `app` answered with its trace header, `none` without, Frappe's monitor queued transactions,
+and the receiver got OpenTelemetry spans (the batch span processor exports every 512 spans, several
+times a round).
 
 Per setup and round: requests per second, p50 and p99 latency (wrk), and the workers' own CPU time per
 request (read from /proc). The last line is one JSON object: each setup's median throughput, its spread
@@ -315,7 +316,7 @@ def median(values: list[float]) -> float:
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
 	parser.add_argument("--db", default="mariadb", choices=("sqlite", "mariadb"))
-	parser.add_argument("--rounds", type=int, default=16)
+	parser.add_argument("--rounds", type=int, default=30)
 	parser.add_argument("--seconds", type=int, default=5)
 	parser.add_argument("--clients", type=int, default=4)
 	parser.add_argument("--seed", type=int, default=7)
@@ -344,8 +345,6 @@ def main() -> None:
 					cpu_before = server.cpu_s()
 					figures = run_wrk(server, script, args.seconds, args.clients)
 					cpu = server.cpu_s() - cpu_before
-					if setup == "otel":
-						time.sleep(6)  # the batch span processor exports every 5 s
 					figures["cpu_ms_per_request"] = cpu * 1000 / max(figures["requests"], 1)
 					results[setup].append(figures)
 					checks[setup].append(

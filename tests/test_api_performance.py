@@ -10,6 +10,7 @@ import pytest
 from faker import Faker
 
 from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.testing import query_budget
 from verenigingen_perf.utils.performance import (
 	buffer,
 	capture,
@@ -21,7 +22,6 @@ from verenigingen_perf.utils.performance import (
 	schema,
 	timeutil,
 )
-from verenigingen_perf.utils.performance.statements import recorded_statements
 
 API = "verenigingen_perf.api.performance"
 LINKED_CHAPTERS = 7
@@ -369,35 +369,31 @@ def test_health_says_no_data_on_an_empty_site_then_moves_with_planted_traffic(si
 
 
 def test_statement_budgets_are_exact(site, slo):
+	"""The four calls' statements, guarded (verenigingen_perf.testing.query_budget)."""
 	plant_hour([5.0] * 30)
 	jobs_just_ran()
 	cfg = config.get_config()
 	health.system_health(cfg)  # warms the framework's own caches (hooks)
-	with recorded_statements() as statements:
+	# the hourly aggregates of the window and the watermark
+	with query_budget(2):
 		system = health.system_health(cfg)
 	assert system["level"] != "no data"
-	# the hourly aggregates of the window and the watermark
-	assert len(statements) == 2, statements
 	dashboard.clear_dashboard_cache()
-	with recorded_statements() as statements:
-		cold = dashboard.cached_dashboard(cfg)
 	# hourly rows, daily rows, the watermark
-	assert len(statements) == 3, statements
+	with query_budget(3):
+		cold = dashboard.cached_dashboard(cfg)
 	assert cold["cached"] is False
-	with recorded_statements() as statements:
+	with query_budget(0):
 		cached = dashboard.cached_dashboard(cfg)
-	assert statements == []
 	assert cached["cached"] is True
 	# the whitelisted calls themselves, permission check included (roles are cached per session)
 	from verenigingen_perf.api import performance
 
 	performance.quick_health_check()
-	with recorded_statements() as statements:
+	with query_budget(2):
 		performance.quick_health_check()
-	assert len(statements) == 2, statements
-	with recorded_statements() as statements:
+	with query_budget(0):
 		assert performance.performance_dashboard_data()["cached"] is True
-	assert statements == []
 	assert {k: v for k, v in cached.items() if k != "cached"} == json.loads(
 		json.dumps({k: v for k, v in cold.items() if k != "cached"}, default=str)
 	)

@@ -184,3 +184,44 @@ def test_requests_carry_the_capture_cost(site, http, make_user, default_settings
 		buffer.drain()
 		time.sleep(0.2)
 	assert 0 < rows[0]["capture_us"] < rows[0]["duration_ms"] * 1000
+
+
+def test_storage_growth_gives_the_days_until_the_budget(site, quiet_buffer, default_settings):
+	"""Growth from the sample of a day ago to the sizes the retention job last measured."""
+	from datetime import timedelta
+
+	from verenigingen_perf.utils.performance import timeutil
+
+	config.update_config({"storage_budget_mb": 1000})
+	frappe.db.commit()
+	mb = 2**20
+	job_reports.record(
+		"retention",
+		{
+			"status": "ok",
+			"storage": [
+				{"doctype": "Performance Metric", "rows": 1, "bytes": 300 * mb},
+				{"doctype": "Performance Aggregate", "rows": 1, "bytes": 100 * mb},
+			],
+		},
+	)
+	day_ago = timeutil.format_datetime(frappe.utils.now_datetime() - timedelta(days=1, minutes=1))
+	frappe.get_doc(
+		{"doctype": MONITOR_SAMPLE, "name": capture.new_id(), "sampled_at": day_ago, "storage_mb": 300.0}
+	).db_insert()
+	frappe.db.commit()
+	try:
+		live = monitoring.collect(config.get_config())
+		assert live["storage_mb"] == 400.0
+		assert live["storage_growth_mb_per_day"] == pytest.approx(100.0, rel=0.01)
+		assert live["storage_days"] == pytest.approx(6.0, rel=0.01)
+		assert (
+			signal(
+				{"signals": [s.__dict__ for s in monitoring.signals(live, config.get_config())]},
+				"storage_days",
+			)["level"]
+			== "critical"
+		)
+	finally:
+		frappe.db.delete(MONITOR_SAMPLE, {"sampled_at": day_ago})
+		job_reports.record("retention", {"status": "ok"})

@@ -309,7 +309,7 @@ class _Flusher:
 	) -> int:
 		sent = 0
 		try:
-			script = redis_client().register_script(_PUSH)
+			script = _push_script()
 			for start in range(0, len(payloads), _PUSH_CHUNK):
 				chunk = payloads[start : start + _PUSH_CHUNK]
 				seconds = encoding_s * len(chunk) / len(payloads)
@@ -328,6 +328,18 @@ class _Flusher:
 			except redis.exceptions.RedisError:
 				return
 			self.unreported_drops.pop(drops_key, None)
+
+
+_scripts: dict[int, Any] = {}
+
+
+def _push_script() -> Any:
+	"""The push script registered on the current cache client, once per client (its hash once)."""
+	client = redis_client()
+	script = _scripts.get(id(client))
+	if script is None:
+		script = _scripts[id(client)] = client.register_script(_PUSH)
+	return script
 
 
 _flusher = _Flusher()
