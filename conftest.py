@@ -6,6 +6,7 @@ every other test is a unit test and needs no site.
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -32,17 +33,19 @@ def default_settings(site):
 	from verenigingen_perf.utils.performance import capture, config
 
 	def reset():
-		for attempt in range(3):
+		for attempt in range(5):
 			try:
 				config.reset_overrides()
 				frappe.db.commit()
 				break
 			except frappe.QueryDeadlockError:
 				# SQLite (WAL): a web server's commit between this transaction's first read and its
-				# write makes the write fail at once; a fresh transaction is the cure
+				# write makes the write fail at once, and a server request that is still finishing
+				# holds the one writer's lock; a fresh transaction a little later is the cure
 				frappe.db.rollback()
-				if attempt == 2:
+				if attempt == 4:
 					raise
+				time.sleep(2)
 		capture.forget_local_config()
 
 	reset()
