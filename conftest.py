@@ -62,21 +62,34 @@ def clean_slate(default_settings):
 	import frappe
 
 	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
-	from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, ROLLUP_STATE
+	from verenigingen_perf.utils.performance.schema import (
+		AGGREGATE,
+		ANOMALY,
+		BASELINE,
+		METRIC,
+		REGRESSION,
+		ROLLUP_STATE,
+	)
 
 	def wipe():
 		# a fresh snapshot: on SQLite (WAL) a transaction that read before the web server's last
 		# commit cannot write any more
 		frappe.db.rollback()
-		frappe.db.delete(METRIC)
-		frappe.db.delete(AGGREGATE)
+		for doctype in (METRIC, AGGREGATE, BASELINE, REGRESSION, ANOMALY):
+			frappe.db.delete(doctype)
 		frappe.db.sql(
-			"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+			"update `tabSingles` set value=NULL where doctype=%s and field in ('watermark', 'detected_until')",
+			(ROLLUP_STATE,),
 		)
 		rollup.ensure_state_row()
 		frappe.db.commit()
 		client = buffer.redis_client()
-		client.delete(buffer.claims_key(), buffer.lock_key("rollup"), buffer.lock_key("retention"))
+		client.delete(
+			buffer.claims_key(),
+			buffer.lock_key("rollup"),
+			buffer.lock_key("retention"),
+			buffer.lock_key("detection"),
+		)
 		dashboard.clear_dashboard_cache()
 
 	wipe()

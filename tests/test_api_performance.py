@@ -374,13 +374,13 @@ def test_statement_budgets_are_exact(site, slo):
 	jobs_just_ran()
 	cfg = config.get_config()
 	health.system_health(cfg)  # warms the framework's own caches (hooks)
-	# the hourly aggregates of the window and the watermark
-	with query_budget(2):
+	# the hourly aggregates of the window, the watermark, open regressions and recent anomalies
+	with query_budget(4):
 		system = health.system_health(cfg)
 	assert system["level"] != "no data"
 	dashboard.clear_dashboard_cache()
-	# hourly rows, daily rows, the watermark
-	with query_budget(3):
+	# hourly rows, daily rows, the watermark, open regressions and recent anomalies
+	with query_budget(5):
 		cold = dashboard.cached_dashboard(cfg)
 	assert cold["cached"] is False
 	with query_budget(0):
@@ -390,7 +390,7 @@ def test_statement_budgets_are_exact(site, slo):
 	from verenigingen_perf.api import performance
 
 	performance.quick_health_check()
-	with query_budget(2):
+	with query_budget(4):
 		performance.quick_health_check()
 	with query_budget(0):
 		assert performance.performance_dashboard_data()["cached"] is True

@@ -36,8 +36,12 @@ scheduler_events = {
 			"verenigingen_perf.utils.performance.monitoring.sample_job",
 		],
 	},
-	# Performance Metric rows -> hourly and daily Performance Aggregate rows
-	"hourly_long": ["verenigingen_perf.utils.performance.rollup.rollup_job"],
+	"hourly_long": [
+		# Performance Metric rows -> hourly and daily Performance Aggregate rows
+		"verenigingen_perf.utils.performance.rollup.rollup_job",
+		# aggregated hours -> baselines, Performance Regression and Performance Anomaly records
+		"verenigingen_perf.utils.performance.detection.job.detection_job",
+	],
 	# bounded storage: only rows already folded into aggregates are deleted
 	"daily_long": ["verenigingen_perf.utils.performance.retention.retention_job"],
 }

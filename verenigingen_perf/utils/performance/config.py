@@ -123,6 +123,39 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+	"""Baselines, regression detection and anomaly detection (see detection/)."""
+
+	# rolling baselines: the days of hourly aggregates merged, and the fewest measurements a
+	# baseline may rest on (below it an operation has no baseline: "insufficient data")
+	baseline_window_days: int
+	baseline_min_samples: int
+	# regressions: the hours evaluated against the baseline, the fewest measurements in them, the
+	# relative change a duration percentile must exceed, the significance level of every test, the
+	# rise of statements per call and of the error rate (absolute) that counts, and the hours a
+	# metric must stay within the threshold before its regression is resolved
+	regression_window_hours: int
+	regression_min_samples: int
+	regression_threshold: float
+	regression_alpha: float
+	regression_statements_min_rise: float
+	regression_error_rate_min_rise: float
+	regression_resolve_hours: int
+	# compare against the latest pinned baseline (where an operation has one) instead of the rolling one
+	regression_use_pinned_baseline: bool
+	# anomalies: weeks of the same hour of the week, the fewest of them before falling back to the
+	# recent hours, those recent hours, the modified z-score that flags, and the fewest requests in
+	# an hour for its p95 and error rate to be judged
+	anomaly_weeks: int
+	anomaly_min_history: int
+	anomaly_recent_hours: int
+	anomaly_z: float
+	anomaly_min_samples: int
+	# the hours of anomalies the health check and the dashboard report
+	detection_report_hours: int
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
@@ -131,6 +164,7 @@ class PerformanceConfig:
 	monitoring: MonitoringConfig
 	meta: MetaMonitoringConfig
 	analysis: AnalysisConfig
+	detection: DetectionConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -270,6 +304,62 @@ SETTINGS: dict[str, Setting] = {
 			maximum=BATCH_HARD_CAP,
 		),
 		_s("member_doctype", "analysis", "member_doctype", kind=str),
+		_s("baseline_window_days", "detection", "baseline_window_days", kind=int, minimum=1, maximum=90),
+		_s(
+			"baseline_min_samples",
+			"detection",
+			"baseline_min_samples",
+			kind=int,
+			minimum=1,
+			maximum=1_000_000_000,
+		),
+		_s(
+			"regression_window_hours",
+			"detection",
+			"regression_window_hours",
+			kind=int,
+			minimum=1,
+			maximum=168,
+		),
+		_s(
+			"regression_min_samples",
+			"detection",
+			"regression_min_samples",
+			kind=int,
+			minimum=1,
+			maximum=1_000_000_000,
+		),
+		_s("regression_threshold", "detection", "regression_threshold", strictly_positive=True, maximum=100),
+		_s("regression_alpha", "detection", "regression_alpha", strictly_positive=True, maximum=0.5),
+		_s(
+			"regression_statements_min_rise",
+			"detection",
+			"regression_statements_min_rise",
+			strictly_positive=True,
+			maximum=1_000_000,
+		),
+		_s(
+			"regression_error_rate_min_rise",
+			"detection",
+			"regression_error_rate_min_rise",
+			strictly_positive=True,
+			maximum=1,
+		),
+		_s(
+			"regression_resolve_hours",
+			"detection",
+			"regression_resolve_hours",
+			kind=int,
+			minimum=1,
+			maximum=720,
+		),
+		_s("regression_use_pinned_baseline", "detection", "regression_use_pinned_baseline", kind=bool),
+		_s("anomaly_weeks", "detection", "anomaly_weeks", kind=int, minimum=1, maximum=52),
+		_s("anomaly_min_history", "detection", "anomaly_min_history", kind=int, minimum=2, maximum=52),
+		_s("anomaly_recent_hours", "detection", "anomaly_recent_hours", kind=int, minimum=3, maximum=336),
+		_s("anomaly_z", "detection", "anomaly_z", strictly_positive=True, maximum=1000),
+		_s("anomaly_min_samples", "detection", "anomaly_min_samples", kind=int, minimum=1, maximum=1_000_000),
+		_s("detection_report_hours", "detection", "detection_report_hours", kind=int, minimum=1, maximum=720),
 	)
 }
 
@@ -342,6 +432,29 @@ _ANALYSIS_DEFAULTS = {
 	"member_doctype": "Member",
 }
 
+# Detection: the seed's rolling week and 5% threshold; 100 measurements before a percentile means
+# anything; a 3-hour window finds a +20% regression of a 200-requests-an-hour operation within it;
+# alpha 0.001 per test keeps false alarms near one in a thousand operation-hours (benchmarks/detection.py
+# measures both); the modified z-score's usual 3.5 (Iglewicz and Hoaglin) on four weeks of history
+_DETECTION_DEFAULTS = {
+	"baseline_window_days": 7,
+	"baseline_min_samples": 100,
+	"regression_window_hours": 3,
+	"regression_min_samples": 30,
+	"regression_threshold": 0.05,
+	"regression_alpha": 0.001,
+	"regression_statements_min_rise": 0.5,
+	"regression_error_rate_min_rise": 0.01,
+	"regression_resolve_hours": 6,
+	"regression_use_pinned_baseline": False,
+	"anomaly_weeks": 4,
+	"anomaly_min_history": 3,
+	"anomaly_recent_hours": 24,
+	"anomaly_z": 3.5,
+	"anomaly_min_samples": 20,
+	"detection_report_hours": 24,
+}
+
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
 	"hourly_retention_days": 90,
@@ -397,6 +510,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"dashboard_cache_ttl_s": 30,
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
+		**_DETECTION_DEFAULTS,
 		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
@@ -439,6 +553,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"dashboard_cache_ttl_s": 60,
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
+		**_DETECTION_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
@@ -481,6 +596,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		"dashboard_cache_ttl_s": 60,
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
+		**_DETECTION_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 }
@@ -626,6 +742,20 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 				f"{longer_key}: aggregates must be kept at least as long as the data they summarise "
 				f"({longer_key} {values[longer_key]} < {shorter_key} {values[shorter_key]})"
 			)
+	for key, days in (
+		("baseline_window_days", values["baseline_window_days"]),
+		("anomaly_weeks", values["anomaly_weeks"] * 7),
+	):
+		if days > values["hourly_retention_days"]:
+			errors.append(
+				f"{key}: detection reads {days} days of hourly aggregates, but hourly_retention_days keeps "
+				f"only {values['hourly_retention_days']}"
+			)
+	if values["anomaly_min_history"] > values["anomaly_weeks"]:
+		errors.append(
+			f"anomaly_min_history: must not exceed anomaly_weeks ({values['anomaly_min_history']} > "
+			f"{values['anomaly_weeks']}): that many weeks of history can never be there"
+		)
 	return errors
 
 
@@ -655,6 +785,7 @@ def build_config(
 		"monitoring": {},
 		"meta": {},
 		"analysis": {},
+		"detection": {},
 	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
@@ -672,6 +803,7 @@ def build_config(
 		monitoring=MonitoringConfig(**sections["monitoring"]),
 		meta=MetaMonitoringConfig(**meta),
 		analysis=AnalysisConfig(**sections["analysis"]),
+		detection=DetectionConfig(**sections["detection"]),
 		overrides=clean,
 	)
 
@@ -853,6 +985,7 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 			**{name: Level(**v) if isinstance(v, dict) else v for name, v in data["meta"].items()}
 		),
 		analysis=AnalysisConfig(**data["analysis"]),
+		detection=DetectionConfig(**data["detection"]),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value
 			for key, value in (data.get("overrides") or {}).items()

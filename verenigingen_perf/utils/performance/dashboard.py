@@ -20,6 +20,7 @@ import redis
 
 from verenigingen_perf.utils.performance import health, job_reports, monitoring
 from verenigingen_perf.utils.performance.config import PerformanceConfig
+from verenigingen_perf.utils.performance.detection import reports as detection
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS, JOB, OPERATION_TYPES, REQUEST_TYPES
 from verenigingen_perf.utils.performance.timeutil import epoch_text, floor_day, floor_hour, format_datetime
@@ -113,6 +114,7 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		"daily_series": _series(site_wide["day"], today, timedelta(days=1), DAILY_SERIES_DAYS),
 		"storage": storage_figures(reports),
 		"freshness": health.freshness(reports),
+		"detection": detection.summary(config, now, config.analysis.slowest_operations),
 		"environment": config.environment,
 		"generated_at": format_datetime(now),
 		"cache_ttl_s": config.monitoring.dashboard_cache_ttl_s,

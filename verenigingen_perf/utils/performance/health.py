@@ -504,6 +504,7 @@ def system_health(config: PerformanceConfig, now: datetime | None = None) -> dic
 	import frappe
 
 	from verenigingen_perf.utils.performance import job_reports, monitoring
+	from verenigingen_perf.utils.performance.detection import reports as detection
 
 	now = now or frappe.utils.now_datetime()
 	reports = job_reports.read()
@@ -513,6 +514,7 @@ def system_health(config: PerformanceConfig, now: datetime | None = None) -> dic
 		**report.as_dict(),
 		"slowest_operations": slowest_operations,
 		"freshness": freshness(reports),
+		"detection": detection.summary(config, now, config.analysis.slowest_operations),
 		"environment": config.environment,
 		"measured_at": format_datetime(now),
 	}

@@ -19,7 +19,7 @@ import redis
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ROLLUP_STATE
 
-JOBS = ("drain", "rollup", "retention", "monitor")
+JOBS = ("drain", "rollup", "retention", "monitor", "detection")
 _HASH = "job_reports"
 
 

@@ -26,3 +26,10 @@ UNKNOWN_METHOD_OPERATION = "(unknown method)"
 FAILED_PAGE_OPERATION = "(failed page)"
 # names the rollup writes itself; a measured operation never carries one of them
 RESERVED_OPERATIONS = (ALL_OPERATIONS, OVERFLOW_OPERATION)
+
+# detection (detection/): baselines, and what the detectors found
+BASELINE = "Performance Baseline"
+REGRESSION = "Performance Regression"
+ANOMALY = "Performance Anomaly"
+ROLLING, PINNED = "rolling", "pinned"
+OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"

@@ -13,7 +13,10 @@ class PerformanceRollupState(Document):
 	if TYPE_CHECKING:
 		from frappe.types import DF
 
+		detected_until: DF.Datetime | None
+		last_detection: DF.Code | None
 		last_drain: DF.Code | None
+		last_monitor: DF.Code | None
 		last_retention: DF.Code | None
 		last_rollup: DF.Code | None
 		watermark: DF.Datetime | None

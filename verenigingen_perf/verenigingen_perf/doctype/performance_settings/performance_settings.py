@@ -19,10 +19,17 @@ class PerformanceSettings(Document):
 
 		aggregation_delay_minutes: DF.Data | None
 		aggregation_page_size: DF.Data | None
+		anomaly_min_history: DF.Data | None
+		anomaly_min_samples: DF.Data | None
+		anomaly_recent_hours: DF.Data | None
+		anomaly_weeks: DF.Data | None
+		anomaly_z: DF.Data | None
 		api_queries_critical: DF.Data | None
 		api_queries_warning: DF.Data | None
 		api_response_critical_ms: DF.Data | None
 		api_response_warning_ms: DF.Data | None
+		baseline_min_samples: DF.Data | None
+		baseline_window_days: DF.Data | None
 		batch_max_members: DF.Data | None
 		buffer_max_entries: DF.Data | None
 		capture_memory_peak: DF.Literal["", "Yes", "No"]
@@ -33,6 +40,7 @@ class PerformanceSettings(Document):
 		dashboard_cache_ttl_s: DF.Data | None
 		delete_batch_size: DF.Data | None
 		detail_retention_days: DF.Data | None
+		detection_report_hours: DF.Data | None
 		drain_batch_size: DF.Data | None
 		drain_claim_timeout_s: DF.Data | None
 		environment: DF.Literal["", "development", "staging", "production"]
@@ -59,6 +67,14 @@ class PerformanceSettings(Document):
 		page_load_warning_ms: DF.Data | None
 		page_queries_critical: DF.Data | None
 		page_queries_warning: DF.Data | None
+		regression_alpha: DF.Data | None
+		regression_error_rate_min_rise: DF.Data | None
+		regression_min_samples: DF.Data | None
+		regression_resolve_hours: DF.Data | None
+		regression_statements_min_rise: DF.Data | None
+		regression_threshold: DF.Data | None
+		regression_use_pinned_baseline: DF.Literal["", "Yes", "No"]
+		regression_window_hours: DF.Data | None
 		sampling_rate: DF.Data | None
 		slow_query_ms: DF.Data | None
 		slowest_operations: DF.Data | None

@@ -1,0 +1,159 @@
+"""Regression detection of one hour: every operation's evaluation window against its baseline, and
+the Performance Regression records that follow (opened, updated, resolved).
+
+One open (or acknowledged) record per operation and metric: the record's `open_key` is unique in the
+database while it is open, so even two evaluations at once cannot open a second. A record is resolved
+once its metric has stayed within the threshold for `regression_resolve_hours` evaluated hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import frappe
+
+from verenigingen_perf.utils.performance.config import DetectionConfig
+from verenigingen_perf.utils.performance.detection import baselines, rules
+from verenigingen_perf.utils.performance.schema import ACKNOWLEDGED, OPEN, REGRESSION, RESOLVED
+from verenigingen_perf.utils.performance.sketch import Summary
+from verenigingen_perf.utils.performance.timeutil import as_datetime
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class RegressionCounts:
+	operations_evaluated: int = 0
+	opened: int = 0
+	updated: int = 0
+	resolved: int = 0
+	insufficient: int = 0
+	opened_names: list[str] = field(default_factory=list)
+
+
+def open_key(operation_type: str, operation: str, metric: str) -> str:
+	return hashlib.sha1("\x1f".join((operation_type, operation, metric)).encode()).hexdigest()
+
+
+def windows(hour: datetime, config: DetectionConfig) -> dict[baselines.OperationKey, rules.Window]:
+	"""Each operation's window: the `regression_window_hours` hours ending with `hour`."""
+	start = hour - HOUR * (config.regression_window_hours - 1)
+	merged: dict[baselines.OperationKey, rules.Window] = defaultdict(lambda: rules.Window(Summary(), []))
+	for row in baselines.hourly_rows(start, hour + HOUR):
+		window = merged[(row["operation_type"], row["operation"])]
+		window.summary.merge(Summary.from_values(row))
+		window.hours.append(
+			rules.HourTotals(int(row["count"] or 0), int(row["query_sum"] or 0), int(row["error_count"] or 0))
+		)
+	return merged
+
+
+def open_records() -> dict[str, dict[str, Any]]:
+	rows = frappe.get_all(
+		REGRESSION,
+		filters={"status": ["in", [OPEN, ACKNOWLEDGED]]},
+		fields=["name", "open_key", "back_within_since", "status"],
+	)
+	return {row["open_key"]: row for row in rows}
+
+
+def evaluate_hour(hour: datetime, config: DetectionConfig) -> RegressionCounts:
+	counts = RegressionCounts()
+	stored = baselines.read(config.regression_use_pinned_baseline)
+	current = open_records()
+	for key, window in windows(hour, config).items():
+		reference = stored.get(key)
+		if reference is None:
+			counts.insufficient += 1
+			continue
+		findings = rules.evaluate(reference.baseline, window, config)
+		if not findings:
+			counts.insufficient += 1
+			continue
+		counts.operations_evaluated += 1
+		for finding in findings:
+			_apply(hour, key, finding, reference, current.get(open_key(*key, finding.metric)), config, counts)
+	return counts
+
+
+def _apply(
+	hour: datetime,
+	key: baselines.OperationKey,
+	finding: rules.Finding,
+	reference: baselines.StoredBaseline,
+	record: dict[str, Any] | None,
+	config: DetectionConfig,
+	counts: RegressionCounts,
+) -> None:
+	figures = {
+		"after_value": finding.after,
+		"before_value": finding.before,
+		"change_value": finding.change,
+		"p_value": finding.p_value,
+		"test_statistic": _finite(finding.statistic),
+		"baseline_samples": finding.baseline_samples,
+		"window_samples": finding.window_samples,
+		"baseline_kind": reference.kind,
+		"baseline_pin": reference.pin,
+		"baseline_period_start": reference.period_start,
+		"baseline_period_end": reference.period_end,
+	}
+	if finding.flagged:
+		if record is None:
+			counts.opened_names.append(_open(hour, key, finding.metric, figures))
+			counts.opened += 1
+		else:
+			frappe.db.set_value(
+				REGRESSION,
+				record["name"],
+				{**figures, "last_confirmed": hour, "back_within_since": None},
+				update_modified=True,
+			)
+			counts.updated += 1
+		return
+	if record is None:
+		return
+	if not finding.within:
+		if record["back_within_since"]:
+			frappe.db.set_value(REGRESSION, record["name"], "back_within_since", None)
+		return
+	since = as_datetime(record["back_within_since"]) if record["back_within_since"] else hour
+	if hour + HOUR - since >= HOUR * config.regression_resolve_hours:
+		frappe.db.set_value(
+			REGRESSION,
+			record["name"],
+			{**figures, "status": RESOLVED, "resolved_at": hour + HOUR, "open_key": None},
+		)
+		counts.resolved += 1
+	elif not record["back_within_since"]:
+		frappe.db.set_value(REGRESSION, record["name"], "back_within_since", since)
+
+
+def _open(hour: datetime, key: baselines.OperationKey, metric: str, figures: dict[str, Any]) -> str:
+	operation_type, operation = key
+	doc = frappe.get_doc(
+		{
+			"doctype": REGRESSION,
+			"operation": operation,
+			"operation_type": operation_type,
+			"metric": metric,
+			"status": OPEN,
+			"first_detected": hour,
+			"last_confirmed": hour,
+			"open_key": open_key(operation_type, operation, metric),
+			**figures,
+		}
+	)
+	doc.insert(ignore_permissions=True)
+	return doc.name
+
+
+def _finite(value: float) -> float:
+	"""A test statistic as a column stores it: "certain" (infinite) as the largest float it keeps."""
+	if value != value:  # NaN
+		return 0.0
+	return max(min(value, 1e12), -1e12)
