@@ -285,3 +285,63 @@ def test_detection_calls_statement_budgets_and_health_section(site, detection):
 	section = health.system_health(config.get_config())["detection"]
 	assert section["open_regressions"] == len(regressions())
 	assert section["worst_regressions"][0]["operation"] == OP
+
+
+def test_old_anomalies_and_long_resolved_regressions_are_pruned(site, detection):
+	now = DAY
+	for days, operation in ((91, "old"), (89, "kept")):
+		frappe.get_doc(
+			{
+				"doctype": ANOMALY,
+				"name": f"ano-{operation}",
+				"operation": operation,
+				"metric": "count",
+				"period_start": now - timedelta(days=days),
+			}
+		).db_insert()
+	for status, days, operation in (
+		("resolved", 731, "old"),
+		("resolved", 729, "kept"),
+		("open", 900, "open"),
+	):
+		frappe.get_doc(
+			{
+				"doctype": REGRESSION,
+				"operation": operation,
+				"metric": "duration_p95",
+				"status": status,
+				"first_detected": now - timedelta(days=days + 1),
+				"resolved_at": now - timedelta(days=days) if status == "resolved" else None,
+			}
+		).insert(ignore_permissions=True)
+	report = job.DetectionReport()
+	job.prune(now, config.get_config(), report)
+	assert (report.anomalies_deleted, report.regressions_deleted) == (1, 1)
+	assert frappe.get_all(ANOMALY, pluck="operation") == ["kept"]
+	assert sorted(frappe.get_all(REGRESSION, pluck="operation")) == ["kept", "open"]
+
+
+def test_a_second_open_record_of_one_operation_and_metric_is_refused_by_the_database(site, detection):
+	"""What keeps two evaluations at once from opening a regression twice: the unique open key."""
+	from verenigingen_perf.utils.performance import records
+	from verenigingen_perf.utils.performance.detection import regressions
+
+	key = regressions.open_key("api", OP, "duration_p95")
+
+	def record():
+		return frappe.get_doc(
+			{
+				"doctype": REGRESSION,
+				"name": frappe.generate_hash(length=20),
+				"operation": OP,
+				"metric": "duration_p95",
+				"status": "open",
+				"open_key": key,
+			}
+		)
+
+	assert records.insert_once(record()) is True
+	assert records.insert_once(record()) is False
+	# the transaction goes on after the refusal
+	assert frappe.db.count(REGRESSION, {"open_key": key}) == 1
+	frappe.db.commit()

@@ -99,6 +99,8 @@ def test_a_count_spike_is_an_anomaly_and_poisson_noise_is_not():
 	)
 	assert noise <= 2
 	assert rules.anomalies(rules.HourFigures(0, 0, 0.0), history, CONFIG)[0].direction == "low"
+	# a drop that is not to zero is a quiet hour, not an anomaly
+	assert rules.anomalies(rules.HourFigures(40, 0, 0.0), history, CONFIG) == []
 
 
 def test_an_error_burst_is_an_anomaly_and_a_quiet_hours_error_is_not():

@@ -142,10 +142,29 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	roles_before = frappe.db.count("Role")
 	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == "0.42"
 
+	job_types = frappe.get_all(
+		"Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")}, pluck="name"
+	)
 	try:
 		remove_app("verenigingen_perf", yes=True, no_backup=True)
 		frappe.db.commit()
 		check_nothing_is_left(roles_before, user_roles_before)
+		# a job that ran during the uninstall wrote its report and its (failed) log after the first
+		# sweep: the uninstall's last step sweeps it too
+		from verenigingen_perf.install import after_uninstall
+
+		late_job = job_types[0]
+		frappe.db.sql(
+			"insert into `tabSingles` (doctype, field, value) values (%s, 'last_monitor', '{}')",
+			(ROLLUP_STATE,),
+		)
+		frappe.get_doc(
+			{"doctype": "Scheduled Job Log", "scheduled_job_type": late_job, "status": "Failed"}
+		).db_insert()
+		frappe.db.commit()
+		after_uninstall()
+		check_nothing_is_left(roles_before, user_roles_before)
+		assert not frappe.db.exists("Scheduled Job Log", {"scheduled_job_type": late_job})
 	finally:
 		if "verenigingen_perf" not in frappe.get_installed_apps():
 			install_app("verenigingen_perf")

@@ -40,4 +40,45 @@ def update_baselines(context, app_name: str, pytest_args: tuple[str, ...]) -> No
 	sys.exit(result.returncode)
 
 
+@vperf.command("export-alert-rules")
+@pass_context
+def export_alert_rules(context) -> None:
+	"""Print every alert rule of the site as YAML."""
+	import frappe
+
+	from verenigingen_perf.utils.performance.alerts import store
+
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		click.echo(store.export_rules(), nl=False)
+	finally:
+		frappe.destroy()
+
+
+@vperf.command("import-alert-rules")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@pass_context
+def import_alert_rules(context, path: str) -> None:
+	"""Create or update alert rules from a YAML file, all or none."""
+	import frappe
+
+	from verenigingen_perf.utils.performance.alerts import rules, store
+
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		with open(path, encoding="utf-8") as f:
+			result = store.import_rules(f.read())
+		frappe.db.commit()
+		click.echo(f"{result['created']} created, {result['updated']} updated")
+	except rules.RuleError as error:
+		frappe.db.rollback()
+		for line in error.errors:
+			click.echo(line, err=True)
+		sys.exit(1)
+	finally:
+		frappe.destroy()
+
+
 commands = [vperf]

@@ -34,6 +34,8 @@ scheduler_events = {
 			"verenigingen_perf.utils.performance.buffer.drain_job",
 			# the monitor's own signals (meta-monitoring)
 			"verenigingen_perf.utils.performance.monitoring.sample_job",
+			# alert rules -> Performance Alert records -> deliveries (each in its own background job)
+			"verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job",
 		],
 	},
 	"hourly_long": [

@@ -34,12 +34,21 @@ def before_install() -> None:
 def after_install() -> None:
 	ensure_roles()
 	ensure_state_row()
+	install_shipped_rules()
 	frappe.db.commit()
 
 
 def after_migrate() -> None:
 	ensure_roles()
 	ensure_state_row()
+	install_shipped_rules()
+
+
+def install_shipped_rules() -> None:
+	# the alert rules the app ships (an edited or deleted one is left as the site has it)
+	from verenigingen_perf.utils.performance.alerts import store
+
+	store.install_shipped_rules()
 
 
 def clear_caches() -> None:
@@ -50,25 +59,53 @@ def clear_caches() -> None:
 
 
 def before_uninstall() -> None:
-	"""Remove what the framework's uninstall leaves behind: the role and every grant of it, the
-	Singles' values, the scheduled job types (with their logs) and the app's Redis keys. The
-	doctypes, their tables and the module go with the framework's own uninstall."""
+	"""Remove what the framework's uninstall leaves behind: the role and every grant of it, then the
+	app's state (`remove_app_state`). The doctypes, their tables and the module go with the
+	framework's own uninstall."""
 	remove_role()
+	remove_app_state()
+
+
+def after_uninstall() -> None:
+	# a job that was running during the uninstall may have written state (a report, a sample, its
+	# own Scheduled Job Log) or pushed a measurement after the first sweep: sweep again
+	remove_app_state()
+
+
+def remove_app_state() -> None:
+	"""The Singles' values, the scheduled job types with their logs, and the app's Redis keys. Plain
+	deletes (no document of the app is loaded), so it also works once the app's modules are gone."""
 	frappe.db.sql(
 		f"delete from `tabSingles` where doctype in ({', '.join(['%s'] * len(SINGLE_DOCTYPES))})",
 		SINGLE_DOCTYPES,
 	)
-	for job_type in frappe.get_all(
-		"Scheduled Job Type", filters={"method": ("like", f"{APP}.%")}, pluck="name"
-	):
-		frappe.delete_doc("Scheduled Job Type", job_type, ignore_permissions=True, force=True)
+	job_types = set(scheduled_job_type_names()) | set(
+		frappe.get_all("Scheduled Job Type", filters={"method": ("like", f"{APP}.%")}, pluck="name")
+	)
+	# Frappe v16 names job types by hash: the names the first sweep of this uninstall found are
+	# what a late log row refers to
+	_SWEPT_JOB_TYPES.update(job_types)
+	job_types |= _SWEPT_JOB_TYPES
+	if job_types:
+		frappe.db.delete("Scheduled Job Log", {"scheduled_job_type": ("in", sorted(job_types))})
+		frappe.db.delete("Scheduled Job Type", {"name": ("in", sorted(job_types))})
 	frappe.db.commit()
 	redis_store.delete_app_keys()
 
 
-def after_uninstall() -> None:
-	# a worker may have pushed a measurement between the first sweep and the app's removal
-	redis_store.delete_app_keys()
+_SWEPT_JOB_TYPES: set[str] = set()
+
+
+def scheduled_job_type_names() -> list[str]:
+	"""The names Frappe v15 gives the app's scheduled job types (the method's last two parts), from
+	the app's own hooks (readable after the app is uninstalled)."""
+	from verenigingen_perf import hooks
+
+	methods = []
+	for event, value in hooks.scheduler_events.items():
+		groups = value.values() if event == "cron" else [value]
+		methods += [method for group in groups for method in group]
+	return [".".join(method.split(".")[-2:]) for method in methods]
 
 
 def remove_role() -> None:

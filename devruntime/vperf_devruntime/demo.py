@@ -5,7 +5,9 @@
    some errors and one N+1 endpoint, stamped as if the drain had ingested them at the time.
 3. Real HTTP traffic through the instrumented web server (desk form loads, lists, the N+1 endpoint
    and its batched twin, missing records), drained from the Redis buffer into detail rows.
-4. The app's scheduled jobs: drain, rollup (hourly and daily aggregates), retention.
+   Six hours ago a "release" made the desk's form loader 40% slower, with 3 more statements a call.
+4. The app's scheduled jobs: drain, rollup (hourly and daily aggregates), retention, detection
+   (baselines, regressions, anomalies).
 5. The health check, a member analysis that finds the N+1, a batch analysis and the dashboard,
    fetched over HTTP from the whitelisted API and printed.
 
@@ -31,6 +33,9 @@ HISTORY_DAYS = 8
 HISTORY_REQUESTS_PER_HOUR = 240
 LIVE_REQUESTS = 400
 N_PLUS_ONE = "vperf_devruntime.demo_endpoints.member_chapters"
+# the operation the demo's "release" made slower, how much, and how long ago
+RELEASED = "frappe.desk.form.load.getdoc"
+RELEASE_SLOWER, RELEASE_STATEMENTS, RELEASE_HOURS_AGO = 1.4, 3, 6
 API = "verenigingen_perf.api.performance"
 
 # name, type, median ms, spread (lognormal sigma), mean statements, error share, weight
@@ -144,6 +149,7 @@ def _history(effective: Any) -> int:
 	by_name = {op[0]: op for op in OPERATIONS}
 	rows, total = [], 0
 	hour = start
+	released = timeutil.floor_hour(now) - timedelta(hours=RELEASE_HOURS_AGO)
 	while hour < timeutil.floor_hour(now):
 		# busier in office hours
 		load = 1.6 if 8 <= hour.hour < 18 else 0.5
@@ -151,6 +157,9 @@ def _history(effective: Any) -> int:
 			_name, kind, median, spread, statements, error_share, _w = by_name[operation]
 			started = hour + timedelta(seconds=rng.uniform(0, 3599))
 			duration = rng.lognormvariate(0, spread) * median
+			if operation == RELEASED and hour >= released:
+				duration *= RELEASE_SLOWER
+				statements += RELEASE_STATEMENTS
 			if rng.random() < 0.01:
 				duration *= rng.paretovariate(1.5)
 			failed = rng.random() < error_share
@@ -249,6 +258,7 @@ def _drive_traffic(session: requests.Session, url: str, member_names: list[str])
 
 def _run_jobs(frappe: Any) -> None:
 	from verenigingen_perf.utils.performance import buffer, retention, rollup
+	from verenigingen_perf.utils.performance.detection import job as detection
 
 	# the server's flusher pushes its measurements to Redis every flush interval
 	deadline = time.monotonic() + 10
@@ -267,6 +277,13 @@ def _run_jobs(frappe: Any) -> None:
 	print(
 		f"Retention job: {kept['detail_rows_deleted']:,} aggregated detail rows older than the retention "
 		f"deleted in {kept['batches']} batches (slowest {kept['max_batch_s']} s)"
+	)
+	found = detection.detection_job()
+	print(
+		f"Detection job: {found['hours_evaluated']} hour(s) evaluated (a first run takes the last complete "
+		f"one), rolling baselines refreshed {found['baselines_refreshed']}x, "
+		f"{found['regressions_opened']} regression(s) opened, {found['anomalies_recorded']} anomalies "
+		f"({found['duration_s']} s)"
 	)
 	frappe.db.commit()
 
@@ -327,6 +344,13 @@ def _print_health(health: dict[str, Any]) -> None:
 		print(
 			f"  {op['operation']:58} p95 {_fmt(op['p95_ms']):>9} ms  n={op['count']:<5} errors {op['error_rate']:.1%}"
 		)
+	found = health["detection"]
+	print(
+		f"Detection: {found['open_regressions']} open regression(s), {found['anomalies']} anomalies since "
+		f"{found['anomalies_since']}"
+	)
+	for r in found["worst_regressions"]:
+		print(f"  {r['operation']:42} {r['metric']:14} {r['change_value']:+.1%} since {r['first_detected']}")
 	fresh = health["freshness"]
 	print(
 		f"Freshness: aggregated until {fresh['aggregated_until']}, last drain {fresh['last_drain_at']}, "

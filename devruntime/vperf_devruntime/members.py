@@ -127,6 +127,12 @@ def remove_member_doctypes(names: MemberDoctypes) -> None:
 		frappe.db.delete(doctype, {"role": names.reader_role})
 	if frappe.db.exists("Role", names.reader_role):
 		frappe.delete_doc("Role", names.reader_role, ignore_permissions=True, force=True)
+	# the framework keeps a copy of what it deleted (Deleted Document) and a comment on it: the
+	# tests' own doctypes, records and role leave neither behind
+	ours = [names.member, names.membership, names.chapter]
+	frappe.db.delete("Deleted Document", {"deleted_doctype": ("in", ours)})
+	frappe.db.delete("Deleted Document", {"deleted_name": ("in", [*ours, names.reader_role])})
+	frappe.db.delete("Comment", {"reference_doctype": ("in", ours)})
 	frappe.db.commit()
 
 

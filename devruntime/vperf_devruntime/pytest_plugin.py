@@ -204,6 +204,15 @@ def make_user(site: Any) -> Iterator[Callable[..., str]]:
 		frappe.delete_doc("User", email, ignore_permissions=True, force=True)
 		for contact in contacts:
 			frappe.delete_doc("Contact", contact, ignore_permissions=True, force=True)
+		# what the framework keeps of a user: its defaults, the copies of the deleted user, contact
+		# and notification settings, the "deleted" comments, versions and its login activity
+		names = [email, *contacts]
+		frappe.db.delete("DefaultValue", {"parent": email})
+		frappe.db.delete("Deleted Document", {"deleted_name": ("in", names)})
+		frappe.db.delete("Comment", {"reference_name": ("in", names)})
+		frappe.db.delete("Version", {"docname": ("in", names)})
+		frappe.db.delete("Activity Log", {"user": email})
+		frappe.db.delete("Activity Log", {"reference_name": ("in", names)})
 	frappe.db.commit()
 
 
@@ -280,9 +289,14 @@ def run_background_jobs(site: Any, site_env: dict[str, str]) -> Callable[[], Non
 		frappe.db.commit()
 		if bench_mode():
 			from frappe.utils.background_jobs import get_queues
+			from rq.registry import StartedJobRegistry
+
+			def busy() -> bool:
+				# queued, or taken by a worker and still running
+				return any(q.count or StartedJobRegistry(queue=q).count for q in get_queues())
 
 			deadline = time.monotonic() + 120
-			while any(q.count for q in get_queues()) and time.monotonic() < deadline:
+			while busy() and time.monotonic() < deadline:
 				time.sleep(0.5)
 			return
 		subprocess.run(

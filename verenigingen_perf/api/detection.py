@@ -14,7 +14,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from verenigingen_perf.api import begin_api_call
+from verenigingen_perf.api import arguments, begin_api_call
 from verenigingen_perf.install import READER_ROLES
 from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.detection import reports
@@ -23,7 +23,6 @@ from verenigingen_perf.utils.performance.schema import ACKNOWLEDGED, OPEN, RESOL
 # Frappe's Data columns hold 140 characters
 _NAME_MAX_CHARS = 140
 _NOTE_MAX_CHARS = 2000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # operations one pin may list (the rollup keeps at most max_operations_per_hour a period anyway)
 MAX_PINNED_OPERATIONS = 1000
 MAX_LIMIT = 500
@@ -32,23 +31,8 @@ STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED)
 _MAX_SINCE_DAYS = 7300
 
 
-def _invalid(message: str) -> None:
-	frappe.throw(message, frappe.ValidationError, title=_("Invalid argument"))
-
-
 def _name(value: Any, argument: str, required: bool = True) -> str | None:
-	if value is None or (isinstance(value, str) and not value.strip()):
-		if required:
-			_invalid(f"{argument}: must not be empty")
-		return None
-	if not isinstance(value, str):
-		_invalid(f"{argument}: must be text, got {type(value).__name__}")
-	text = value.strip()
-	if len(text) > _NAME_MAX_CHARS:
-		_invalid(f"{argument}: at most {_NAME_MAX_CHARS} characters, got {len(text)}")
-	if _CONTROL.search(text):
-		_invalid(f"{argument}: must not contain control characters")
-	return text
+	return arguments.text(value, argument, _NAME_MAX_CHARS, required=required, single_line=True) or None
 
 
 def _operations(value: Any) -> list[str] | None:
@@ -59,57 +43,40 @@ def _operations(value: Any) -> list[str] | None:
 	if isinstance(value, str):
 		text = value.strip()
 		if text.startswith("{"):
-			_invalid("operations: must be a list of operation names, got a JSON object")
+			arguments.invalid("operations: must be a list of operation names, got a JSON object")
 		if text.startswith("["):
 			try:
 				items = json.loads(text)
 			except ValueError:
-				_invalid("operations: starts like a JSON list but is not valid JSON")
+				arguments.invalid("operations: starts like a JSON list but is not valid JSON")
 		else:
 			items = [part for part in text.split(",") if part.strip()]
 	if not isinstance(items, list | tuple):
-		_invalid(f"operations: must be a list of operation names, got {type(value).__name__}")
+		arguments.invalid(f"operations: must be a list of operation names, got {type(value).__name__}")
 	if len(items) > MAX_PINNED_OPERATIONS:
-		_invalid(f"operations: at most {MAX_PINNED_OPERATIONS} may be listed, got {len(items)}")
+		arguments.invalid(f"operations: at most {MAX_PINNED_OPERATIONS} may be listed, got {len(items)}")
 	names = [_name(item, f"operations[{i}]") for i, item in enumerate(items)]
 	if not names:
-		_invalid("operations: must name at least one operation, or be left out for all")
+		arguments.invalid("operations: must name at least one operation, or be left out for all")
 	return list(dict.fromkeys(names))
-
-
-def _limit(value: Any) -> int:
-	try:
-		number = float(value)
-	except (TypeError, ValueError):
-		number = float("nan")
-	if isinstance(value, bool) or not number.is_integer() or not 1 <= number <= MAX_LIMIT:
-		_invalid(f"limit: must be a whole number from 1 to {MAX_LIMIT}, got {str(value)[:40]!r}")
-	return int(number)
 
 
 def _status(value: Any) -> str | None:
 	if value is None or value == "":
 		return None
 	if value not in STATUSES:
-		_invalid(f"status: must be one of {', '.join(STATUSES)}, got {str(value)[:40]!r}")
+		arguments.invalid(f"status: must be one of {', '.join(STATUSES)}, got {str(value)[:40]!r}")
 	return value
 
 
 def _since(value: Any, now: datetime) -> datetime | None:
-	if value is None or value == "":
+	moment = arguments.moment(value, "since")
+	if moment is None:
 		return None
-	if not isinstance(value, str) or len(value) > 40:
-		_invalid("since: must be a date and time (YYYY-MM-DD HH:MM:SS)")
-	try:
-		moment = datetime.fromisoformat(value.strip())
-	except ValueError:
-		_invalid(f"since: must be a date and time (YYYY-MM-DD HH:MM:SS), got {value[:40]!r}")
-	if moment.tzinfo is not None:
-		_invalid("since: give the site's local time, without a time zone")
 	if moment > now:
-		_invalid("since: must not be in the future")
+		arguments.invalid("since: must not be in the future")
 	if moment < now - timedelta(days=_MAX_SINCE_DAYS):
-		_invalid(f"since: at most {_MAX_SINCE_DAYS} days back")
+		arguments.invalid(f"since: at most {_MAX_SINCE_DAYS} days back")
 	return moment
 
 
@@ -134,7 +101,11 @@ def pin_baseline(name: Any = None, operations: Any = None) -> dict[str, Any]:
 def list_regressions(status: Any = None, operation: Any = None, limit: Any = 100) -> dict[str, Any]:
 	"""Regressions, newest first: of one status and one operation when given."""
 	begin_api_call(*READER_ROLES)
-	return reports.regressions(_status(status), _name(operation, "operation", required=False), _limit(limit))
+	return reports.regressions(
+		_status(status),
+		_name(operation, "operation", required=False),
+		arguments.whole_number(limit, "limit", 1, MAX_LIMIT),
+	)
 
 
 @frappe.whitelist(methods=["POST"])
@@ -142,12 +113,7 @@ def acknowledge_regression(name: Any = None, note: Any = None) -> dict[str, Any]
 	"""Mark an open regression as seen, with a note; it still resolves by itself when the metric is back."""
 	begin_api_call(*READER_ROLES)
 	record = _name(name, "name")
-	if note is not None and not isinstance(note, str):
-		_invalid(f"note: must be text, got {type(note).__name__}")
-	text = (note or "").strip()
-	if len(text) > _NOTE_MAX_CHARS:
-		_invalid(f"note: at most {_NOTE_MAX_CHARS} characters, got {len(text)}")
-	return reports.acknowledge(record, text)
+	return reports.acknowledge(record, arguments.text(note, "note", _NOTE_MAX_CHARS, required=False))
 
 
 @frappe.whitelist(methods=["GET", "POST"])
@@ -157,4 +123,4 @@ def list_anomalies(since: Any = None, limit: Any = 100) -> dict[str, Any]:
 	now = frappe.utils.now_datetime()
 	config = get_config()
 	start = _since(since, now) or now - timedelta(hours=config.detection.detection_report_hours)
-	return reports.anomalies(start, _limit(limit))
+	return reports.anomalies(start, arguments.whole_number(limit, "limit", 1, MAX_LIMIT))

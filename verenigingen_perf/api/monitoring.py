@@ -7,7 +7,7 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.api import begin_api_call
+from verenigingen_perf.api import arguments, begin_api_call
 from verenigingen_perf.install import READER_ROLES
 from verenigingen_perf.utils.performance import monitoring
 from verenigingen_perf.utils.performance.config import get_config
@@ -19,26 +19,12 @@ _TOKEN_FIELD = "heartbeat_token"
 _TOKEN_MAX_CHARS = 200
 
 
-def _parse_hours(value: Any) -> int:
-	try:
-		number = float(value)
-	except (TypeError, ValueError):
-		number = float("nan")
-	if isinstance(value, bool) or not number.is_integer() or not 1 <= number <= MAX_HISTORY_HOURS:
-		frappe.throw(
-			f"hours: must be a whole number from 1 to {MAX_HISTORY_HOURS}, got {str(value)[:40]!r}",
-			frappe.ValidationError,
-			title="Invalid argument",
-		)
-	return int(number)
-
-
 @frappe.whitelist(methods=["GET", "POST"])
 def monitoring_status(hours: Any = 24) -> dict[str, Any]:
 	"""The monitor's own signals now, with their levels, and their history (samples of the last
 	`hours`, 1 to 168)."""
 	begin_api_call(*READER_ROLES)
-	return monitoring.status(get_config(), _parse_hours(hours))
+	return monitoring.status(get_config(), arguments.whole_number(hours, "hours", 1, MAX_HISTORY_HOURS))
 
 
 @frappe.whitelist(allow_guest=True, methods=["GET"])

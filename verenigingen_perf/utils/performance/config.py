@@ -156,6 +156,16 @@ class DetectionConfig:
 
 
 @dataclass(frozen=True)
+class AlertingConfig:
+	"""Alert notifications (see alerts/)."""
+
+	# a group's new firing alerts wait this long for each other, then go out as one notification
+	group_wait_s: int
+	# a failed delivery is tried again after this, doubled at every further attempt
+	retry_base_s: int
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
@@ -165,6 +175,7 @@ class PerformanceConfig:
 	meta: MetaMonitoringConfig
 	analysis: AnalysisConfig
 	detection: DetectionConfig
+	alerting: AlertingConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -360,6 +371,8 @@ SETTINGS: dict[str, Setting] = {
 		_s("anomaly_z", "detection", "anomaly_z", strictly_positive=True, maximum=1000),
 		_s("anomaly_min_samples", "detection", "anomaly_min_samples", kind=int, minimum=1, maximum=1_000_000),
 		_s("detection_report_hours", "detection", "detection_report_hours", kind=int, minimum=1, maximum=720),
+		_s("alert_group_wait_s", "alerting", "group_wait_s", kind=int, maximum=3600),
+		_s("alert_retry_base_s", "alerting", "retry_base_s", kind=int, minimum=1, maximum=3600),
 	)
 }
 
@@ -453,6 +466,9 @@ _DETECTION_DEFAULTS = {
 	"anomaly_z": 3.5,
 	"anomaly_min_samples": 20,
 	"detection_report_hours": 24,
+	# Alertmanager's own defaults: 30 s of group wait; retries from 30 s, doubling
+	"alert_group_wait_s": 30,
+	"alert_retry_base_s": 30,
 }
 
 _RETENTION_DEFAULTS = {
@@ -786,6 +802,7 @@ def build_config(
 		"meta": {},
 		"analysis": {},
 		"detection": {},
+		"alerting": {},
 	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
@@ -804,6 +821,7 @@ def build_config(
 		meta=MetaMonitoringConfig(**meta),
 		analysis=AnalysisConfig(**sections["analysis"]),
 		detection=DetectionConfig(**sections["detection"]),
+		alerting=AlertingConfig(**sections["alerting"]),
 		overrides=clean,
 	)
 
@@ -986,6 +1004,7 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 		),
 		analysis=AnalysisConfig(**data["analysis"]),
 		detection=DetectionConfig(**data["detection"]),
+		alerting=AlertingConfig(**data["alerting"]),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value
 			for key, value in (data.get("overrides") or {}).items()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import frappe
@@ -19,7 +20,7 @@ import redis
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ROLLUP_STATE
 
-JOBS = ("drain", "rollup", "retention", "monitor", "detection")
+JOBS = ("drain", "rollup", "retention", "monitor", "detection", "alerts")
 _HASH = "job_reports"
 
 
@@ -43,6 +44,18 @@ def record(job: str, report: dict[str, Any], finished_at: float | None = None) -
 	except redis.exceptions.RedisError:
 		pass
 	return stamped
+
+
+def run_and_record(job: str, run: Callable[[], Any], failed: Callable[[list[str]], Any]) -> dict[str, Any]:
+	"""Run a job and record its report (a dataclass); on a failure, roll back, record the report
+	`failed(errors)` makes, with the reason, and raise."""
+	try:
+		report = run()
+	except Exception as error:
+		frappe.db.rollback()
+		record(job, asdict(failed([f"{type(error).__name__}: {error}"])))
+		raise
+	return record(job, asdict(report))
 
 
 @dataclass

@@ -5,7 +5,7 @@ Sample, kept as long as detail rows, so the signals have history):
 
 | signal | what | levels |
 |---|---|---|
-| `drain_job_lag`, `rollup_job_lag`, `retention_job_lag`, `monitor_job_lag` | seconds a job is overdue (its last report, its schedule) | job lag |
+| `drain_job_lag`, `rollup_job_lag`, `retention_job_lag`, `monitor_job_lag`, `detection_job_lag`, `alerts_job_lag` | seconds a job is overdue (its last report, its schedule) | job lag |
 | `buffer_age` | age of the oldest measurement waiting in the buffer | buffer age |
 | `loss_rate` | measurements dropped / (drained + dropped) since the previous sample | loss rate |
 | `capture_errors_per_min` | the app's own failures (logged with their traceback) per minute | capture errors |
@@ -42,6 +42,8 @@ JOBS = {
 	"rollup": "verenigingen_perf.utils.performance.rollup.rollup_job",
 	"retention": "verenigingen_perf.utils.performance.retention.retention_job",
 	"monitor": "verenigingen_perf.utils.performance.monitoring.sample_job",
+	"detection": "verenigingen_perf.utils.performance.detection.job.detection_job",
+	"alerts": "verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job",
 }
 # the parts the heartbeat answers for, and the signals that make each stale
 HEARTBEAT_PARTS = {
@@ -288,6 +290,8 @@ _SAMPLE_FIELDS = (
 	"drain_lag_s",
 	"rollup_lag_s",
 	"retention_lag_s",
+	"detection_lag_s",
+	"alerts_lag_s",
 	"buffered",
 	"buffer_age_s",
 	"rollup_backlog_h",

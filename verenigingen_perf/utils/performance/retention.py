@@ -44,14 +44,9 @@ class RetentionReport:
 
 def retention_job() -> dict[str, Any]:
 	"""Scheduled daily (long queue). A failure is recorded in the job's report and raised."""
-	try:
-		report = run_retention()
-	except Exception as error:
-		frappe.db.rollback()
-		failed = RetentionReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
-		job_reports.record("retention", asdict(failed))
-		raise
-	return job_reports.record("retention", asdict(report))
+	return job_reports.run_and_record(
+		"retention", run_retention, lambda errors: RetentionReport(status="failed", errors=errors)
+	)
 
 
 def run_retention(now: datetime | None = None) -> RetentionReport:

@@ -162,14 +162,9 @@ def move_watermark(old: datetime | None, new: datetime) -> bool:
 
 def rollup_job() -> dict[str, Any]:
 	"""Scheduled hourly. A failure is recorded in the job's report (with its reason) and raised."""
-	try:
-		report = run_rollup()
-	except Exception as error:
-		frappe.db.rollback()
-		failed = RollupReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
-		job_reports.record("rollup", asdict(failed))
-		raise
-	return job_reports.record("rollup", asdict(report))
+	return job_reports.run_and_record(
+		"rollup", run_rollup, lambda errors: RollupReport(status="failed", errors=errors)
+	)
 
 
 def run_rollup(now: datetime | None = None) -> RollupReport:

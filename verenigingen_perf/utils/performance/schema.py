@@ -33,3 +33,12 @@ REGRESSION = "Performance Regression"
 ANOMALY = "Performance Anomaly"
 ROLLING, PINNED = "rolling", "pinned"
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+
+# alerting (alerts/): rules, channels, alerts and their deliveries, silences and maintenance windows
+ALERT_RULE = "Performance Alert Rule"
+ALERT_RULE_CHANNEL = "Performance Alert Rule Channel"
+ALERT_CHANNEL = "Performance Alert Channel"
+ALERT = "Performance Alert"
+ALERT_DELIVERY = "Performance Alert Delivery"
+ALERT_SILENCE = "Performance Alert Silence"
+MAINTENANCE_WINDOW = "Performance Maintenance Window"

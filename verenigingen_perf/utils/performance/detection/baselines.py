@@ -49,14 +49,30 @@ _READ_HOURS = 24
 
 @dataclass
 class Accumulator:
+	"""An operation's hourly rows merged: the sketch bin by bin (no Summary per row: a baseline
+	merges thousands), the counts, and each hour's statements for their spread."""
+
 	summary: Summary = field(default_factory=Summary)
 	hourly_statements: list[int] = field(default_factory=list)
 	hourly_calls: list[int] = field(default_factory=list)
 
 	def add(self, row: dict[str, Any]) -> None:
-		self.summary.merge(Summary.from_values(row))
+		count = int(row["count"] or 0)
+		if not count:
+			return
+		summary = self.summary
+		summary.count += count
+		summary.error_count += int(row["error_count"] or 0)
+		summary.client_error_count += int(row.get("client_error_count") or 0)
+		summary.duration_min_ms = min(summary.duration_min_ms, float(row["duration_min_ms"] or 0))
+		summary.duration_max_ms = max(summary.duration_max_ms, float(row["duration_max_ms"] or 0))
+		summary.duration_sum_ms += float(row["duration_sum_ms"] or 0)
+		summary.query_sum += int(row["query_sum"] or 0)
+		summary.query_max = max(summary.query_max, int(row["query_max"] or 0))
+		summary.memory_max_mb = max(summary.memory_max_mb, float(row["memory_max_mb"] or 0))
+		summary.bins.add(row["sketch"] or None)
 		self.hourly_statements.append(int(row["query_sum"] or 0))
-		self.hourly_calls.append(int(row["count"] or 0))
+		self.hourly_calls.append(count)
 
 	def baseline(self) -> rules.Baseline:
 		return rules.Baseline(self.summary, statistics.mean_spread(self.hourly_statements, self.hourly_calls))
@@ -183,7 +199,13 @@ def store(rows: list[dict[str, Any]]) -> None:
 	user = frappe.session.user
 	columns = (*_STORED_COLUMNS, "creation", "modified", "owner", "modified_by")
 	values = [
-		(*tuple(row.get(c, 0 if c in FIGURE_COLUMNS else None) for c in _STORED_COLUMNS), now, now, user, user)
+		(
+			*tuple(row.get(c, 0 if c in FIGURE_COLUMNS else None) for c in _STORED_COLUMNS),
+			now,
+			now,
+			user,
+			user,
+		)
 		for row in rows
 	]
 	if values:

@@ -1,6 +1,7 @@
 """The detection job (hourly): every complete hour the rollup has aggregated and detection has not yet
 evaluated is evaluated in order, each in its own transaction with the move of `detected_until`:
-rolling baselines refreshed when a new day starts, then regressions, then anomalies.
+rolling baselines refreshed when a new day starts (and, with them, records past their retention
+deleted), then regressions, then anomalies.
 
 "Complete" means the rollup's watermark (ingestion time) has passed the hour's end, so the job never
 judges an hour the rollup is still filling, whichever of the two hourly jobs runs first. After a
@@ -19,9 +20,9 @@ from typing import Any
 import frappe
 
 from verenigingen_perf.utils.performance import buffer, job_reports, rollup
-from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.detection import anomalies, baselines, regressions
-from verenigingen_perf.utils.performance.schema import ROLLUP_STATE
+from verenigingen_perf.utils.performance.schema import ANOMALY, REGRESSION, RESOLVED, ROLLUP_STATE
 from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_hour, format_datetime
 
 HOUR = timedelta(hours=1)
@@ -38,6 +39,8 @@ class DetectionReport:
 	regressions_opened: int = 0
 	regressions_resolved: int = 0
 	anomalies_recorded: int = 0
+	anomalies_deleted: int = 0
+	regressions_deleted: int = 0
 	detected_until: str | None = None
 	duration_s: float = 0.0
 	seconds_per_hour: list[float] = field(default_factory=list)
@@ -46,14 +49,9 @@ class DetectionReport:
 
 def detection_job() -> dict[str, Any]:
 	"""Scheduled hourly. A failure is recorded in the job's report (with its reason) and raised."""
-	try:
-		report = run_detection()
-	except Exception as error:
-		frappe.db.rollback()
-		failed = DetectionReport(status="failed", errors=[f"{type(error).__name__}: {error}"])
-		job_reports.record("detection", asdict(failed))
-		raise
-	return job_reports.record("detection", asdict(report))
+	return job_reports.run_and_record(
+		"detection", run_detection, lambda errors: DetectionReport(status="failed", errors=errors)
+	)
 
 
 def detected_until() -> datetime | None:
@@ -86,6 +84,30 @@ def hours_to_evaluate(now: datetime) -> tuple[list[datetime], int]:
 	return [first + HOUR * i for i in range(pending - skipped)], skipped
 
 
+def prune(now: datetime, config: PerformanceConfig, report: DetectionReport) -> None:
+	"""Bounded storage, once a day: anomalies go with the hourly aggregates they were read from,
+	resolved regressions with the daily ones; open ones and pinned baselines stay."""
+	retention = config.retention
+	report.anomalies_deleted += _delete_in_batches(
+		ANOMALY,
+		{"period_start": ("<", now - timedelta(days=retention.hourly_days))},
+		retention.delete_batch_size,
+	)
+	report.regressions_deleted += _delete_in_batches(
+		REGRESSION,
+		{"status": RESOLVED, "resolved_at": ("<", now - timedelta(days=retention.daily_days))},
+		retention.delete_batch_size,
+	)
+
+
+def _delete_in_batches(doctype: str, filters: dict[str, Any], batch_size: int) -> int:
+	deleted = 0
+	while names := frappe.get_all(doctype, filters=filters, pluck="name", limit=batch_size):
+		frappe.db.delete(doctype, {"name": ("in", names)})
+		deleted += len(names)
+	return deleted
+
+
 def run_detection(now: datetime | None = None) -> DetectionReport:
 	started = time.monotonic()
 	report = DetectionReport()
@@ -99,7 +121,9 @@ def run_detection(now: datetime | None = None) -> DetectionReport:
 		hours, report.hours_skipped = hours_to_evaluate(now or frappe.utils.now_datetime())
 		for hour in hours:
 			hour_started = time.monotonic()
-			report.baselines_refreshed += baselines.refresh_rolling(hour, config.detection)
+			if baselines.refresh_rolling(hour, config.detection):
+				report.baselines_refreshed += 1
+				prune(hour, config, report)
 			found = regressions.evaluate_hour(hour, config.detection)
 			recorded = anomalies.evaluate_hour(hour, config.detection)
 			_set_detected_until(hour + HOUR)

@@ -16,6 +16,7 @@ from typing import Any
 
 import frappe
 
+from verenigingen_perf.utils.performance import records
 from verenigingen_perf.utils.performance.config import DetectionConfig
 from verenigingen_perf.utils.performance.detection import baselines, rules
 from verenigingen_perf.utils.performance.schema import ACKNOWLEDGED, OPEN, REGRESSION, RESOLVED
@@ -104,8 +105,9 @@ def _apply(
 	}
 	if finding.flagged:
 		if record is None:
-			counts.opened_names.append(_open(hour, key, finding.metric, figures))
-			counts.opened += 1
+			if opened := _open(hour, key, finding.metric, figures):
+				counts.opened_names.append(opened)
+				counts.opened += 1
 		else:
 			frappe.db.set_value(
 				REGRESSION,
@@ -133,11 +135,12 @@ def _apply(
 		frappe.db.set_value(REGRESSION, record["name"], "back_within_since", since)
 
 
-def _open(hour: datetime, key: baselines.OperationKey, metric: str, figures: dict[str, Any]) -> str:
+def _open(hour: datetime, key: baselines.OperationKey, metric: str, figures: dict[str, Any]) -> str | None:
 	operation_type, operation = key
 	doc = frappe.get_doc(
 		{
 			"doctype": REGRESSION,
+			"name": frappe.generate_hash(length=20),
 			"operation": operation,
 			"operation_type": operation_type,
 			"metric": metric,
@@ -148,8 +151,9 @@ def _open(hour: datetime, key: baselines.OperationKey, metric: str, figures: dic
 			**figures,
 		}
 	)
-	doc.insert(ignore_permissions=True)
-	return doc.name
+	# a plain row insert: the job writes it, no document hooks apply, and the unique open_key is
+	# what keeps it single
+	return doc.name if records.insert_once(doc) else None
 
 
 def _finite(value: float) -> float:

@@ -19,6 +19,7 @@ from verenigingen_perf.utils.performance.schema import (
 	REGRESSION,
 	ROLLING,
 )
+from verenigingen_perf.utils.performance.timeutil import format_datetime
 
 BASELINE_FIELDS = [
 	"operation",
@@ -198,7 +199,7 @@ def summary(config: PerformanceConfig, now: datetime, worst: int) -> dict[str, A
 			count(*) over () as total
 		from `tab{ANOMALY}` where period_start >= %s
 		order by score desc, name limit %s""",
-		(since, worst),
+		(format_datetime(since), worst),
 		as_dict=True,
 	)
 	return {

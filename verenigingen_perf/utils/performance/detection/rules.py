@@ -209,7 +209,7 @@ def anomalies(
 	hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig
 ) -> list[AnomalyFinding]:
 	"""The anomalous metrics of one hour against its history (same hours of the week, or recent
-	hours). Counts are judged both ways (a drop can be an outage); error rate and p95 only upwards,
+	hours). Counts are judged upwards, and downwards only to zero (an outage); error rate and p95 upwards,
 	and only in hours with `anomaly_min_samples` requests and a history of such hours."""
 	if not history:
 		return []
@@ -218,7 +218,9 @@ def anomalies(
 	# of 1 are not news, 300 instead of 100 are
 	transformed = [statistics.anscombe(h.count) for h in history]
 	score = statistics.robust_score(statistics.anscombe(hour.count), transformed, statistics.ANSCOMBE_SD)
-	if abs(score.score) > config.anomaly_z:
+	# a spike either way is scored, but a drop is flagged only to zero: traffic that stops is an
+	# outage, traffic that thins is a quieter hour more often than not
+	if score.score > config.anomaly_z or (score.score < -config.anomaly_z and hour.count == 0):
 		expected = float(_median([h.count for h in history]))
 		direction = "high" if score.score > 0 else "low"
 		found.append(AnomalyFinding(COUNT, hour.count, expected, score.score, direction))

@@ -18,6 +18,8 @@ class PerformanceSettings(Document):
 		from frappe.types import DF
 
 		aggregation_delay_minutes: DF.Data | None
+		alert_group_wait_s: DF.Data | None
+		alert_retry_base_s: DF.Data | None
 		aggregation_page_size: DF.Data | None
 		anomaly_min_history: DF.Data | None
 		anomaly_min_samples: DF.Data | None

@@ -1,0 +1,519 @@
+"""Alerting on a real site: rules evaluated against real measurements, alert records, deliveries to a
+real local HTTP receiver (signed, retried, timed out), email and desk channels, YAML, the API."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import frappe
+import pytest
+
+from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.testing import query_budget
+from verenigingen_perf.utils.performance import buffer, capture, config, timeutil
+from verenigingen_perf.utils.performance.alerts import delivery, evaluate, store
+from verenigingen_perf.utils.performance.schema import (
+	ALERT,
+	ALERT_CHANNEL,
+	ALERT_DELIVERY,
+	ALERT_RULE,
+	ALERT_SILENCE,
+	MAINTENANCE_WINDOW,
+)
+
+API = "verenigingen_perf.api.alerts"
+OP = "/api/method/test.alerts.slow"
+SECRET = "s3cret-for-tests"
+
+
+class Receiver:
+	"""A webhook receiver on loopback: records every request; answers from `codes` (then 200), after
+	`delay_s`."""
+
+	def __init__(self) -> None:
+		self.requests: list[tuple[dict, bytes]] = []
+		self.codes: list[int] = []
+		self.delay_s = 0.0
+		receiver = self
+
+		class Handler(BaseHTTPRequestHandler):
+			def do_POST(self) -> None:
+				body = self.rfile.read(int(self.headers["Content-Length"]))
+				time.sleep(receiver.delay_s)
+				receiver.requests.append((dict(self.headers), body))
+				code = receiver.codes.pop(0) if receiver.codes else 200
+				self.send_response(code)
+				self.end_headers()
+
+			def log_message(self, *args) -> None:
+				pass
+
+		self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+		self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+		threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+	def close(self) -> None:
+		self.server.shutdown()
+		self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+	server = Receiver()
+	yield server
+	server.close()
+
+
+@pytest.fixture
+def alerting(clean_slate):
+	"""No alert records, test rules only (the shipped ones switched off meanwhile), a short retry."""
+	shipped = frappe.get_all(ALERT_RULE, filters={"enabled": 1}, pluck="name")
+
+	def wipe() -> None:
+		frappe.db.rollback()
+		for doctype in (ALERT, ALERT_DELIVERY, ALERT_SILENCE, MAINTENANCE_WINDOW):
+			frappe.db.delete(doctype)
+		for name in frappe.get_all(ALERT_RULE, filters={"name": ("like", "test %")}, pluck="name"):
+			frappe.delete_doc(ALERT_RULE, name, ignore_permissions=True, force=True)
+		for name in frappe.get_all(ALERT_CHANNEL, filters={"name": ("like", "test %")}, pluck="name"):
+			frappe.delete_doc(ALERT_CHANNEL, name, ignore_permissions=True, force=True)
+		frappe.db.delete("Email Queue", {"message": ("like", "%test slow operation%")})
+		frappe.db.delete("Notification Log", {"subject": ("like", "%test slow operation%")})
+		frappe.db.commit()
+
+	wipe()
+	frappe.db.sql(f"update `tab{ALERT_RULE}` set enabled=0")
+	config.update_config({"alert_retry_base_s": 1})
+	frappe.db.commit()
+	yield
+	wipe()
+	for name in shipped:
+		frappe.db.set_value(ALERT_RULE, name, "enabled", 1)
+	frappe.db.commit()
+
+
+def channel(name: str, **fields) -> str:
+	doc = frappe.get_doc(
+		{
+			"doctype": ALERT_CHANNEL,
+			"channel_name": f"test {name}",
+			"timeout_s": 2,
+			"max_attempts": 3,
+			**fields,
+		}
+	)
+	doc.insert(ignore_permissions=True)
+	frappe.db.commit()
+	return doc.name
+
+
+def slow_rule(channels: list[str], **fields) -> str:
+	doc = frappe.new_doc(ALERT_RULE)
+	doc.update(
+		{
+			"rule_name": "test slow operation",
+			"source": "operation",
+			"metric": "p95_ms",
+			"operation": "/api/method/test.alerts.*",
+			"window_minutes": 5,
+			"comparison": ">",
+			"threshold": 100,
+			"severity": "critical",
+			"group_by": "rule",
+			"repeat_interval_minutes": 60,
+			**fields,
+		}
+	)
+	doc.set("channels", [{"channel": c} for c in channels])
+	doc.insert(ignore_permissions=True)
+	frappe.db.commit()
+	return doc.name
+
+
+def measure(duration_ms: float, count: int = 20, operation: str = OP) -> None:
+	"""Detail rows ingested just now, as the drain writes them."""
+	now = timeutil.format_datetime(frappe.utils.now_datetime())
+	rows = [
+		buffer.detail_row(
+			capture.new_id(),
+			now,
+			{
+				"operation": operation,
+				"operation_type": "api",
+				"started_at": now,
+				"duration_ms": duration_ms,
+				"status": "ok",
+				"query_count": 3,
+			},
+		)
+		for _ in range(count)
+	]
+	buffer.insert_rows(rows)
+	frappe.db.commit()
+
+
+def deliveries() -> list[dict]:
+	return frappe.get_all(
+		ALERT_DELIVERY,
+		fields=["channel", "status", "attempt", "notification_status", "response_code", "error"],
+		order_by="attempt asc, creation asc",
+	)
+
+
+def test_a_rule_fires_notifies_a_signed_webhook_once_and_resolves(
+	site, alerting, receiver, run_background_jobs
+):
+	hook = channel("hook", channel_type="webhook", url=receiver.url, webhook_format="generic", secret=SECRET)
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	first = evaluate.run_evaluation(now)
+	assert (first.opened, first.fired, first.notifications) == (1, 1, 0)  # group_wait: 30 s
+	second = evaluate.run_evaluation(now + timedelta(minutes=1))
+	assert (second.opened, second.notifications, second.deliveries_queued) == (0, 1, 1)
+	run_background_jobs()
+	assert len(receiver.requests) == 1
+	headers, body = receiver.requests[0]
+	expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+	assert headers["X-Vperf-Signature"] == expected
+	message = json.loads(body)
+	assert message["status"] == "firing" and message["alerts"][0]["labels"]["operation"] == OP
+	# still firing a minute later: no second notification before the repeat interval
+	evaluate.run_evaluation(now + timedelta(minutes=2))
+	run_background_jobs()
+	assert len(receiver.requests) == 1
+	alert = frappe.get_all(ALERT, fields=["state", "fired_at", "value", "open_key"])
+	assert len(alert) == 1 and alert[0]["state"] == "firing" and alert[0]["value"] == 400.0
+	# the measurements leave the 5-minute window: resolved, and told so
+	resolved = evaluate.run_evaluation(now + timedelta(minutes=10))
+	assert resolved.resolved == 1
+	run_background_jobs()
+	assert [json.loads(b)["status"] for _h, b in receiver.requests] == ["firing", "resolved"]
+	assert frappe.db.get_value(ALERT, {"fingerprint": ("is", "set")}, ["state", "open_key"]) == (
+		"resolved",
+		None,
+	)
+	assert [d["status"] for d in deliveries()] == ["sent", "sent"]
+
+
+def test_a_receiver_that_is_down_gets_retries_then_the_delivery_without_duplicate(
+	site, alerting, receiver, run_background_jobs
+):
+	receiver.codes = [503, 502]
+	hook = channel("flaky", channel_type="webhook", url=receiver.url, webhook_format="slack")
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	evaluate.run_evaluation(now)
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	for _ in range(3):
+		run_background_jobs()
+		time.sleep(2.2)  # retry_base_s 1: the next attempt is due 1 s, then 2 s later
+		delivery.dispatch_due(frappe.utils.now_datetime())
+	run_background_jobs()
+	assert [(d["attempt"], d["status"], d["response_code"]) for d in deliveries()] == [
+		(1, "failed", 503),
+		(2, "failed", 502),
+		(3, "sent", 200),
+	]
+	bodies = {body for _h, body in receiver.requests}
+	assert len(receiver.requests) == 3 and len(bodies) == 1
+	assert json.loads(bodies.pop())["text"].startswith("[FIRING] test slow operation")
+
+
+def test_a_slow_receiver_times_out_and_is_recorded(site, alerting, receiver, run_background_jobs):
+	receiver.delay_s = 3
+	hook = channel(
+		"slow",
+		channel_type="webhook",
+		url=receiver.url,
+		webhook_format="pagerduty",
+		timeout_s=1,
+		max_attempts=1,
+		secret="routing-key",
+	)
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	evaluate.run_evaluation(now)
+	started = time.monotonic()
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	assert time.monotonic() - started < 2  # the evaluation only queues
+	run_background_jobs()
+	[attempt] = deliveries()
+	assert attempt["status"] == "gave up" and "Timeout" in attempt["error"]
+	time.sleep(3.5)
+	body = json.loads(receiver.requests[0][1])
+	assert (
+		body["routing_key"] == "routing-key"
+		and body["event_action"] == "trigger"
+		and len(body["dedup_key"]) == 32
+	)
+
+
+@pytest.fixture
+def outgoing_email_account(site):
+	"""An outgoing email account, so that Frappe queues mail (nothing is sent: no worker flushes the
+	queue in the tests). Inserted as a row: saving one checks its SMTP server."""
+	name = "test alerts outbox"
+	frappe.get_doc(
+		{
+			"doctype": "Email Account",
+			"name": name,
+			"email_account_name": name,
+			"email_id": "alerts@example.com",
+			"enable_outgoing": 1,
+			"default_outgoing": 1,
+			"smtp_server": "127.0.0.1",
+		}
+	).db_insert()
+	frappe.db.commit()
+	yield name
+	frappe.db.rollback()
+	frappe.db.delete("Email Account", {"name": name})
+	frappe.db.commit()
+
+
+def test_a_channel_that_cannot_deliver_says_why(site, alerting, run_background_jobs):
+	"""Without an outgoing email account, the email channel's attempts fail with Frappe's reason."""
+	if frappe.db.exists("Email Account", {"default_outgoing": 1, "enable_outgoing": 1}):
+		pytest.skip("this site has an outgoing email account")
+	mail = channel("mail", channel_type="email", recipients="oncall@example.com", max_attempts=1)
+	slow_rule([mail])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	evaluate.run_evaluation(now)
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	run_background_jobs()
+	[attempt] = deliveries()
+	assert attempt["status"] == "gave up" and "Email Account" in attempt["error"]
+
+
+def test_email_and_desk_channels(site, alerting, make_user, run_background_jobs, outgoing_email_account):
+	user = make_user(PERFORMANCE_MANAGER)
+	mail = channel("mail", channel_type="email", recipients="oncall@example.com")
+	desk = channel("desk", channel_type="desk", role=PERFORMANCE_MANAGER)
+	slow_rule([mail, desk])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	evaluate.run_evaluation(now)
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	run_background_jobs()
+	assert [(d["status"], d["error"]) for d in deliveries()] == [("sent", None), ("sent", None)]
+	queued = frappe.get_all(
+		"Email Queue", filters={"message": ("like", "%test slow operation%")}, pluck="name"
+	)
+	assert len(queued) == 1
+	recipients = frappe.get_all("Email Queue Recipient", filters={"parent": queued[0]}, pluck="recipient")
+	assert "oncall@example.com" in recipients
+	logs = frappe.get_all(
+		"Notification Log", filters={"subject": ("like", "%test slow operation%")}, pluck="for_user"
+	)
+	assert user in logs
+
+
+def test_silence_holds_back_and_releases(site, alerting, receiver, run_background_jobs):
+	hook = channel("hook", channel_type="webhook", url=receiver.url)
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	frappe.get_doc(
+		{
+			"doctype": ALERT_SILENCE,
+			"matchers": "rule=test slow*",
+			"starts_at": now - timedelta(minutes=1),
+			"ends_at": now + timedelta(minutes=2),
+			"reason": "deploy",
+		}
+	).insert(ignore_permissions=True)
+	frappe.db.commit()
+	evaluate.run_evaluation(now)
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	assert frappe.db.get_value(ALERT, {"state": "firing"}, "silenced") == 1 and deliveries() == []
+	evaluate.run_evaluation(now + timedelta(minutes=3))
+	run_background_jobs()
+	assert frappe.db.get_value(ALERT, {"state": "firing"}, "silenced") == 0
+	assert [json.loads(b)["status"] for _h, b in receiver.requests] == ["firing"]
+
+
+def test_one_pass_reads_the_same_whatever_the_number_of_rules(site, alerting):
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	for i in range(3):
+		slow_rule([], rule_name=f"test rule {i}", threshold=100 + i)
+	evaluate.run_evaluation(now)  # warm caches; opens the alerts
+	with query_budget(40, maximum=True) as few:
+		evaluate.run_evaluation(now + timedelta(seconds=5))
+	for i in range(3, 30):
+		slow_rule([], rule_name=f"test rule {i}", threshold=100 + i)
+	evaluate.run_evaluation(now + timedelta(seconds=10))
+	with query_budget(40, maximum=True) as many:
+		evaluate.run_evaluation(now + timedelta(seconds=15))
+	assert many.count == few.count
+
+
+def test_yaml_round_trip_and_a_bad_import_changes_nothing(site, alerting):
+	hook = channel("hook", channel_type="webhook", url="https://example.invalid/hook")
+	slow_rule([hook], labels="team=members")
+	text = store.export_rules()
+	assert "test slow operation" in text and "team: members" in text
+	frappe.db.set_value(ALERT_RULE, "test slow operation", "threshold", 999)
+	frappe.db.commit()
+	assert store.import_rules(text)["updated"] >= 1
+	frappe.db.commit()
+	assert frappe.db.get_value(ALERT_RULE, "test slow operation", "threshold") == 100
+	bad = text.replace("threshold: 100.0", "threshold: 55.0") + (
+		"- name: test broken\n  source: operation\n  metric: p42\n"
+	)
+	from verenigingen_perf.utils.performance.alerts import rules
+
+	with pytest.raises(rules.RuleError) as raised:
+		store.import_rules(bad)
+	frappe.db.rollback()
+	assert "rule 'test broken': metric" in str(raised.value)
+	assert frappe.db.get_value(ALERT_RULE, "test slow operation", "threshold") == 100
+	assert not frappe.db.exists(ALERT_RULE, "test broken")
+
+
+def test_shipped_rules_exist_and_thresholds_come_from_the_configuration(site):
+	shipped = {rule["name"]: rule for rule in store.SHIPPED_RULES}
+	stored = frappe.get_all(
+		ALERT_RULE, filters={"name": ("in", list(shipped))}, fields=["name", "comparison", "threshold"]
+	)
+	assert {row["name"] for row in stored} == set(shipped)
+	# every shipped threshold is the configuration's level, or "any open regression"
+	assert all(
+		row["comparison"] == "level" or (row["comparison"], row["threshold"]) == (">", 0) for row in stored
+	)
+	assert store.install_shipped_rules() == 0  # never twice
+
+
+def test_alert_api_permissions_and_bad_input(site, alerting, http, make_user):
+	hook = channel("hook", channel_type="webhook", url="https://example.invalid/hook")
+	slow_rule([hook])
+	allowed = {
+		"Performance Manager": http(make_user(PERFORMANCE_MANAGER)),
+		"Administrator": http("Administrator"),
+	}
+	refused = {"plain user": http(make_user()), "Guest": http(None)}
+	calls = {
+		"list_alerts": {},
+		"acknowledge_alert": {"name": "x"},
+		"create_silence": {"matchers": "rule=x", "reason": "r", "ends_at": "2999-01-01 00:00:00"},
+		"test_rule": {"name": "test slow operation"},
+		"export_rules": {},
+		"import_rules": {"yaml_text": "rules: []"},
+	}
+	for who, client in refused.items():
+		for method, params in calls.items():
+			response = client.call(f"{API}.{method}", **params)
+			assert response.status_code == 403, (who, method, response.status_code)
+			assert "Traceback" not in response.text
+	manager = allowed["Performance Manager"]
+	assert manager.call(f"{API}.import_rules", yaml_text="rules: []").status_code == 403
+	tried = manager.call(f"{API}.test_rule", name="test slow operation").json()["message"]
+	assert tried["valid"] is True and tried["instances"] == []
+	assert "test slow operation" in manager.call(f"{API}.export_rules").json()["message"]["yaml"]
+	admin = allowed["Administrator"]
+	bad = [
+		("list_alerts", {"state": "burning"}, "state: must be one of"),
+		("list_alerts", {"limit": "0"}, "limit: must be a whole number"),
+		("acknowledge_alert", {"name": ""}, "name: must not be empty"),
+		(
+			"create_silence",
+			{"matchers": "", "reason": "r", "ends_at": "2999-01-01 00:00:00"},
+			"matchers: must not be empty",
+		),
+		("create_silence", {"matchers": "rule=x", "reason": "r"}, "ends_at: must be given"),
+		(
+			"create_silence",
+			{"matchers": "rule=x", "reason": "r", "ends_at": "soon"},
+			"ends_at: must be a date",
+		),
+		(
+			"create_silence",
+			{"matchers": "rule", "reason": "r", "ends_at": "2999-01-01 00:00:00"},
+			"line 1 must be name=value",
+		),
+		(
+			"create_silence",
+			{"matchers": "rule=x", "reason": "r", "ends_at": "2000-01-01 00:00:00"},
+			"ends_at: must be after starts_at",
+		),
+		("import_rules", {"yaml_text": "rules: [1"}, "yaml: not valid YAML"),
+		("import_rules", {"yaml_text": "- a"}, "yaml: must be a mapping"),
+		("test_rule", {"name": "no such rule"}, "no alert rule is named"),
+	]
+	for method, params, rule_text in bad:
+		response = admin.call(f"{API}.{method}", **params)
+		assert response.status_code in (404, 417) and rule_text in response.text, (
+			method,
+			params,
+			response.text[:300],
+		)
+	frappe.db.rollback()
+	assert frappe.db.count(ALERT_SILENCE) == 0
+	ends = timeutil.format_datetime(frappe.utils.now_datetime() + timedelta(hours=2))
+	made = admin.call(
+		f"{API}.create_silence", matchers="rule=test slow operation", reason="deploy", ends_at=ends
+	)
+	assert made.status_code == 200 and made.json()["message"]["reason"] == "deploy"
+
+
+def test_rules_on_regressions_and_on_the_monitors_levels(site, alerting):
+	from verenigingen_perf.utils.performance import job_reports
+	from verenigingen_perf.utils.performance.schema import REGRESSION
+
+	frappe.get_doc(
+		{
+			"doctype": REGRESSION,
+			"operation": OP,
+			"metric": "duration_p95",
+			"status": "open",
+			"change_value": 0.4,
+		}
+	).insert(ignore_permissions=True)
+	slow_rule(
+		[],
+		rule_name="test new regression",
+		source="regressions",
+		metric="",
+		operation="",
+		comparison=">",
+		threshold=0,
+	)
+	# the monitor's last sample says the drain is critically late: a level rule fires on it
+	job_reports.record(
+		"monitor",
+		{
+			"signals": [
+				{"name": "drain_job_lag", "value": 4000.0, "level": "critical"},
+				{"name": "rollup_job_lag", "value": 0.0, "level": "healthy"},
+			]
+		},
+	)
+	slow_rule(
+		[],
+		rule_name="test job lag",
+		source="monitor",
+		metric="*_job_lag",
+		operation="",
+		comparison="level",
+		level="warning",
+	)
+	evaluate.run_evaluation(frappe.utils.now_datetime())
+	firing = frappe.get_all(
+		ALERT, filters={"state": "firing"}, fields=["rule", "instance", "value", "labels"]
+	)
+	by_rule = {row["rule"]: row for row in firing}
+	assert set(by_rule) == {"test new regression", "test job lag"}
+	assert json.loads(by_rule["test new regression"]["labels"])["operation"] == OP
+	assert (
+		by_rule["test job lag"]["instance"] == "drain_job_lag" and by_rule["test job lag"]["value"] == 4000.0
+	)
+	frappe.db.delete(REGRESSION)
+	frappe.db.commit()

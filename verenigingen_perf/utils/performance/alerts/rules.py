@@ -1,0 +1,480 @@
+"""Alert rules, alert states and notification discipline: the decisions, on values already read. Pure Python.
+
+A rule watches one source and yields one *instance* per thing it watches (the site, an operation, a
+signal, a regression), identified by a fingerprint of its labels. Each evaluation moves an instance's
+state (`step`): pending while the condition holds for less than the rule's `for`, firing after, resolved
+when it no longer holds. Notifications follow Alertmanager's discipline (`plan_notifications`): alerts
+are grouped by the rule's group-by labels; a group's new firing alerts wait `group_wait` and then go
+out together; a group that keeps firing is notified again after its `repeat_interval`; resolved alerts
+that had been notified are notified as resolved; a firing critical alert inhibits the warning alert of
+the same labels; a silence or a maintenance window matching the labels holds notifications back (the
+alert is still recorded, marked silenced) and an alert still firing when it ends is notified then.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+
+SOURCES = ("health", "operation", "monitor", "regressions", "anomalies")
+COMPARISONS = (">", ">=", "<", "<=", "level")
+LEVELS = ("warning", "critical")
+SEVERITIES = ("warning", "critical")
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+# the metrics an operation rule may watch (read from the detail rows of the last minutes)
+OPERATION_METRICS = ("p50_ms", "p95_ms", "p99_ms", "error_rate", "count", "statements_per_call")
+# labels every instance carries (a rule's own labels may not redefine them)
+RESERVED_LABELS = ("rule", "severity", "instance")
+_LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+_MAX_LABELS = 20
+_MAX_LABEL_VALUE = 200
+_MAX_RULE_NAME = 140
+
+
+class RuleError(ValueError):
+	"""Every broken rule of a rule (or a set of rules), each naming the rule, the field and the rule."""
+
+	def __init__(self, errors: list[str]):
+		self.errors = errors
+		super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True)
+class Rule:
+	name: str
+	source: str
+	metric: str
+	comparison: str
+	threshold: float = 0.0
+	level: str = "critical"
+	operation: str = ""
+	window_minutes: int = 5
+	for_minutes: int = 0
+	severity: str = "warning"
+	labels: tuple[tuple[str, str], ...] = ()
+	group_by: tuple[str, ...] = ("rule",)
+	repeat_interval_minutes: int = 60
+	channels: tuple[str, ...] = ()
+	enabled: bool = True
+	description: str = ""
+
+	def as_dict(self) -> dict[str, Any]:
+		return {
+			"name": self.name,
+			"enabled": self.enabled,
+			"description": self.description,
+			"source": self.source,
+			"metric": self.metric,
+			"operation": self.operation,
+			"window_minutes": self.window_minutes,
+			"comparison": self.comparison,
+			"threshold": self.threshold,
+			"level": self.level,
+			"for_minutes": self.for_minutes,
+			"severity": self.severity,
+			"labels": dict(self.labels),
+			"group_by": list(self.group_by),
+			"repeat_interval_minutes": self.repeat_interval_minutes,
+			"channels": list(self.channels),
+		}
+
+
+def parse_labels(
+	value: Any, where: str, reserved_allowed: bool = False
+) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+	"""Labels as a mapping, a JSON object or `name=value` lines; sorted, with the errors found."""
+	errors: list[str] = []
+	if value in (None, ""):
+		return (), errors
+	items: Any = value
+	if isinstance(value, str):
+		text = value.strip()
+		if text.startswith("{"):
+			try:
+				items = json.loads(text)
+			except ValueError:
+				return (), [f"{where} labels: starts like a JSON object but is not valid JSON"]
+		else:
+			items = {}
+			for number, line in enumerate(text.splitlines(), 1):
+				if not line.strip():
+					continue
+				if "=" not in line:
+					errors.append(f"{where} labels: line {number} must be name=value")
+					continue
+				name, _, label_value = line.partition("=")
+				items[name.strip()] = label_value.strip()
+	if not isinstance(items, Mapping):
+		return (), [f"{where} labels: must be a mapping of names to values"]
+	if len(items) > _MAX_LABELS:
+		errors.append(f"{where} labels: at most {_MAX_LABELS}, got {len(items)}")
+	clean = {}
+	for name, label_value in items.items():
+		if not isinstance(name, str) or not _LABEL_NAME.match(name):
+			errors.append(
+				f"{where} labels: {str(name)[:40]!r} must be lower-case letters, digits and _ (at most 40)"
+			)
+		elif name in RESERVED_LABELS and not reserved_allowed:
+			errors.append(f"{where} labels: {name!r} is set by the app ({', '.join(RESERVED_LABELS)})")
+		elif not isinstance(label_value, str | int | float) or len(str(label_value)) > _MAX_LABEL_VALUE:
+			errors.append(
+				f"{where} labels: the value of {name!r} must be text of at most {_MAX_LABEL_VALUE} characters"
+			)
+		else:
+			clean[name] = str(label_value)
+	return tuple(sorted(clean.items())), errors
+
+
+def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = None) -> Rule:
+	"""A rule from its fields, or RuleError naming every broken rule (field by field)."""
+	name = str(data.get("name") or "").strip()
+	where = f"rule {name[:60]!r}" if name else "rule (unnamed)"
+	errors: list[str] = []
+
+	def field_error(fieldname: str, message: str) -> None:
+		errors.append(f"{where}: {fieldname}: {message}")
+
+	if not name:
+		field_error("name", "must not be empty")
+	elif len(name) > _MAX_RULE_NAME or re.search(r"[\x00-\x1f\x7f]", name):
+		field_error("name", f"at most {_MAX_RULE_NAME} characters, no control characters")
+	source = data.get("source")
+	if source not in SOURCES:
+		field_error("source", f"must be one of {', '.join(SOURCES)}, got {str(source)[:40]!r}")
+	metric = str(data.get("metric") or "").strip()
+	if source == "operation" and metric not in OPERATION_METRICS:
+		field_error(
+			"metric", f"an operation rule watches one of {', '.join(OPERATION_METRICS)}, got {metric[:40]!r}"
+		)
+	elif source in ("health", "monitor") and not metric:
+		field_error(
+			"metric", "must name a health component (or score) or a monitor signal (a glob is allowed)"
+		)
+	comparison = data.get("comparison") or ">"
+	if comparison not in COMPARISONS:
+		field_error("comparison", f"must be one of {', '.join(COMPARISONS)}, got {str(comparison)[:20]!r}")
+	if comparison == "level" and source not in ("health", "monitor"):
+		field_error("comparison", "'level' compares a health component's or a monitor signal's level only")
+	level = data.get("level") or "critical"
+	if level not in LEVELS:
+		field_error("level", f"must be one of {', '.join(LEVELS)}, got {str(level)[:20]!r}")
+	threshold = _number(data.get("threshold", 0), "threshold", field_error, -1e12, 1e12)
+	window = _number(data.get("window_minutes", 5), "window_minutes", field_error, 1, 60, whole=True)
+	for_minutes = _number(data.get("for_minutes", 0), "for_minutes", field_error, 0, 10_080, whole=True)
+	repeat = _number(
+		data.get("repeat_interval_minutes", 60), "repeat_interval_minutes", field_error, 1, 10_080, whole=True
+	)
+	severity = data.get("severity") or "warning"
+	if severity not in SEVERITIES:
+		field_error("severity", f"must be one of {', '.join(SEVERITIES)}, got {str(severity)[:20]!r}")
+	operation = str(data.get("operation") or "").strip()
+	if len(operation) > _MAX_RULE_NAME:
+		field_error("operation", f"at most {_MAX_RULE_NAME} characters")
+	labels, label_errors = parse_labels(data.get("labels"), where)
+	errors += label_errors
+	group_by = _names(data.get("group_by") or ["rule"])
+	for label in group_by:
+		if not _LABEL_NAME.match(label):
+			field_error("group_by", f"{label[:40]!r} is not a label name")
+	channels = tuple(dict.fromkeys(_names(data.get("channels") or [])))
+	if known_channels is not None:
+		known = set(known_channels)
+		for channel in channels:
+			if channel not in known:
+				field_error("channels", f"no channel is named {channel[:60]!r}")
+	if errors:
+		raise RuleError(errors)
+	return Rule(
+		name=name,
+		source=source,
+		metric=metric,
+		comparison=comparison,
+		threshold=float(threshold),
+		level=level,
+		operation=operation,
+		window_minutes=int(window),
+		for_minutes=int(for_minutes),
+		severity=severity,
+		labels=labels,
+		group_by=tuple(dict.fromkeys(group_by)),
+		repeat_interval_minutes=int(repeat),
+		channels=channels,
+		enabled=bool(data.get("enabled", True)),
+		description=str(data.get("description") or "")[:1000],
+	)
+
+
+def _number(value: Any, fieldname: str, error, low: float, high: float, whole: bool = False) -> float:
+	try:
+		number = float(value)
+	except (TypeError, ValueError):
+		error(fieldname, f"must be a number, got {str(value)[:40]!r}")
+		return low
+	if (
+		isinstance(value, bool)
+		or number != number
+		or not low <= number <= high
+		or (whole and not number.is_integer())
+	):
+		kind = "a whole number" if whole else "a number"
+		error(fieldname, f"must be {kind} from {low:g} to {high:g}, got {str(value)[:40]!r}")
+		return low
+	return number
+
+
+def _names(value: Any) -> list[str]:
+	if isinstance(value, str):
+		value = [part for part in re.split(r"[,\n]", value)]
+	if not isinstance(value, list | tuple):
+		return [str(value)]
+	return [str(item).strip() for item in value if str(item).strip()]
+
+
+# --- instances and states ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+	"""One thing a rule watches, now: its own labels (beyond the rule's), its value and level."""
+
+	instance: str
+	value: float | None
+	level: str | None = None
+	labels: tuple[tuple[str, str], ...] = ()
+
+
+_LEVEL_RANK = {"healthy": 0, "no data": -1, "warning": 1, "critical": 2}
+
+
+def breaches(rule: Rule, observation: Observation) -> bool:
+	if rule.comparison == "level":
+		return _LEVEL_RANK.get(observation.level or "no data", -1) >= _LEVEL_RANK[rule.level]
+	if observation.value is None:
+		return False
+	value, threshold = observation.value, rule.threshold
+	return {
+		">": value > threshold,
+		">=": value >= threshold,
+		"<": value < threshold,
+		"<=": value <= threshold,
+	}[rule.comparison]
+
+
+def instance_labels(rule: Rule, observation: Observation) -> dict[str, str]:
+	return {
+		**dict(rule.labels),
+		**dict(observation.labels),
+		"rule": rule.name,
+		"severity": rule.severity,
+		"instance": observation.instance,
+	}
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+	return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:32]
+
+
+def matches(operation_pattern: str, name: str) -> bool:
+	"""An exact name, or a glob (`*`, `?`, `[...]`)."""
+	if not operation_pattern:
+		return True
+	if any(c in operation_pattern for c in "*?["):
+		return fnmatch.fnmatchcase(name, operation_pattern)
+	return name == operation_pattern
+
+
+@dataclass
+class AlertState:
+	"""An alert record as the state machine sees it."""
+
+	fingerprint: str
+	rule: str
+	labels: dict[str, str]
+	severity: str
+	state: str
+	started_at: datetime
+	value: float | None = None
+	fired_at: datetime | None = None
+	resolved_at: datetime | None = None
+	last_notified_at: datetime | None = None
+	notified_state: str | None = None
+	silenced: bool = False
+	inhibited: bool = False
+	name: str | None = None
+	changed: bool = False
+
+
+def step(
+	rule: Rule,
+	labels: dict[str, str],
+	current: AlertState | None,
+	holds: bool,
+	value: float | None,
+	now: datetime,
+) -> AlertState | None:
+	"""The next state of one instance: a new pending (or firing, with `for` 0) alert when the condition
+	starts to hold, firing once it has held for `for_minutes`, resolved when it stops holding. A pending
+	alert whose condition stops holding is resolved without ever firing."""
+	if current is None:
+		if not holds:
+			return None
+		state = FIRING if rule.for_minutes == 0 else PENDING
+		return AlertState(
+			fingerprint=fingerprint(labels),
+			rule=rule.name,
+			labels=labels,
+			severity=rule.severity,
+			state=state,
+			started_at=now,
+			value=value,
+			fired_at=now if state == FIRING else None,
+			changed=True,
+		)
+	if not holds:
+		current.state, current.resolved_at, current.changed = RESOLVED, now, True
+		return current
+	current.value = value
+	if current.state == PENDING and now - current.started_at >= timedelta(minutes=rule.for_minutes):
+		current.state, current.fired_at, current.changed = FIRING, now, True
+	return current
+
+
+# --- silences, maintenance windows and inhibition ---------------------------------------------------
+
+
+def parse_matchers(value: Any, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+	"""Matchers: `label=glob` lines or a JSON object; all must match (an empty set matches nothing)."""
+	matchers, errors = parse_labels(value, where, reserved_allowed=True)
+	errors = [e.replace(" labels:", " matchers:") for e in errors]
+	if not matchers and not errors:
+		errors.append(f"{where} matchers: name at least one label=value (a silence of everything is refused)")
+	return matchers, errors
+
+
+def matchers_match(matchers: Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:
+	pairs = list(matchers)
+	return bool(pairs) and all(fnmatch.fnmatchcase(labels.get(name, ""), pattern) for name, pattern in pairs)
+
+
+@dataclass(frozen=True)
+class Silence:
+	matchers: tuple[tuple[str, str], ...]
+	starts_at: datetime
+	ends_at: datetime
+
+	def active(self, now: datetime) -> bool:
+		return self.starts_at <= now < self.ends_at
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+	"""Recurring: starts at each time the cron expression names, lasts `duration_minutes`."""
+
+	matchers: tuple[tuple[str, str], ...]
+	cron: str
+	duration_minutes: int
+
+	def active(self, now: datetime) -> bool:
+		last_start = croniter(self.cron, now + timedelta(seconds=1)).get_prev(datetime)
+		return last_start <= now < last_start + timedelta(minutes=self.duration_minutes)
+
+
+def validate_cron(expression: Any) -> str | None:
+	"""None when `expression` is a valid five-field cron expression, else the reason."""
+	if not isinstance(expression, str) or not expression.strip() or len(expression) > 100:
+		return "must be a cron expression such as '0 2 * * 0' (Sundays 02:00)"
+	if len(expression.split()) != 5:
+		return "must have five fields: minute hour day-of-month month day-of-week"
+	if not croniter.is_valid(expression):
+		return f"{expression!r} is not a valid cron expression"
+	return None
+
+
+def suppressed(
+	labels: Mapping[str, str],
+	silences: Iterable[Silence],
+	windows: Iterable[MaintenanceWindow],
+	now: datetime,
+) -> bool:
+	return any(s.active(now) and matchers_match(s.matchers, labels) for s in silences) or any(
+		w.active(now) and matchers_match(w.matchers, labels) for w in windows
+	)
+
+
+def _inhibition_key(labels: Mapping[str, str]) -> tuple:
+	return tuple(sorted((k, v) for k, v in labels.items() if k not in ("severity", "rule")))
+
+
+def inhibited_keys(alerts: Iterable[AlertState]) -> set[tuple]:
+	"""The labels (without rule and severity) of every firing critical alert: their warnings are held."""
+	return {_inhibition_key(a.labels) for a in alerts if a.state == FIRING and a.severity == "critical"}
+
+
+def is_inhibited(alert: AlertState, keys: set[tuple]) -> bool:
+	return alert.severity == "warning" and _inhibition_key(alert.labels) in keys
+
+
+# --- notifications ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Notification:
+	"""One message to a rule's channels: a group's alerts, firing or resolved."""
+
+	rule: str
+	group: tuple[tuple[str, str], ...]
+	status: str
+	alerts: list[AlertState] = field(default_factory=list)
+
+	@property
+	def key(self) -> str:
+		return fingerprint({"rule": self.rule, "group": json.dumps(self.group), "status": self.status})
+
+
+def group_of(rule: Rule, alert: AlertState) -> tuple[tuple[str, str], ...]:
+	return tuple((label, alert.labels.get(label, "")) for label in rule.group_by)
+
+
+def plan_notifications(
+	rules: Mapping[str, Rule], alerts: Iterable[AlertState], now: datetime, group_wait: timedelta
+) -> list[Notification]:
+	"""What goes out now. Per rule and group: the firing alerts (not silenced or inhibited) that were
+	never notified, once the oldest of them has waited `group_wait`, together with the group's other
+	firing alerts; all of them again when the group's last notification is `repeat_interval` old; and
+	the resolved alerts that had been notified as firing. Marks what it plans as notified."""
+	groups: dict[tuple[str, tuple], list[AlertState]] = defaultdict(list)
+	for alert in alerts:
+		rule = rules.get(alert.rule)
+		if rule is not None:
+			groups[(alert.rule, group_of(rule, alert))].append(alert)
+	planned = []
+	for (rule_name, group), members in groups.items():
+		rule = rules[rule_name]
+		firing = [a for a in members if a.state == FIRING and not a.silenced and not a.inhibited]
+		fresh = [a for a in firing if a.notified_state != FIRING]
+		last = max((a.last_notified_at for a in firing if a.last_notified_at), default=None)
+		due_fresh = fresh and min(a.fired_at or now for a in fresh) + group_wait <= now
+		due_repeat = last is not None and now - last >= timedelta(minutes=rule.repeat_interval_minutes)
+		if firing and (due_fresh or due_repeat):
+			planned.append(
+				Notification(rule_name, group, FIRING, sorted(firing, key=lambda a: a.fingerprint))
+			)
+			for alert in firing:
+				alert.last_notified_at, alert.notified_state, alert.changed = now, FIRING, True
+		resolved = [a for a in members if a.state == RESOLVED and a.notified_state == FIRING]
+		if resolved:
+			planned.append(
+				Notification(rule_name, group, RESOLVED, sorted(resolved, key=lambda a: a.fingerprint))
+			)
+			for alert in resolved:
+				alert.last_notified_at, alert.notified_state, alert.changed = now, RESOLVED, True
+	return planned

@@ -1,0 +1,159 @@
+"""What alert rules watch, read once per evaluation pass for all rules (so a pass's statements do not
+grow with the number of rules): the health report, the monitor's last sample, the detail rows of the
+last minutes, open regressions and recent anomalies. Each rule then picks its observations."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import frappe
+
+from verenigingen_perf.utils.performance.alerts.rules import Observation, Rule, matches
+from verenigingen_perf.utils.performance.config import PerformanceConfig
+from verenigingen_perf.utils.performance.schema import (
+	ACKNOWLEDGED,
+	ALL_OPERATIONS,
+	ANOMALY,
+	METRIC,
+	OPEN,
+	REGRESSION,
+)
+from verenigingen_perf.utils.performance.timeutil import as_datetime, format_datetime
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Readings:
+	"""Everything the enabled rules need, read once."""
+
+	health: dict[str, Any] | None = None
+	monitor: dict[str, Any] | None = None
+	# per operation: durations, server errors, statements, over the longest window any rule asks for
+	detail: dict[str, list[tuple[datetime, float, bool, int]]] = field(default_factory=dict)
+	regressions: list[dict[str, Any]] = field(default_factory=list)
+	anomalies: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Readings:
+	needed = {rule.source for rule in rules}
+	readings = Readings()
+	if "health" in needed:
+		from verenigingen_perf.utils.performance import health
+
+		readings.health = health.system_health(config, now)
+	if "monitor" in needed:
+		from verenigingen_perf.utils.performance import monitoring
+
+		readings.monitor = monitoring.latest()
+	if "operation" in needed:
+		longest = max(rule.window_minutes for rule in rules if rule.source == "operation")
+		readings.detail = _detail_rows(now - timedelta(minutes=longest))
+	if "regressions" in needed:
+		readings.regressions = frappe.get_all(
+			REGRESSION,
+			filters={"status": ("in", [OPEN, ACKNOWLEDGED])},
+			fields=["name", "operation", "metric", "change_value"],
+		)
+	if "anomalies" in needed:
+		readings.anomalies = frappe.get_all(
+			ANOMALY,
+			filters={"period_start": (">=", now - 2 * HOUR)},
+			fields=["operation", "metric", "period_start", "score"],
+		)
+	return readings
+
+
+def _detail_rows(since: datetime) -> dict[str, list[tuple[datetime, float, bool, int]]]:
+	by_operation: dict[str, list[tuple[datetime, float, bool, int]]] = defaultdict(list)
+	for created, operation, duration, status, statements in frappe.db.sql(
+		f"""select creation, operation, duration_ms, status, query_count from `tab{METRIC}`
+		where creation >= %s""",
+		(format_datetime(since),),
+	):
+		by_operation[operation].append(
+			(as_datetime(created), float(duration or 0), status == "error", int(statements or 0))
+		)
+	return by_operation
+
+
+def observations(rule: Rule, readings: Readings, now: datetime) -> list[Observation]:
+	if rule.source == "health":
+		return _health(rule, readings.health or {})
+	if rule.source == "monitor":
+		return _monitor(rule, readings.monitor or {})
+	if rule.source == "operation":
+		return _operations(rule, readings.detail, now)
+	if rule.source == "regressions":
+		return _records(rule, readings.regressions, "change_value", ("operation", "metric"))
+	return _records(rule, readings.anomalies, "score", ("operation", "metric", "period_start"))
+
+
+def _records(
+	rule: Rule, rows: list[dict[str, Any]], value: str, identity: tuple[str, ...]
+) -> list[Observation]:
+	"""One observation per regression or anomaly record of the rule's operation and metric."""
+	return [
+		Observation(
+			" ".join(str(row[key]) for key in identity),
+			float(row[value] or 0),
+			labels=(("metric", row["metric"]), ("operation", row["operation"])),
+		)
+		for row in rows
+		if matches(rule.operation, row["operation"]) and (not rule.metric or rule.metric == row["metric"])
+	]
+
+
+def _health(rule: Rule, report: dict[str, Any]) -> list[Observation]:
+	if rule.metric == "score":
+		return [Observation("score", report.get("score"), report.get("level"))]
+	return [
+		Observation(c["name"], c["value"], c["level"])
+		for c in report.get("components", [])
+		if fnmatch.fnmatchcase(c["name"], rule.metric)
+	]
+
+
+def _monitor(rule: Rule, sample: dict[str, Any]) -> list[Observation]:
+	return [
+		Observation(s["name"], s.get("value"), s.get("level"))
+		for s in sample.get("signals", [])
+		if fnmatch.fnmatchcase(s["name"], rule.metric)
+	]
+
+
+def _operations(
+	rule: Rule, detail: dict[str, list[tuple[datetime, float, bool, int]]], now: datetime
+) -> list[Observation]:
+	since = now - timedelta(minutes=rule.window_minutes)
+	if not rule.operation:
+		rows = [row for rows in detail.values() for row in rows if row[0] >= since]
+		return [Observation(ALL_OPERATIONS, _figure(rule.metric, rows))] if rows else []
+	out = []
+	for operation, rows in detail.items():
+		if matches(rule.operation, operation):
+			recent = [row for row in rows if row[0] >= since]
+			if recent:
+				out.append(
+					Observation(operation, _figure(rule.metric, recent), labels=(("operation", operation),))
+				)
+	return out
+
+
+def _figure(metric: str, rows: list[tuple[datetime, float, bool, int]]) -> float:
+	count = len(rows)
+	if metric == "count":
+		return float(count)
+	if metric == "error_rate":
+		return sum(1 for row in rows if row[2]) / count
+	if metric == "statements_per_call":
+		return sum(row[3] for row in rows) / count
+	quantile = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}[metric]
+	ordered = sorted(row[1] for row in rows)
+	# nearest rank, as the batch analysis reports its p95
+	return ordered[max(0, math.ceil(quantile * count) - 1)]
