@@ -517,3 +517,12 @@ def test_rules_on_regressions_and_on_the_monitors_levels(site, alerting):
 	)
 	frappe.db.delete(REGRESSION)
 	frappe.db.commit()
+
+
+def test_two_evaluations_at_once_open_one_alert(site, alerting, in_threads):
+	slow_rule([])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	in_threads(lambda: evaluate.run_evaluation(now), count=2)
+	frappe.db.rollback()
+	assert frappe.db.count(ALERT, {"rule": "test slow operation"}) == 1
