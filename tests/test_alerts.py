@@ -157,6 +157,7 @@ def measure(duration_ms: float, count: int = 20, operation: str = OP) -> None:
 
 
 def deliveries() -> list[dict]:
+	frappe.db.rollback()  # a fresh snapshot: the workers wrote these rows
 	return frappe.get_all(
 		ALERT_DELIVERY,
 		fields=["channel", "status", "attempt", "notification_status", "response_code", "error"],
@@ -526,3 +527,53 @@ def test_two_evaluations_at_once_open_one_alert(site, alerting, in_threads):
 	in_threads(lambda: evaluate.run_evaluation(now), count=2)
 	frappe.db.rollback()
 	assert frappe.db.count(ALERT, {"rule": "test slow operation"}) == 1
+
+
+def test_an_attempt_whose_worker_was_lost_is_failed_and_retried(
+	site, alerting, receiver, run_background_jobs
+):
+	hook = channel("lost", channel_type="webhook", url=receiver.url)
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime()
+	evaluate.run_evaluation(now)
+	evaluate.run_evaluation(now + timedelta(minutes=1))
+	# the worker that took the attempt died: its row stays "sending", and its job is gone
+	from frappe.utils.background_jobs import get_queues
+
+	for queue in get_queues():
+		queue.empty()
+	assert [d["status"] for d in deliveries()] == ["sending"]
+	delivery.dispatch_due(now + timedelta(minutes=30))
+	assert [d["status"] for d in deliveries()] == ["sending"]  # not lost yet
+	delivery.dispatch_due(now + delivery.LOST_AFTER + timedelta(minutes=2))
+	# the next attempt waits its back-off, then goes
+	delivery.dispatch_due(now + delivery.LOST_AFTER + timedelta(minutes=3))
+	run_background_jobs()
+	assert [(d["attempt"], d["status"]) for d in deliveries()] == [(1, "failed"), (2, "sent")]
+	assert "worker of this attempt was lost" in deliveries()[0]["error"]
+	assert len(receiver.requests) == 1
+
+
+def test_a_maintenance_window_holds_back_while_it_lasts(site, alerting, receiver, run_background_jobs):
+	hook = channel("hook", channel_type="webhook", url=receiver.url)
+	slow_rule([hook])
+	measure(400.0)
+	now = frappe.utils.now_datetime().replace(second=0, microsecond=0)
+	# every day at this minute, for 3 minutes
+	frappe.get_doc(
+		{
+			"doctype": MAINTENANCE_WINDOW,
+			"window_name": "test nightly deploy",
+			"cron": f"{now.minute} {now.hour} * * *",
+			"duration_minutes": 3,
+			"matchers": "severity=critical",
+		}
+	).insert(ignore_permissions=True)
+	frappe.db.commit()
+	evaluate.run_evaluation(now + timedelta(seconds=10))
+	evaluate.run_evaluation(now + timedelta(minutes=1, seconds=10))
+	assert frappe.db.get_value(ALERT, {"state": "firing"}, "silenced") == 1 and deliveries() == []
+	evaluate.run_evaluation(now + timedelta(minutes=3, seconds=10))  # the window is over
+	run_background_jobs()
+	assert [json.loads(b)["status"] for _h, b in receiver.requests] == ["firing"]

@@ -98,18 +98,23 @@ def queue(notification: alert_rules.Notification, rule: alert_rules.Rule, now: d
 
 
 def dispatch_due(now: datetime) -> int:
-	"""Hand every due queued delivery to a background job of its own (claimed first, so that two
-	dispatchers never send one twice)."""
+	"""Hand every due queued delivery to a background job of its own. Each is claimed first with a
+	token of this dispatcher (an UPDATE only one dispatcher's row can match), so that two dispatchers
+	never send one twice. An attempt whose worker died without an outcome is failed, and retried,
+	once it is `LOST_AFTER` old."""
+	_fail_lost(now)
 	due = frappe.get_all(
 		ALERT_DELIVERY, filters={"status": QUEUED, "next_attempt_at": ("<=", now)}, pluck="name", limit=1000
 	)
 	sent = 0
 	for name in due:
+		token = frappe.generate_hash(length=16)
 		frappe.db.sql(
-			f"update `tab{ALERT_DELIVERY}` set status=%s where name=%s and status=%s", (SENDING, name, QUEUED)
+			f"update `tab{ALERT_DELIVERY}` set status=%s, claim=%s where name=%s and status=%s",
+			(SENDING, token, name, QUEUED),
 		)
 		frappe.db.commit()
-		if frappe.db.get_value(ALERT_DELIVERY, name, "status") != SENDING:
+		if frappe.db.get_value(ALERT_DELIVERY, name, "claim") != token:
 			continue
 		frappe.enqueue(
 			"verenigingen_perf.utils.performance.alerts.delivery.deliver",
@@ -119,6 +124,23 @@ def dispatch_due(now: datetime) -> int:
 		)
 		sent += 1
 	return sent
+
+
+# an attempt has its channel's timeout (at most a minute) per request; one still "sending" an hour
+# after it was due lost its worker
+LOST_AFTER = timedelta(hours=1)
+
+
+def _fail_lost(now: datetime) -> None:
+	lost = frappe.get_all(
+		ALERT_DELIVERY,
+		filters={"status": SENDING, "next_attempt_at": ("<", now - LOST_AFTER)},
+		fields=["name", "channel", "attempt", "payload", "notification", "notification_status", "alerts"],
+		limit=1000,
+	)
+	for row in lost:
+		channel = frappe.get_doc(ALERT_CHANNEL, row["channel"])
+		_failed(row, channel, now, None, "no outcome: the worker of this attempt was lost")
 
 
 def deliver(delivery: str) -> str:

@@ -16,6 +16,7 @@ class PerformanceAlertDelivery(Document):
 		alerts: DF.SmallText | None
 		attempt: DF.Int
 		channel: DF.Link | None
+		claim: DF.Data | None
 		error: DF.SmallText | None
 		next_attempt_at: DF.Datetime | None
 		notification: DF.Data | None
