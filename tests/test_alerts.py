@@ -21,6 +21,7 @@ from verenigingen_perf.utils.performance.schema import (
 	ALERT_CHANNEL,
 	ALERT_DELIVERY,
 	ALERT_RULE,
+	ALERT_RULE_CHANNEL,
 	ALERT_SILENCE,
 	MAINTENANCE_WINDOW,
 )
@@ -77,10 +78,11 @@ def alerting(clean_slate):
 		frappe.db.rollback()
 		for doctype in (ALERT, ALERT_DELIVERY, ALERT_SILENCE, MAINTENANCE_WINDOW):
 			frappe.db.delete(doctype)
-		for name in frappe.get_all(ALERT_RULE, filters={"name": ("like", "test %")}, pluck="name"):
-			frappe.delete_doc(ALERT_RULE, name, ignore_permissions=True, force=True)
-		for name in frappe.get_all(ALERT_CHANNEL, filters={"name": ("like", "test %")}, pluck="name"):
-			frappe.delete_doc(ALERT_CHANNEL, name, ignore_permissions=True, force=True)
+		# plain deletes: deleting documents would leave the framework's copies and feed comments
+		frappe.db.delete(ALERT_RULE_CHANNEL, {"parent": ("like", "test %")})
+		frappe.db.delete(ALERT_RULE, {"name": ("like", "test %")})
+		frappe.db.delete(ALERT_CHANNEL, {"name": ("like", "test %")})
+		frappe.db.sql("delete from `__Auth` where doctype=%s and name like 'test %%'", (ALERT_CHANNEL,))
 		frappe.db.delete("Email Queue", {"message": ("like", "%test slow operation%")})
 		frappe.db.delete("Notification Log", {"subject": ("like", "%test slow operation%")})
 		frappe.db.commit()

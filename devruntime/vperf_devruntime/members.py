@@ -131,8 +131,9 @@ def remove_member_doctypes(names: MemberDoctypes) -> None:
 	# tests' own doctypes, records and role leave neither behind
 	ours = [names.member, names.membership, names.chapter]
 	frappe.db.delete("Deleted Document", {"deleted_doctype": ("in", ours)})
-	frappe.db.delete("Deleted Document", {"deleted_name": ("in", [*ours, names.reader_role])})
 	frappe.db.delete("Comment", {"reference_doctype": ("in", ours)})
+	forget_deleted("DocType", ours)
+	forget_deleted("Role", [names.reader_role])
 	frappe.db.commit()
 
 
@@ -166,3 +167,19 @@ def make_member(
 		}
 	).insert(ignore_permissions=True)
 	return doc.name
+
+
+def forget_deleted(doctype: str, names: list[str]) -> None:
+	"""What the framework keeps of deleted test records: their copies (Deleted Document) and the
+	"Deleted" feed comments (which name the record only in their subject)."""
+	if not names:
+		return
+	frappe.db.delete("Deleted Document", {"deleted_doctype": doctype, "deleted_name": ("in", names)})
+	frappe.db.delete(
+		"Comment",
+		{
+			"comment_type": "Deleted",
+			"reference_doctype": doctype,
+			"subject": ("in", [f"{doctype} {name}" for name in names]),
+		},
+	)

@@ -208,7 +208,11 @@ def make_user(site: Any) -> Iterator[Callable[..., str]]:
 		# and notification settings, the "deleted" comments, versions and its login activity
 		names = [email, *contacts]
 		frappe.db.delete("DefaultValue", {"parent": email})
-		frappe.db.delete("Deleted Document", {"deleted_name": ("in", names)})
+		from vperf_devruntime.members import forget_deleted
+
+		forget_deleted("User", [email])
+		forget_deleted("Notification Settings", [email])
+		forget_deleted("Contact", list(contacts))
 		frappe.db.delete("Comment", {"reference_name": ("in", names)})
 		frappe.db.delete("Version", {"docname": ("in", names)})
 		frappe.db.delete("Activity Log", {"user": email})
@@ -289,15 +293,29 @@ def run_background_jobs(site: Any, site_env: dict[str, str]) -> Callable[[], Non
 		frappe.db.commit()
 		if bench_mode():
 			from frappe.utils.background_jobs import get_queues
+			from rq import Worker
 			from rq.registry import StartedJobRegistry
 
 			def busy() -> bool:
-				# queued, or taken by a worker and still running
-				return any(q.count or StartedJobRegistry(queue=q).count for q in get_queues())
+				# queued, taken by a worker, or running
+				queues = get_queues()
+				if any(q.count or StartedJobRegistry(queue=q).count for q in queues):
+					return True
+				workers = Worker.all(connection=queues[0].connection) if queues else []
+				return any(w.get_state() == "busy" for w in workers)
 
+			# RQ takes a job off its queue a moment before it marks it started: idle must be seen
+			# for a while, not once
 			deadline = time.monotonic() + 120
-			while busy() and time.monotonic() < deadline:
-				time.sleep(0.5)
+			idle_since = None
+			while time.monotonic() < deadline:
+				if busy():
+					idle_since = None
+				elif idle_since is None:
+					idle_since = time.monotonic()
+				elif time.monotonic() - idle_since >= 3:
+					break
+				time.sleep(0.25)
 			return
 		subprocess.run(
 			_runtime_command("worker"),
