@@ -69,12 +69,17 @@ def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Reading
 	return readings
 
 
+# a bound on one pass's work whatever the traffic (a flood of requests must not make the minute's
+# evaluation grow without end): the most recent measurements of the window, at most this many
+MAX_DETAIL_ROWS = 200_000
+
+
 def _detail_rows(since: datetime) -> dict[str, list[tuple[datetime, float, bool, int]]]:
 	by_operation: dict[str, list[tuple[datetime, float, bool, int]]] = defaultdict(list)
 	for created, operation, duration, status, statements in frappe.db.sql(
 		f"""select creation, operation, duration_ms, status, query_count from `tab{METRIC}`
-		where creation >= %s""",
-		(format_datetime(since),),
+		where creation >= %s order by creation desc limit %s""",
+		(format_datetime(since), MAX_DETAIL_ROWS),
 	):
 		by_operation[operation].append(
 			(as_datetime(created), float(duration or 0), status == "error", int(statements or 0))

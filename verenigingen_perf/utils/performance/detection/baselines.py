@@ -168,8 +168,8 @@ FIGURE_COLUMNS = (
 	"statements_sd",
 	"memory_max_mb",
 )
-_STORED_COLUMNS = (
-	"name",
+# what describes a baseline (the answers give these and its figures), then what is stored besides
+DESCRIPTION_COLUMNS = (
 	"operation",
 	"operation_type",
 	"baseline_kind",
@@ -180,16 +180,8 @@ _STORED_COLUMNS = (
 	"computed_at",
 	"sample_count",
 	"hours_with_data",
-	"error_count",
-	"error_rate",
-	"p50_ms",
-	"p95_ms",
-	"p99_ms",
-	"statements_mean",
-	"statements_sd",
-	"memory_max_mb",
-	"sketch",
 )
+_STORED_COLUMNS = ("name", *DESCRIPTION_COLUMNS, *FIGURE_COLUMNS, "sketch")
 
 
 def store(rows: list[dict[str, Any]]) -> None:

@@ -21,24 +21,10 @@ from verenigingen_perf.utils.performance.schema import (
 )
 from verenigingen_perf.utils.performance.timeutil import format_datetime
 
+# a baseline as answered: without its name and sketch (and its error count: the rate says it)
 BASELINE_FIELDS = [
-	"operation",
-	"operation_type",
-	"baseline_kind",
-	"pin_name",
-	"status",
-	"period_start",
-	"period_end",
-	"computed_at",
-	"sample_count",
-	"hours_with_data",
-	"error_rate",
-	"p50_ms",
-	"p95_ms",
-	"p99_ms",
-	"statements_mean",
-	"statements_sd",
-	"memory_max_mb",
+	*baseline_store.DESCRIPTION_COLUMNS,
+	*(c for c in baseline_store.FIGURE_COLUMNS if c != "error_count"),
 ]
 REGRESSION_FIELDS = [
 	"name",
