@@ -579,3 +579,23 @@ def test_a_maintenance_window_holds_back_while_it_lasts(site, alerting, receiver
 	evaluate.run_evaluation(now + timedelta(minutes=3, seconds=10))  # the window is over
 	run_background_jobs()
 	assert [json.loads(b)["status"] for _h, b in receiver.requests] == ["firing"]
+
+
+def test_an_operation_rule_over_hours_reads_the_merged_hourly_sketches(site, alerting):
+	from verenigingen_perf.utils.performance import rollup
+	from verenigingen_perf.utils.performance.sketch import Summary
+
+	now = frappe.utils.now_datetime()
+	hour = now.replace(minute=0, second=0, microsecond=0)
+	summaries = {}
+	for back, duration in ((1, 380.0), (2, 400.0), (3, 420.0), (5, 5000.0)):  # 5 h ago: outside
+		summary = Summary()
+		summary.add_many([duration] * 50, 0, [3] * 50, [1.0] * 50, [0.0] * 50)
+		summaries[("api", OP, hour - timedelta(hours=back))] = summary
+	rollup.merge_into_aggregates("hour", summaries)
+	frappe.db.commit()
+	slow_rule([], window_minutes=180, metric="p99_ms", threshold=415)
+	evaluate.run_evaluation(now)
+	alert = frappe.get_all(ALERT, filters={"rule": "test slow operation"}, fields=["state", "value", "instance"])
+	assert len(alert) == 1 and alert[0]["state"] == "firing" and alert[0]["instance"] == OP
+	assert alert[0]["value"] == pytest.approx(420.0, rel=0.01)

@@ -103,7 +103,7 @@ def test_silences_and_maintenance_windows_hold_back_then_release():
 		({"comparison": "=="}, "comparison: must be one of"),
 		({"comparison": "level"}, "'level' compares"),
 		({"threshold": "lots"}, "threshold: must be a number"),
-		({"window_minutes": 61}, "window_minutes: must be a whole number from 1 to 60"),
+		({"window_minutes": 1441}, "window_minutes: must be a whole number from 1 to 1440"),
 		({"for_minutes": -1}, "for_minutes: must be a whole number"),
 		({"severity": "panic"}, "severity: must be one of"),
 		({"labels": "team"}, "labels: line 1 must be name=value"),

@@ -32,6 +32,8 @@ SEVERITIES = ("warning", "critical")
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 # the metrics an operation rule may watch (read from the detail rows of the last minutes)
 OPERATION_METRICS = ("p50_ms", "p95_ms", "p99_ms", "error_rate", "count", "statements_per_call")
+# operation rules look back at most a day (longer trends are the regression detector's)
+MAX_WINDOW_MINUTES = 1440
 # labels every instance carries (a rule's own labels may not redefine them)
 RESERVED_LABELS = ("rule", "severity", "instance")
 _LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
@@ -168,7 +170,9 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 	if level not in LEVELS:
 		field_error("level", f"must be one of {', '.join(LEVELS)}, got {str(level)[:20]!r}")
 	threshold = _number(data.get("threshold", 0), "threshold", field_error, -1e12, 1e12)
-	window = _number(data.get("window_minutes", 5), "window_minutes", field_error, 1, 60, whole=True)
+	window = _number(
+		data.get("window_minutes", 5), "window_minutes", field_error, 1, MAX_WINDOW_MINUTES, whole=True
+	)
 	for_minutes = _number(data.get("for_minutes", 0), "for_minutes", field_error, 0, 10_080, whole=True)
 	repeat = _number(
 		data.get("repeat_interval_minutes", 60), "repeat_interval_minutes", field_error, 1, 10_080, whole=True

@@ -36,6 +36,8 @@ class Readings:
 	monitor: dict[str, Any] | None = None
 	# per operation: durations, server errors, statements, over the longest window any rule asks for
 	detail: dict[str, list[tuple[datetime, float, bool, int]]] = field(default_factory=dict)
+	# hourly aggregate rows (windows longer than DETAIL_WINDOW_MINUTES), over the longest such window
+	hourly: list[dict[str, Any]] = field(default_factory=list)
 	regressions: list[dict[str, Any]] = field(default_factory=list)
 	anomalies: list[dict[str, Any]] = field(default_factory=list)
 
@@ -51,9 +53,22 @@ def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Reading
 		from verenigingen_perf.utils.performance import monitoring
 
 		readings.monitor = monitoring.latest()
-	if "operation" in needed:
-		longest = max(rule.window_minutes for rule in rules if rule.source == "operation")
-		readings.detail = _detail_rows(now - timedelta(minutes=longest))
+	short = [
+		r.window_minutes
+		for r in rules
+		if r.source == "operation" and r.window_minutes <= DETAIL_WINDOW_MINUTES
+	]
+	long = [
+		r.window_minutes
+		for r in rules
+		if r.source == "operation" and r.window_minutes > DETAIL_WINDOW_MINUTES
+	]
+	if short:
+		readings.detail = _detail_rows(now - timedelta(minutes=max(short)))
+	if long:
+		from verenigingen_perf.utils.performance import health
+
+		readings.hourly = health.read_aggregates("hour", _hours_start(now, max(long)))
 	if "regressions" in needed:
 		readings.regressions = frappe.get_all(
 			REGRESSION,
@@ -67,6 +82,16 @@ def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Reading
 			fields=["operation", "metric", "period_start", "score"],
 		)
 	return readings
+
+
+# operation rules up to this window read the detail rows ("now"); longer ones the complete hourly
+# aggregates of the window's hours (the last complete hour is the rollup's, so they lag up to an hour)
+DETAIL_WINDOW_MINUTES = 60
+
+
+def _hours_start(now: datetime, window_minutes: int) -> datetime:
+	"""The first complete hour of a window of whole hours that ends with the last complete hour."""
+	return now.replace(minute=0, second=0, microsecond=0) - HOUR * math.ceil(window_minutes / 60)
 
 
 # a bound on one pass's work whatever the traffic (a flood of requests must not make the minute's
@@ -92,6 +117,8 @@ def observations(rule: Rule, readings: Readings, now: datetime) -> list[Observat
 		return _health(rule, readings.health or {})
 	if rule.source == "monitor":
 		return _monitor(rule, readings.monitor or {})
+	if rule.source == "operation" and rule.window_minutes > DETAIL_WINDOW_MINUTES:
+		return _aggregated_operations(rule, readings.hourly, now)
 	if rule.source == "operation":
 		return _operations(rule, readings.detail, now)
 	if rule.source == "regressions":
@@ -148,6 +175,42 @@ def _operations(
 					Observation(operation, _figure(rule.metric, recent), labels=(("operation", operation),))
 				)
 	return out
+
+
+def _aggregated_operations(rule: Rule, hourly: list[dict[str, Any]], now: datetime) -> list[Observation]:
+	"""An operation rule over hours: its figure from the merged hourly aggregates (sketches merged,
+	never averaged); without `operation`, from the site-wide rows of the request types."""
+	from verenigingen_perf.utils.performance import health
+	from verenigingen_perf.utils.performance.schema import REQUEST_TYPES
+
+	start = _hours_start(now, rule.window_minutes)
+	rows = [r for r in hourly if start <= r["period_start"] < now.replace(minute=0, second=0, microsecond=0)]
+	if not rule.operation:
+		site = health.PeriodFigures()
+		for row in rows:
+			if row["operation"] == ALL_OPERATIONS and row["operation_type"] in REQUEST_TYPES:
+				site.add(row)
+		return [Observation(ALL_OPERATIONS, _aggregate_figure(rule.metric, site))] if site.count else []
+	by_operation = health.figures_by(
+		(r for r in rows if r["operation"] != ALL_OPERATIONS and matches(rule.operation, r["operation"])),
+		"operation",
+	)
+	return [
+		Observation(operation, _aggregate_figure(rule.metric, figures), labels=(("operation", operation),))
+		for operation, figures in by_operation.items()
+		if figures.count
+	]
+
+
+def _aggregate_figure(metric: str, figures: Any) -> float:
+	if metric == "count":
+		return float(figures.count)
+	if metric == "error_rate":
+		return figures.error_count / figures.count
+	if metric == "statements_per_call":
+		return figures.query_sum / figures.count
+	quantile = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}[metric]
+	return float(figures.quantiles((quantile,))[0])
 
 
 def _figure(metric: str, rows: list[tuple[datetime, float, bool, int]]) -> float:
