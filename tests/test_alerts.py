@@ -596,6 +596,8 @@ def test_an_operation_rule_over_hours_reads_the_merged_hourly_sketches(site, ale
 	frappe.db.commit()
 	slow_rule([], window_minutes=180, metric="p99_ms", threshold=415)
 	evaluate.run_evaluation(now)
-	alert = frappe.get_all(ALERT, filters={"rule": "test slow operation"}, fields=["state", "value", "instance"])
+	alert = frappe.get_all(
+		ALERT, filters={"rule": "test slow operation"}, fields=["state", "value", "instance"]
+	)
 	assert len(alert) == 1 and alert[0]["state"] == "firing" and alert[0]["instance"] == OP
 	assert alert[0]["value"] == pytest.approx(420.0, rel=0.01)
