@@ -16,6 +16,7 @@ from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.testing import query_budget
 from verenigingen_perf.utils.performance import buffer, capture, config, timeutil
 from verenigingen_perf.utils.performance.alerts import delivery, evaluate, store
+from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.schema import (
 	ALERT,
 	ALERT_CHANNEL,
@@ -535,17 +536,25 @@ def test_an_attempt_whose_worker_was_lost_is_failed_and_retried(
 	site, alerting, receiver, run_background_jobs
 ):
 	hook = channel("lost", channel_type="webhook", url=receiver.url)
-	slow_rule([hook])
-	measure(400.0)
 	now = frappe.utils.now_datetime()
-	evaluate.run_evaluation(now)
-	evaluate.run_evaluation(now + timedelta(minutes=1))
-	# the worker that took the attempt died: its row stays "sending", and its job is gone
-	from frappe.utils.background_jobs import get_queues
-
-	for queue in get_queues():
-		queue.empty()
-	assert [d["status"] for d in deliveries()] == ["sending"]
+	# an attempt claimed by a dispatcher whose worker died: "sending", and no job for it anywhere
+	notification = alert_rules.Notification(
+		"test slow operation", (("rule", "test slow operation"),), "firing", []
+	)
+	frappe.get_doc(
+		{
+			"doctype": ALERT_DELIVERY,
+			"name": "test-lost-attempt",
+			"notification": notification.key,
+			"notification_status": "firing",
+			"channel": hook,
+			"status": "sending",
+			"attempt": 1,
+			"next_attempt_at": now,
+			"payload": json.dumps({"text": "lost", "status": "firing"}),
+		}
+	).db_insert()
+	frappe.db.commit()
 	delivery.dispatch_due(now + timedelta(minutes=30))
 	assert [d["status"] for d in deliveries()] == ["sending"]  # not lost yet
 	delivery.dispatch_due(now + delivery.LOST_AFTER + timedelta(minutes=2))
@@ -554,6 +563,27 @@ def test_an_attempt_whose_worker_was_lost_is_failed_and_retried(
 	run_background_jobs()
 	assert [(d["attempt"], d["status"]) for d in deliveries()] == [(1, "failed"), (2, "sent")]
 	assert "worker of this attempt was lost" in deliveries()[0]["error"]
+	assert len(receiver.requests) == 1
+
+
+def test_a_late_worker_that_delivers_after_all_cancels_the_retry(site, alerting, receiver):
+	hook = channel("late", channel_type="webhook", url=receiver.url)
+	now = frappe.utils.now_datetime()
+	notification = alert_rules.Notification(
+		"test slow operation", (("rule", "test slow operation"),), "firing", []
+	)
+	rule = alert_rules.Rule("test slow operation", "operation", "p95_ms", ">", channels=(hook,))
+	delivery.queue(notification, rule, now)
+	frappe.db.sql(f"update `tab{ALERT_DELIVERY}` set status='sending'")
+	frappe.db.commit()
+	[first] = frappe.get_all(ALERT_DELIVERY, pluck="name")
+	# given up as lost (its retry queued) while its worker was in fact still sending
+	delivery.dispatch_due(now + delivery.LOST_AFTER + timedelta(minutes=2))
+	frappe.db.set_value(ALERT_DELIVERY, first, "status", "sending")
+	frappe.db.commit()
+	assert delivery.deliver(first) == "sent"
+	assert [(d["attempt"], d["status"]) for d in deliveries()] == [(1, "sent"), (2, "gave up")]
+	assert delivery.deliver(first) == "not claimed"  # a second run of the same job sends nothing
 	assert len(receiver.requests) == 1
 
 

@@ -144,15 +144,20 @@ def _fail_lost(now: datetime) -> None:
 
 
 def deliver(delivery: str) -> str:
-	"""One attempt (a background job): send, record the outcome, queue the next attempt on failure."""
+	"""One attempt (a background job): send, record the outcome, queue the next attempt on failure.
+	Only an attempt still "sending" (claimed by `dispatch_due`) is sent. One that succeeds after it
+	was given up as lost still counts: it is recorded as sent, and the retry queued for it is
+	cancelled, so that the notification does not go out twice."""
 	row = frappe.db.get_value(
 		ALERT_DELIVERY,
 		delivery,
-		["name", "channel", "attempt", "payload", "notification", "notification_status", "alerts"],
+		["name", "channel", "attempt", "payload", "notification", "notification_status", "alerts", "status"],
 		as_dict=True,
 	)
 	if row is None:
 		return "missing"
+	if row["status"] != SENDING:
+		return "not claimed"
 	channel = frappe.get_doc(ALERT_CHANNEL, row["channel"])
 	payload = json.loads(row["payload"])
 	now = frappe.utils.now_datetime()
@@ -166,6 +171,18 @@ def deliver(delivery: str) -> str:
 		return FAILED
 	frappe.db.set_value(
 		ALERT_DELIVERY, delivery, {"status": SENT, "sent_at": now, "response_code": code or 0}
+	)
+	frappe.db.sql(
+		f"""update `tab{ALERT_DELIVERY}` set status=%s, error=%s
+		where notification=%s and channel=%s and attempt>%s and status=%s""",
+		(
+			GAVE_UP,
+			f"attempt {row['attempt']} was delivered after all",
+			row["notification"],
+			row["channel"],
+			row["attempt"],
+			QUEUED,
+		),
 	)
 	frappe.db.commit()
 	return SENT
