@@ -174,7 +174,8 @@ def test_requests_carry_the_capture_cost(site, http, make_user, default_settings
 	while capture.TRACE_HEADER not in client.call("verenigingen_perf.api.testing.run_statements").headers:
 		assert time.monotonic() < deadline
 		time.sleep(0.3)
-	trace = client.call("verenigingen_perf.api.testing.run_statements", count=2).headers[capture.TRACE_HEADER]
+	response = client.call("verenigingen_perf.api.testing.run_statements", count=2)
+	trace = response.headers[capture.TRACE_HEADER]
 	deadline = time.monotonic() + 30
 	while not (
 		rows := frappe.get_all(
@@ -184,7 +185,9 @@ def test_requests_carry_the_capture_cost(site, http, make_user, default_settings
 		assert time.monotonic() < deadline
 		buffer.drain()
 		time.sleep(0.2)
-	assert 0 < rows[0]["capture_us"] < rows[0]["duration_ms"] * 1000
+	# the hooks' own time can exceed the span they measure (a configuration reload in before_request
+	# is the app's cost, not the request's), never the whole round trip the client saw
+	assert 0 < rows[0]["capture_us"] < response.elapsed.total_seconds() * 1e6
 
 
 def test_storage_growth_gives_the_days_until_the_budget(site, quiet_buffer, default_settings):
