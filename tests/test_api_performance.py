@@ -379,8 +379,8 @@ def test_statement_budgets_are_exact(site, slo):
 		system = health.system_health(cfg)
 	assert system["level"] != "no data"
 	dashboard.clear_dashboard_cache()
-	# hourly rows, daily rows, the watermark, open regressions and recent anomalies
-	with query_budget(5):
+	# hourly rows, daily rows, the watermark, open regressions, recent anomalies and active alerts
+	with query_budget(6):
 		cold = dashboard.cached_dashboard(cfg)
 	assert cold["cached"] is False
 	with query_budget(0):

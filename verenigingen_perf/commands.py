@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
 
 import click
 from frappe.commands import get_site, pass_context
+
+# `report --since`: minutes, hours or days
+_SINCE = re.compile(r"^(\d{1,6})([mhd])$")
+_SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_MAX_LIMIT = 1000
+# a baseline's pin name is a Data column (140 characters)
+_NAME_MAX_CHARS = 140
 
 
 @click.group("vperf")
@@ -79,6 +92,280 @@ def import_alert_rules(context, path: str) -> None:
 		sys.exit(1)
 	finally:
 		frappe.destroy()
+
+
+@contextmanager
+def _site(context) -> Iterator[None]:
+	import frappe
+
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		yield
+	finally:
+		frappe.destroy()
+
+
+def _number(value: Any) -> str:
+	if value is None:
+		return "-"
+	if isinstance(value, bool):
+		return "yes" if value else "no"
+	if isinstance(value, float):
+		return f"{value:,.3f}".rstrip("0").rstrip(".")
+	return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
+	"""Columns as (heading, key); numbers right-aligned, text left-aligned."""
+	cells = [[_number(row.get(key)) for _heading, key in columns] for row in rows]
+	widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, (h, _k) in enumerate(columns)]
+	numeric = [
+		all(isinstance(row.get(key), int | float) or row.get(key) is None for row in rows)
+		for _h, key in columns
+	]
+
+	def line(values: Sequence[str]) -> str:
+		return "  ".join(
+			v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+		).rstrip()
+
+	return "\n".join(
+		[line([h for h, _k in columns]), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+	)
+
+
+def _echo_report(title: str, report: dict[str, Any]) -> None:
+	"""A job's report: one `key: value` line each (lists and mappings as JSON)."""
+	from verenigingen_perf.utils.performance.timeutil import epoch_text
+
+	click.echo(title)
+	for key, value in report.items():
+		if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+			value = epoch_text(value)
+		shown = json.dumps(value, default=str) if isinstance(value, list | dict) else _number(value)
+		click.echo(f"  {key}: {shown}")
+
+
+def _echo_json(data: Any) -> None:
+	click.echo(json.dumps(data, indent=1, default=str, sort_keys=True))
+
+
+def _since(value: str) -> timedelta:
+	match = _SINCE.match(value.strip())
+	if not match:
+		raise click.BadParameter("must be a whole number and a unit: m, h or d (e.g. 90m, 24h, 7d)")
+	since = timedelta(**{_SINCE_UNITS[match.group(2)]: int(match.group(1))})
+	if not timedelta(minutes=1) <= since <= timedelta(days=3650):
+		raise click.BadParameter("must lie between 1m and 3650d")
+	return since
+
+
+@vperf.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print the answer as JSON")
+@pass_context
+def status(context, as_json: bool) -> None:
+	"""The monitoring's own signals now, with their levels (as the monitoring_status API answers)."""
+	from verenigingen_perf.utils.performance import monitoring
+	from verenigingen_perf.utils.performance.config import get_config
+
+	with _site(context):
+		answer = monitoring.status(get_config(), 1)
+	if as_json:
+		_echo_json(answer)
+		return
+	click.echo(f"Monitoring: {answer['level']} (measured at {answer['measured_at']})")
+	click.echo(
+		_table(
+			[
+				("signal", "name"),
+				("value", "value"),
+				("unit", "unit"),
+				("warning", "warning"),
+				("critical", "critical"),
+				("level", "level"),
+			],
+			answer["signals"],
+		)
+	)
+	for what in answer["unavailable"]:
+		click.echo(f"unavailable: {what}")
+
+
+@vperf.command("health")
+@click.option("--json", "as_json", is_flag=True, help="print the answer as JSON")
+@pass_context
+def health_command(context, as_json: bool) -> None:
+	"""The site's health score with its components (as the quick_health_check API answers)."""
+	from verenigingen_perf.utils.performance import health
+	from verenigingen_perf.utils.performance.config import get_config
+
+	with _site(context):
+		answer = health.system_health(get_config())
+	if as_json:
+		_echo_json(answer)
+		return
+	click.echo(f"Health: {_number(answer['score'])} ({answer['level']}): {answer['message']}")
+	click.echo(
+		_table(
+			[
+				("component", "name"),
+				("value", "value"),
+				("unit", "unit"),
+				("warning", "warning"),
+				("critical", "critical"),
+				("score", "score"),
+				("level", "level"),
+			],
+			answer["components"],
+		)
+	)
+
+
+@vperf.command("report")
+@click.option(
+	"--since",
+	"window",
+	default="24h",
+	show_default=True,
+	callback=lambda _context, _param, value: _since(value),
+	help="how far back: 90m, 24h, 7d",
+)
+@click.option(
+	"--limit",
+	type=click.IntRange(1, _MAX_LIMIT),
+	default=None,
+	help="operations listed (default: the configured slowest_operations)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the operations as JSON")
+@pass_context
+def report(context, window: timedelta, limit: int | None, as_json: bool) -> None:
+	"""The slowest operations (by p95) in the hourly aggregates of the last `--since`."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import health
+	from verenigingen_perf.utils.performance.config import get_config
+	from verenigingen_perf.utils.performance.timeutil import format_datetime
+
+	with _site(context):
+		since = frappe.utils.now_datetime() - window
+		operations = health.slowest_since(since, limit or get_config().analysis.slowest_operations)
+	if as_json:
+		_echo_json({"since": format_datetime(since), "operations": operations})
+		return
+	click.echo(f"Slowest operations since {format_datetime(since)} (whole hours, from the hourly aggregates)")
+	if not operations:
+		click.echo("no data: no operation was aggregated in that time")
+		return
+	click.echo(
+		_table(
+			[
+				("operation", "operation"),
+				("type", "operation_type"),
+				("count", "count"),
+				("p95 ms", "p95_ms"),
+				("error rate", "error_rate"),
+			],
+			operations,
+		)
+	)
+
+
+def _run_job(context, title: str, run: Callable[[], dict[str, Any]]) -> None:
+	with _site(context):
+		try:
+			answer = run()
+		except Exception as error:
+			click.echo(f"{title} failed: {type(error).__name__}: {error}", err=True)
+			sys.exit(1)
+		# times are shown in the site's time zone: while the site is still open
+		_echo_report(title, answer)
+
+
+@vperf.command("drain")
+@pass_context
+def drain(context) -> None:
+	"""Move the buffered measurements into Performance Metric rows now."""
+	from verenigingen_perf.utils.performance import buffer
+
+	_run_job(context, "Drain", buffer.drain_job)
+
+
+@vperf.command("rollup")
+@pass_context
+def rollup_command(context) -> None:
+	"""Fold every complete hour of detail rows into the hourly and daily aggregates now."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import job_reports, rollup
+	from verenigingen_perf.utils.performance.timeutil import floor_hour
+
+	def run() -> dict[str, Any]:
+		watermark = rollup.get_watermark()
+		hours = int((frappe.utils.now_datetime() - watermark).total_seconds() // 3600) if watermark else 0
+		start = floor_hour(watermark) if watermark else None
+		with click.progressbar(length=max(hours, 1), label="Folding hours", file=sys.stderr) as bar:
+			folded = {"hours": 0}
+
+			def on_hour(hour) -> None:
+				# hours without detail rows are skipped by the rollup: the bar jumps over them
+				reached = int((hour - start).total_seconds() // 3600) + 1 if start else folded["hours"] + 1
+				bar.update(max(0, reached - folded["hours"]))
+				folded["hours"] = reached
+
+			return job_reports.run_and_record(
+				"rollup",
+				lambda: rollup.run_rollup(on_hour=on_hour),
+				lambda errors: rollup.RollupReport(status="failed", errors=errors),
+			)
+
+	_run_job(context, "Rollup", run)
+
+
+@vperf.command("retention")
+@pass_context
+def retention_command(context) -> None:
+	"""Delete what is older than the retention periods (only rows already aggregated) now."""
+	from verenigingen_perf.utils.performance import retention
+
+	_run_job(context, "Retention", retention.retention_job)
+
+
+@vperf.command("refresh-baselines")
+@pass_context
+def refresh_baselines(context) -> None:
+	"""Recompute the rolling baselines now (the detection job does it once a day)."""
+	import frappe
+
+	from verenigingen_perf.utils.performance.config import get_config
+	from verenigingen_perf.utils.performance.detection import baselines
+	from verenigingen_perf.utils.performance.timeutil import floor_hour
+
+	def run() -> dict[str, Any]:
+		hour = floor_hour(frappe.utils.now_datetime())
+		refreshed = baselines.refresh_rolling(hour, get_config().detection)
+		frappe.db.commit()
+		return {"refreshed": refreshed, "for_hour": str(hour)}
+
+	_run_job(context, "Rolling baselines", run)
+
+
+@vperf.command("pin-baseline")
+@click.argument("name")
+@click.option("--operation", "operations", multiple=True, help="an operation to pin (repeat; default: all)")
+@pass_context
+def pin_baseline(context, name: str, operations: tuple[str, ...]) -> None:
+	"""Freeze the current rolling figures as a named baseline (as the pin_baseline API does)."""
+	from verenigingen_perf.utils.performance.config import get_config
+	from verenigingen_perf.utils.performance.detection import reports
+
+	if len(name) > _NAME_MAX_CHARS or not name.strip() or "\n" in name:
+		raise click.BadParameter(f"must be one line of 1 to {_NAME_MAX_CHARS} characters", param_hint="NAME")
+	_run_job(
+		context,
+		f"Pinned baseline {name!r}",
+		lambda: reports.pin(name, list(operations) or None, get_config()),
+	)
 
 
 commands = [vperf]

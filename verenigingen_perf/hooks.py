@@ -5,6 +5,16 @@ app_description = "Measured performance monitoring for Frappe sites"
 app_email = "dev@verenigingen.invalid"
 app_license = "agpl-3.0"
 
+# the desk: shared helpers of the app's pages and the member form's "Analyse performance" action,
+# told by the boot whether (and on which doctype) the user may use it
+app_include_js = ["/assets/verenigingen_perf/js/verenigingen_perf.js"]
+boot_session = "verenigingen_perf.boot.boot_session"
+# the Performance workspace's number cards and chart (`bench export-fixtures` writes fixtures/)
+fixtures = [
+	{"dt": "Number Card", "filters": [["module", "=", "Verenigingen Perf"]]},
+	{"dt": "Dashboard Chart", "filters": [["module", "=", "Verenigingen Perf"]]},
+]
+
 before_install = "verenigingen_perf.install.before_install"
 after_install = "verenigingen_perf.install.after_install"
 after_migrate = "verenigingen_perf.install.after_migrate"

@@ -80,6 +80,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
 	start_worker(queue=args.queue, quiet=True, burst=True)
 
 
+def cmd_vperf(args: argparse.Namespace) -> None:
+	"""The app's bench commands (`bench --site S vperf ...`) on the site, through its click group."""
+	os.environ.update(site.site_env(args.db))
+	from verenigingen_perf.commands import vperf
+
+	vperf.main(args.vperf_args, prog_name="vperf", obj={"sites": [site.site_name(args.db)]})
+
+
 def cmd_stop(args: argparse.Namespace) -> None:
 	for stopped in services.stop_all(site.WORK):
 		print(f"stopped {stopped}")
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
 	serve.add_argument("--ensure", action="store_true", help="create or migrate the site first")
 	add("execute", cmd_execute, "run a scheduled job now").add_argument("method")
 	add("worker", cmd_worker, "run queued background jobs, then exit").add_argument("--queue", default=None)
+	vperf = add("vperf", cmd_vperf, "the app's bench commands, e.g. `vperf report --since 24h`")
+	vperf.add_argument("vperf_args", nargs=argparse.REMAINDER)
 	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
 	args = parser.parse_args(argv)
 	args.fn(args)

@@ -27,6 +27,7 @@ def apply() -> None:
 	_fix_patches(monoframe)
 	_fix_website(monoframe)
 	_fix_sqlite_querybuilder(monoframe)
+	_fix_bench_commands(monoframe)
 
 
 def hidden_apps() -> list[str]:
@@ -385,3 +386,36 @@ def _add_missing_module_defs(monoframe, app: str) -> None:
 			monoframe.get_doc({"doctype": "Module Def", "module_name": module, "app_name": app}).insert(
 				ignore_permissions=True
 			)
+
+
+def _fix_bench_commands(monoframe) -> None:
+	"""defect: no `frappe.commands` (bench's click helpers that apps' `commands.py` import): Frappe
+	v15's `pass_context` and `get_site`, so an app's command group runs under `run vperf ...`."""
+	import functools
+	import importlib.machinery
+	import types
+
+	import click
+
+	commands = types.ModuleType("monoframe.commands")
+	commands.__spec__ = importlib.machinery.ModuleSpec("monoframe.commands", None)
+
+	def pass_context(f):
+		@functools.wraps(f)
+		def _func(ctx, *args, **kwargs):
+			return f(monoframe._dict(ctx.obj), *args, **kwargs)
+
+		return click.pass_context(_func)
+
+	def get_site(context, raise_err=True):
+		try:
+			return context.sites[0]
+		except (IndexError, TypeError):
+			if raise_err:
+				raise click.UsageError("a site is required (--site)") from None
+			return None
+
+	commands.pass_context = pass_context
+	commands.get_site = get_site
+	sys.modules["monoframe.commands"] = commands
+	monoframe.commands = commands

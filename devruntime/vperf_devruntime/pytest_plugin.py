@@ -407,3 +407,23 @@ def in_threads(site: Any) -> Callable[..., None]:
 		frappe.db.rollback()
 
 	return _run
+
+
+@pytest.fixture
+def bench_command(site: Any, site_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
+	"""`bench_command("vperf", "report", "--json")` runs an app's bench command on the site, as
+	`bench --site S vperf report --json` does: through bench on a real bench (the command named by
+	VPERF_BENCH_COMMAND, default `bench`, in the bench folder), through the runtime's runner here."""
+
+	def _run(group: str, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+		if bench_mode():
+			command = [os.environ.get("VPERF_BENCH_COMMAND", "bench"), "--site", BENCH_SITE, group, *args]
+			cwd = os.path.dirname(BENCH_SITES)
+		else:
+			command = [sys.executable, "-m", "vperf_devruntime", group, "--db", backend(), *args]
+			cwd = None
+		return subprocess.run(
+			command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd, check=False
+		)
+
+	return _run

@@ -153,12 +153,13 @@ def _after_install_site() -> None:
 
 
 def migrate() -> None:
-	"""What `bench migrate` does for the app: patches before and after syncing its doctypes, the
-	scheduler jobs, after_migrate."""
+	"""What `bench migrate` does for the app: patches before and after syncing its doctypes (and the
+	pages, workspaces and chart sources of its module), the scheduler jobs, its fixtures, after_migrate."""
 	import frappe
 	from frappe.core.doctype.scheduled_job_type.scheduled_job_type import sync_jobs
 	from frappe.model.sync import sync_for
 	from frappe.patches import PatchType, run_all
+	from frappe.utils.fixtures import sync_fixtures
 
 	frappe.init(force=True)
 	frappe.connect()
@@ -170,6 +171,7 @@ def migrate() -> None:
 			sync_for(app)
 	run_all(patch_type=PatchType.post_model_sync)
 	sync_jobs()
+	sync_fixtures()
 	for hook in frappe.get_hooks("after_migrate"):
 		frappe.get_attr(hook)()
 	frappe.db.commit()

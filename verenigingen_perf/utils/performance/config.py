@@ -166,6 +166,19 @@ class AlertingConfig:
 
 
 @dataclass(frozen=True)
+class DeskConfig:
+	"""What the desk pages show (see page/ and api/desk.py)."""
+
+	# the dashboard page reloads its data this often (it is cached for `dashboard_cache_ttl_s`)
+	refresh_s: int
+	# the operation view lists this many of the operation's slowest detail rows of the last hours
+	slow_rows: int
+	slow_rows_hours: int
+	# the trace view shows at most this many spans of one trace
+	trace_max_spans: int
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
@@ -176,6 +189,7 @@ class PerformanceConfig:
 	analysis: AnalysisConfig
 	detection: DetectionConfig
 	alerting: AlertingConfig
+	desk: DeskConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -373,6 +387,10 @@ SETTINGS: dict[str, Setting] = {
 		_s("detection_report_hours", "detection", "detection_report_hours", kind=int, minimum=1, maximum=720),
 		_s("alert_group_wait_s", "alerting", "group_wait_s", kind=int, maximum=3600),
 		_s("alert_retry_base_s", "alerting", "retry_base_s", kind=int, minimum=1, maximum=3600),
+		_s("desk_refresh_s", "desk", "refresh_s", kind=int, minimum=5, maximum=3600),
+		_s("desk_slow_rows", "desk", "slow_rows", kind=int, minimum=1, maximum=200),
+		_s("desk_slow_rows_hours", "desk", "slow_rows_hours", kind=int, minimum=1, maximum=168),
+		_s("desk_trace_max_spans", "desk", "trace_max_spans", kind=int, minimum=10, maximum=5000),
 	)
 }
 
@@ -471,6 +489,16 @@ _DETECTION_DEFAULTS = {
 	"alert_retry_base_s": 30,
 }
 
+# the page refreshes as often as its data may change (the dashboard cache's lifetime at the most);
+# twenty slow rows fit a screen; a day of detail rows, read through the (operation, started_at) index;
+# a request with its blocks and jobs rarely has more than a few dozen spans, 500 bound a pathological one
+_DESK_DEFAULTS = {
+	"desk_refresh_s": 60,
+	"desk_slow_rows": 20,
+	"desk_slow_rows_hours": 24,
+	"desk_trace_max_spans": 500,
+}
+
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
 	"hourly_retention_days": 90,
@@ -527,6 +555,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
+		**_DESK_DEFAULTS,
 		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
@@ -570,6 +599,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
+		**_DESK_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
@@ -613,6 +643,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_CAPTURE_DEFAULTS,
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
+		**_DESK_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 }
@@ -803,6 +834,7 @@ def build_config(
 		"analysis": {},
 		"detection": {},
 		"alerting": {},
+		"desk": {},
 	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
@@ -822,6 +854,7 @@ def build_config(
 		analysis=AnalysisConfig(**sections["analysis"]),
 		detection=DetectionConfig(**sections["detection"]),
 		alerting=AlertingConfig(**sections["alerting"]),
+		desk=DeskConfig(**sections["desk"]),
 		overrides=clean,
 	)
 
@@ -1005,6 +1038,7 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 		analysis=AnalysisConfig(**data["analysis"]),
 		detection=DetectionConfig(**data["detection"]),
 		alerting=AlertingConfig(**data["alerting"]),
+		desk=DeskConfig(**data["desk"]),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value
 			for key, value in (data.get("overrides") or {}).items()

@@ -19,10 +19,17 @@ import frappe
 import redis
 
 from verenigingen_perf.utils.performance import health, job_reports, monitoring
+from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.detection import reports as detection
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
-from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS, JOB, OPERATION_TYPES, REQUEST_TYPES
+from verenigingen_perf.utils.performance.schema import (
+	ALERT,
+	ALL_OPERATIONS,
+	JOB,
+	OPERATION_TYPES,
+	REQUEST_TYPES,
+)
 from verenigingen_perf.utils.performance.timeutil import epoch_text, floor_day, floor_hour, format_datetime
 
 CACHE_KEY = "dashboard"
@@ -115,10 +122,28 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		"storage": storage_figures(reports),
 		"freshness": health.freshness(reports),
 		"detection": detection.summary(config, now, config.analysis.slowest_operations),
+		"alerts": alert_counts(),
 		"environment": config.environment,
 		"generated_at": format_datetime(now),
 		"cache_ttl_s": config.monitoring.dashboard_cache_ttl_s,
+		"refresh_s": config.desk.refresh_s,
 	}
+
+
+ACTIVE_ALERT_STATES = (alert_rules.PENDING, alert_rules.FIRING)
+
+
+def alert_counts() -> dict[str, int]:
+	"""Alerts not resolved, by state; silenced ones counted apart (one statement)."""
+	rows = frappe.db.sql(
+		f"""select state, silenced, count(*) from `tab{ALERT}`
+		where state in ({", ".join(["%s"] * len(ACTIVE_ALERT_STATES))}) group by state, silenced""",
+		ACTIVE_ALERT_STATES,
+	)
+	counts = {state: 0 for state in ACTIVE_ALERT_STATES} | {"silenced": 0}
+	for state, silenced, count in rows:
+		counts["silenced" if int(silenced or 0) else state] += int(count)
+	return counts
 
 
 def _series(rows: list[dict[str, Any]], last: datetime, step: timedelta, points: int) -> list[dict[str, Any]]:

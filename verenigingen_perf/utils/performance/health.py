@@ -329,6 +329,16 @@ def slowest(
 	return ranked[:limit]
 
 
+def slowest_since(since: datetime, limit: int) -> list[dict[str, Any]]:
+	"""The operations with the highest p95 in the hourly aggregates from the hour of `since` on."""
+	rows = [
+		row
+		for row in read_aggregates("hour", since.replace(minute=0, second=0, microsecond=0))
+		if row["operation"] != ALL_OPERATIONS
+	]
+	return slowest(figures_by(rows, "operation"), limit, operation_types(rows))
+
+
 def operation_types(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 	return {row["operation"]: row["operation_type"] for row in rows if row["operation"] != ALL_OPERATIONS}
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -167,7 +168,10 @@ def rollup_job() -> dict[str, Any]:
 	)
 
 
-def run_rollup(now: datetime | None = None) -> RollupReport:
+def run_rollup(
+	now: datetime | None = None, on_hour: Callable[[datetime], None] | None = None
+) -> RollupReport:
+	"""Fold every complete ingested hour; `on_hour` is told each hour folded (a progress bar)."""
 	started = time.monotonic()
 	report = RollupReport()
 	config = get_config()
@@ -199,6 +203,8 @@ def run_rollup(now: datetime | None = None) -> RollupReport:
 			if not _fold_hour(watermark, hour, end, config, report):
 				report.status = "stopped: the watermark moved under this run"
 				break
+			if on_hour is not None:
+				on_hour(hour)
 		watermark = get_watermark()
 		report.watermark = format_datetime(watermark) if watermark else None
 	report.duration_s = round(time.monotonic() - started, 3)

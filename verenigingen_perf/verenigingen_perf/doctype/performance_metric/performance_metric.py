@@ -45,6 +45,8 @@ class PerformanceMetric(Document):
 def on_doctype_update() -> None:
 	# the rollups and the retention job read by operation over a time range
 	frappe.db.add_index("Performance Metric", ["operation", "started_at"])
+	# the desk's trace view reads one trace's spans
+	frappe.db.add_index("Performance Metric", ["trace_id"])
 	# the rollup reads by ingestion time (creation), the retention job deletes by it
 	if not frappe.db.get_column_index("tabPerformance Metric", "creation", unique=False):
 		frappe.db.add_index("Performance Metric", ["creation"])

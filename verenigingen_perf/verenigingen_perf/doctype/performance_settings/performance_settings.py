@@ -41,6 +41,10 @@ class PerformanceSettings(Document):
 		daily_retention_days: DF.Data | None
 		dashboard_cache_ttl_s: DF.Data | None
 		delete_batch_size: DF.Data | None
+		desk_refresh_s: DF.Data | None
+		desk_slow_rows: DF.Data | None
+		desk_slow_rows_hours: DF.Data | None
+		desk_trace_max_spans: DF.Data | None
 		detail_retention_days: DF.Data | None
 		detection_report_hours: DF.Data | None
 		drain_batch_size: DF.Data | None

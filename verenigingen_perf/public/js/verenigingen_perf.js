@@ -1,0 +1,218 @@
+// Shared by the app's desk pages (performance-dashboard, performance-operation, performance-trace)
+// and the member form's "Analyse performance" action. Loaded on every desk page (app_include_js).
+frappe.provide("verenigingen_perf.desk");
+
+verenigingen_perf.desk = {
+	API: "verenigingen_perf.api",
+
+	// levels as health.py and monitoring.py name them, coloured as Frappe's indicators are
+	LEVEL_COLOURS: { healthy: "green", warning: "orange", critical: "red", "no data": "gray" },
+
+	escape(value) {
+		return frappe.utils.escape_html(value === null || value === undefined ? "" : String(value));
+	},
+
+	// a figure as shown, with the measured value kept in data-value (the browser tests read it)
+	figure(value, { key = "", unit = "", digits = 1 } = {}) {
+		const measured = value !== null && value !== undefined;
+		const text = measured
+			? `${format_number(value, null, Number.isInteger(value) ? 0 : digits)}${unit ? " " + unit : ""}`
+			: __("No data");
+		return `<span class="vperf-figure${measured ? "" : " text-muted"}" data-key="${this.escape(
+			key
+		)}" data-value="${measured ? this.escape(value) : ""}">${this.escape(text)}</span>`;
+	},
+
+	level(level) {
+		const colour = this.LEVEL_COLOURS[level] || "gray";
+		return `<span class="indicator-pill ${colour}" data-level="${this.escape(level)}">${this.escape(
+			__(level || "no data")
+		)}</span>`;
+	},
+
+	table(columns, rows, { empty = __("No data") } = {}) {
+		if (!rows.length) {
+			return `<div class="text-muted vperf-empty">${this.escape(empty)}</div>`;
+		}
+		const head = columns.map((c) => `<th>${this.escape(c.label)}</th>`).join("");
+		const body = rows
+			.map((row) => `<tr>${columns.map((c) => `<td>${c.render(row)}</td>`).join("")}</tr>`)
+			.join("");
+		return `<table class="table table-bordered table-sm vperf-table"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
+	},
+
+	section(title, body, name) {
+		return `<div class="vperf-section frappe-card p-3 mb-3" data-section="${this.escape(name)}">
+			<h5 class="mb-3">${this.escape(title)}</h5>${body}</div>`;
+	},
+
+	// percentiles over periods: only periods with measurements are drawn (no 0 for "nothing measured")
+	percentile_chart(element, points, { title, label_length = 16 } = {}) {
+		const measured = points.filter((p) => p.count);
+		if (!measured.length) {
+			$(element).html(`<div class="text-muted vperf-empty">${this.escape(__("No data"))}</div>`);
+			return null;
+		}
+		return new frappe.Chart(element, {
+			title,
+			type: "line",
+			height: 220,
+			data: {
+				labels: measured.map((p) => p.period_start.slice(5, label_length)),
+				datasets: [
+					{ name: __("p50 (ms)"), values: measured.map((p) => p.p50_ms) },
+					{ name: __("p95 (ms)"), values: measured.map((p) => p.p95_ms) },
+				],
+			},
+			lineOptions: { hideDots: 1, regionFill: 0 },
+			axisOptions: { xIsSeries: 1, xAxisMode: "tick" },
+		});
+	},
+
+	count_chart(element, points, datasets, { title, label_length = 16 } = {}) {
+		return new frappe.Chart(element, {
+			title,
+			type: "bar",
+			height: 200,
+			data: {
+				labels: points.map((p) => p.period_start.slice(5, label_length)),
+				datasets: datasets.map((d) => ({ name: d.label, values: points.map((p) => p[d.key] || 0) })),
+			},
+			barOptions: { stacked: 1 },
+			axisOptions: { xIsSeries: 1, xAxisMode: "tick" },
+		});
+	},
+
+	operation_link(operation) {
+		return `<a href="#" class="vperf-operation-link" data-operation="${this.escape(operation)}">${this.escape(
+			operation
+		)}</a>`;
+	},
+
+	trace_link(trace_id) {
+		if (!trace_id) return "";
+		return `<a href="#" class="vperf-trace-link" data-trace="${this.escape(trace_id)}">${this.escape(
+			trace_id
+		)}</a>`;
+	},
+
+	doc_link(doctype, name, label) {
+		return `<a href="#" class="vperf-doc-link" data-doctype="${this.escape(doctype)}" data-name="${this.escape(
+			name
+		)}">${this.escape(label || name)}</a>`;
+	},
+
+	// links inside a page route to the operation and trace views (Frappe v15 /app and v16 /desk alike)
+	bind_links(wrapper) {
+		$(wrapper).on("click", ".vperf-operation-link", (event) => {
+			event.preventDefault();
+			frappe.set_route("performance-operation", { operation: $(event.currentTarget).attr("data-operation") });
+		});
+		$(wrapper).on("click", ".vperf-trace-link", (event) => {
+			event.preventDefault();
+			frappe.set_route("performance-trace", { trace_id: $(event.currentTarget).attr("data-trace") });
+		});
+		$(wrapper).on("click", ".vperf-doc-link", (event) => {
+			event.preventDefault();
+			const $link = $(event.currentTarget);
+			frappe.set_route("Form", $link.attr("data-doctype"), $link.attr("data-name"));
+		});
+	},
+
+	// a route option, from frappe.set_route(...) or from the address's query string; kept in the
+	// address so the view can be reloaded and shared
+	route_option(name) {
+		const options = frappe.route_options || {};
+		const value = options[name] || new URLSearchParams(window.location.search).get(name) || "";
+		frappe.route_options = null;
+		if (value) {
+			const url = new URL(window.location.href);
+			url.searchParams.set(name, value);
+			window.history.replaceState(window.history.state, "", url);
+		}
+		return value;
+	},
+};
+
+// The member form's action: only where the boot says the user may analyse (see boot.py)
+$(document).on("startup", () => {
+	const settings = frappe.boot.verenigingen_perf;
+	if (!settings || !settings.member_doctype) return;
+	frappe.ui.form.on(settings.member_doctype, "refresh", (frm) => {
+		if (frm.is_new()) return;
+		frm.add_custom_button(__("Analyse performance"), () => verenigingen_perf.desk.analyse_member(frm.doc.name));
+	});
+});
+
+verenigingen_perf.desk.analyse_member = function (member_name) {
+	const desk = verenigingen_perf.desk;
+	return frappe
+		.xcall(`${desk.API}.performance.comprehensive_member_analysis`, { member_name })
+		.then((result) => {
+			const dialog = new frappe.ui.Dialog({
+				title: __("Performance of {0}", [member_name]),
+				size: "large",
+				fields: [{ fieldtype: "HTML", fieldname: "analysis" }],
+			});
+			dialog.fields_dict.analysis.$wrapper.html(desk.member_analysis_html(result));
+			dialog.$wrapper.attr("data-vperf-dialog", "member-analysis");
+			dialog.show();
+			return dialog;
+		});
+};
+
+verenigingen_perf.desk.member_analysis_html = function (result) {
+	const desk = verenigingen_perf.desk;
+	const m = result.measurement;
+	const figures = [
+		["statements", __("Statements"), ""],
+		["sql_ms", __("Time in SQL"), "ms"],
+		["wall_ms", __("Load time"), "ms"],
+		["memory_peak_kb", __("Memory peak"), "KB"],
+		["child_rows", __("Child rows"), ""],
+		["link_values", __("Link values"), ""],
+	];
+	return [
+		`<div class="mb-3">${desk.level(m.level)} <span class="text-muted">${desk.escape(
+			__("{0} {1}, environment {2}", [m.doctype, m.member, result.environment])
+		)}</span></div>`,
+		desk.section(
+			__("Measured"),
+			desk.table(
+				[
+					{ label: __("Figure"), render: (r) => desk.escape(r[1]) },
+					{ label: __("Value"), render: (r) => desk.figure(m[r[0]], { key: `measurement.${r[0]}`, unit: r[2] }) },
+				],
+				figures
+			),
+			"measurement"
+		),
+		desk.section(
+			__("Repeated statement shapes (N+1)"),
+			desk.table(
+				[
+					{ label: __("Statement shape"), render: (r) => `<code>${desk.escape(r.shape)}</code>` },
+					{ label: __("Times"), render: (r) => desk.figure(r.count, { key: "repeated_shapes.count" }) },
+					{ label: __("Total (ms)"), render: (r) => desk.figure(r.total_ms, { key: "repeated_shapes.total_ms" }) },
+				],
+				m.repeated_shapes || [],
+				{ empty: __("No statement shape repeated {0} times or more", [result.thresholds.n_plus_one_min_repeats]) }
+			),
+			"repeated_shapes"
+		),
+		desk.section(
+			__("Recommendations"),
+			desk.table(
+				[
+					{ label: __("Level"), render: (r) => desk.level(r.level) },
+					{ label: __("Advice"), render: (r) => desk.escape(r.advice) },
+					{ label: __("Measured"), render: (r) => desk.figure(r.measured, { key: "recommendations.measured" }) },
+					{ label: __("Threshold"), render: (r) => desk.figure(r.threshold, { key: "recommendations.threshold" }) },
+				],
+				m.recommendations || [],
+				{ empty: __("No recommendations: every figure is within its levels") }
+			),
+			"recommendations"
+		),
+	].join("");
+};
