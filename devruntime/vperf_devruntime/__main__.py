@@ -52,6 +52,33 @@ def cmd_main(args: argparse.Namespace) -> None:
 
 	demo.run(args.db)
 	frappe.destroy()
+	if args.serve or (args.serve is None and sys.stdin.isatty() and sys.stdout.isatty()):
+		_serve_desk(args.db, args.port)
+	else:
+		print(f"\nTo look at it in the desk: devruntime/run desk --db {args.db} (serves it until Ctrl-C)")
+
+
+DESK_PATH = "/desk/performance"
+
+
+def _serve_desk(backend: str, port: int | None) -> None:
+	from vperf_devruntime import server
+
+	port = port or services.free_port()
+	print(f"\nDesk: http://127.0.0.1:{port}{DESK_PATH}")
+	print(f"Log in as Administrator, password {site.ADMIN_PASSWORD!r} (a throwaway site on loopback only).")
+	print("Serving until Ctrl-C.", flush=True)
+	os.environ.update(site.site_env(backend))
+	try:
+		server.serve(port)
+	except KeyboardInterrupt:
+		pass
+
+
+def cmd_desk(args: argparse.Namespace) -> None:
+	"""Serve the site (with what the last `main` left in it) for a person to look at in the desk."""
+	site.ensure_site(args.db)
+	_serve_desk(args.db, args.port)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -104,7 +131,16 @@ def main(argv: list[str] | None = None) -> None:
 		return p
 
 	add("site", cmd_site, "create or migrate the site").add_argument("--fresh", action="store_true")
-	add("main", cmd_main, "the main job: site, environment, configuration, scheduler jobs")
+	main_job = add("main", cmd_main, "the main job: site, environment, configuration, scheduler jobs")
+	main_job.add_argument(
+		"--serve",
+		action=argparse.BooleanOptionalAction,
+		default=None,
+		help="serve the desk afterwards until Ctrl-C (default: when run in a terminal)",
+	)
+	main_job.add_argument("--port", type=int, default=None, help="the desk's port (default: a free one)")
+	desk = add("desk", cmd_desk, "serve the site's desk until Ctrl-C, printing its address and login")
+	desk.add_argument("--port", type=int, default=None)
 	serve = add("serve", cmd_serve, "serve the site on 127.0.0.1")
 	serve.add_argument("--port", type=int, required=True)
 	serve.add_argument("--ensure", action="store_true", help="create or migrate the site first")

@@ -1,0 +1,289 @@
+"""The desk in a real browser (Debian's Chromium driven by Playwright): a Performance Manager logs in,
+opens the workspace, the dashboard, an operation, a trace and a member's analysis; every number on the
+page equals the API's answer that the page itself received; a user without the role gets none of it;
+the browser console stays free of errors. Screenshots go to VPERF_SCREENSHOTS (default: a folder under
+the system's temporary directory), never into the repository."""
+
+import os
+import re
+import tempfile
+from datetime import timedelta
+
+import frappe
+import pytest
+
+from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.utils.performance import buffer, capture, config, dashboard, rollup, timeutil
+
+SCREENSHOTS = os.environ.get("VPERF_SCREENSHOTS") or os.path.join(
+	tempfile.gettempdir(), "vperf-desk-screenshots"
+)
+PERFORMANCE = "verenigingen_perf.api.performance"
+DESK = "verenigingen_perf.api.desk"
+TIMEOUT_MS = 30_000
+
+
+def shoot(page, name: str) -> None:
+	os.makedirs(SCREENSHOTS, exist_ok=True)
+	page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
+
+
+def figures(page, scope: str = "body") -> dict[str, str]:
+	"""Every figure the page shows with its key, as the measured value it carries."""
+	return page.eval_on_selector_all(
+		f"{scope} .vperf-figure[data-key]",
+		"els => Object.fromEntries(els.filter(e => e.dataset.key).map(e => [e.dataset.key, e.dataset.value]))",
+	)
+
+
+def shown(value) -> str:
+	"""How the page writes a measured value into data-value (JavaScript's String())."""
+	if value is None:
+		return ""
+	if isinstance(value, float) and value.is_integer():
+		return str(int(value))
+	return str(value)
+
+
+def desk_route(page, route: str, answer_of: str | None = None):
+	"""Open a desk route in the running desk (Frappe's router: /app on v15, /desk on v16); with
+	`answer_of`, return the JSON answer of that API call the page made while opening."""
+	if answer_of is None:
+		page.evaluate("route => frappe.set_route(route)", route)
+		return None
+	with page.expect_response(lambda r: answer_of in r.url and r.status == 200, timeout=TIMEOUT_MS) as info:
+		page.evaluate("route => frappe.set_route(route)", route)
+	return info.value.json()["message"]
+
+
+@pytest.fixture
+def planted(site, clean_slate, default_settings):
+	"""Two operations over the last two hours, one request with a job it enqueued (a trace), folded
+	into the aggregates; the dashboard cache outlives the test so every call sees one moment."""
+	config.update_config({"dashboard_cache_ttl_s": 3600})
+	now = frappe.utils.now_datetime()
+	hour = timeutil.floor_hour(now) - timedelta(hours=1)
+	rows = []
+	trace_id, request_span = capture.new_id(), capture.new_id()
+	for i in range(60):
+		operation = "browser.slow" if i % 2 else "browser.fast"
+		moment = hour + timedelta(seconds=i * 30)
+		values = {
+			"operation": operation,
+			"operation_type": "api",
+			"started_at": timeutil.format_datetime(moment),
+			"duration_ms": float(i * 10 if i % 2 else i),
+			"query_count": 3,
+			"db_time_ms": 1.0,
+			"peak_rss_mb": 1.0,
+			"rss_growth_kb": 0,
+			"peak_alloc_kb": 0.0,
+			"status": "error" if i == 59 else "ok",
+			"http_status": 500 if i == 59 else 200,
+			"user": "Administrator",
+			"trace_id": trace_id if i == 59 else capture.new_id(),
+		}
+		rows.append(
+			buffer.detail_row(request_span if i == 59 else capture.new_id(), values["started_at"], values)
+		)
+	job_start = timeutil.format_datetime(hour + timedelta(seconds=59 * 30, milliseconds=200))
+	job = {
+		**values,
+		"operation": "browser.job",
+		"operation_type": "job",
+		"started_at": job_start,
+		"duration_ms": 250.0,
+		"query_count": 12,
+		"status": "ok",
+		"http_status": 0,
+		"parent_span": request_span,
+	}
+	rows.append(buffer.detail_row(capture.new_id(), job_start, job))
+	buffer.insert_rows(rows)
+	frappe.db.commit()
+	rollup.run_rollup(now=timeutil.floor_hour(now) + timedelta(minutes=30))
+	dashboard.clear_dashboard_cache()
+	frappe.db.commit()
+	return {"trace_id": trace_id}
+
+
+def test_a_performance_manager_logs_in_and_sees_the_workspace_cards(
+	site, planted, make_user, desk_login, http
+):
+	user = make_user(PERFORMANCE_MANAGER)
+	desk = desk_login(user)
+	page = desk.page
+	desk_route(page, "performance")
+	page.wait_for_selector(".number-card .widget-body .number", timeout=TIMEOUT_MS)
+	page.wait_for_function(
+		"() => document.querySelectorAll('.number-card .number').length >= 6"
+		" && ![...document.querySelectorAll('.number-card .number')].some(e => !e.textContent.trim())",
+		timeout=TIMEOUT_MS,
+	)
+	page.wait_for_selector(
+		".widget.dashboard-widget-box .frappe-chart, .chart-wrapper svg", timeout=TIMEOUT_MS
+	)
+	shoot(page, "workspace")
+	cards = page.eval_on_selector_all(
+		".number-card",
+		"els => Object.fromEntries(els.map(e => [e.querySelector('.widget-title').textContent.trim(),"
+		" e.querySelector('.number').textContent.trim()]))",
+	)
+	api = http(user)
+	requests = api.call(f"{DESK}.requests_last_hour_card").json()["message"]
+	assert cards["Requests, last hour"].replace(",", "") == str(requests["value"])
+	p95 = api.call(f"{DESK}.p95_last_hour_card").json()["message"]
+	assert float(re.sub(r"[^0-9.]", "", cards["p95 (ms), last hour"])) == pytest.approx(
+		p95["value"], abs=0.01
+	)
+	regressions = api.call(f"{DESK}.open_regressions_card").json()["message"]
+	assert cards["Open regressions"] == str(regressions["value"])
+	assert desk.console_errors == []
+
+
+def test_the_dashboard_page_shows_the_answer_it_received(site, planted, make_user, desk_login):
+	desk = desk_login(make_user(PERFORMANCE_MANAGER))
+	page = desk.page
+	data = desk_route(page, "performance-dashboard", answer_of="performance_dashboard_data")
+	page.wait_for_selector(".vperf-dashboard [data-section=health]", timeout=TIMEOUT_MS)
+	page.wait_for_selector(".vperf-dashboard .vperf-hourly-p svg", timeout=TIMEOUT_MS)
+	shoot(page, "dashboard")
+	shown_figures = figures(page, ".vperf-dashboard")
+	assert shown_figures["health.score"] == shown(data["health"]["score"])
+	for component in data["health"]["components"]:
+		assert shown_figures[f"health.components.{component['name']}.value"] == shown(component["value"])
+	levels = page.eval_on_selector_all(
+		".vperf-dashboard [data-section=health] [data-level]", "els => els.map(e => e.dataset.level)"
+	)
+	assert levels == [data["health"]["level"], *(c["level"] for c in data["health"]["components"])]
+	for window, figures_of_window in data["windows"].items():
+		for key in ("count", "p50_ms", "p95_ms", "error_rate", "queries_per_operation"):
+			assert shown_figures[f"windows.{window}.{key}"] == shown(figures_of_window[key]), (window, key)
+	assert data["windows"]["last_24h"]["count"] == 60
+	links = page.eval_on_selector_all(
+		".vperf-dashboard [data-section=slowest] .vperf-operation-link",
+		"els => els.map(e => e.dataset.operation)",
+	)
+	assert links == [op["operation"] for op in data["slowest_operations_24h"]]
+	generated = page.get_attribute(".vperf-generated", "data-generated-at")
+	assert generated == data["generated_at"]
+	assert page.get_attribute(".vperf-generated", "data-cached") == ("1" if data["cached"] else "0")
+	assert desk.console_errors == []
+
+
+def test_an_operation_and_its_trace_from_the_dashboard(site, planted, make_user, desk_login):
+	desk = desk_login(make_user(PERFORMANCE_MANAGER))
+	page = desk.page
+	desk_route(page, "performance-dashboard", answer_of="performance_dashboard_data")
+	page.wait_for_selector(
+		".vperf-dashboard [data-section=slowest] .vperf-operation-link", timeout=TIMEOUT_MS
+	)
+	with page.expect_response(
+		lambda r: "operation_detail" in r.url and r.status == 200, timeout=TIMEOUT_MS
+	) as info:
+		page.click(
+			".vperf-dashboard [data-section=slowest] .vperf-operation-link[data-operation='browser.slow']"
+		)
+	view = info.value.json()["message"]
+	page.wait_for_selector(".vperf-operation [data-section=slow_rows]", timeout=TIMEOUT_MS)
+	page.wait_for_selector(".vperf-operation .vperf-hourly-p svg", timeout=TIMEOUT_MS)
+	shoot(page, "operation")
+	assert view["operation"] == "browser.slow" and view["last_7d"]["count"] == 30
+	shown_figures = figures(page, ".vperf-operation")
+	for key in ("count", "p50_ms", "p95_ms", "p99_ms", "errors", "queries_per_call"):
+		assert shown_figures[f"last_7d.{key}"] == shown(view["last_7d"][key]), key
+	durations = page.eval_on_selector_all(
+		".vperf-operation [data-section=slow_rows] [data-key='slow_rows.duration_ms']",
+		"els => els.map(e => e.dataset.value)",
+	)
+	assert durations == [shown(r["duration_ms"]) for r in view["slow_rows"]]
+	assert "operation=browser.slow" in page.url
+
+	trace_id = planted["trace_id"]
+	[row] = [r for r in view["slow_rows"] if r["trace_id"] == trace_id]
+	with page.expect_response(
+		lambda r: "trace_detail" in r.url and r.status == 200, timeout=TIMEOUT_MS
+	) as info:
+		page.click(f".vperf-operation .vperf-trace-link[data-trace='{row['trace_id']}']")
+	trace = info.value.json()["message"]
+	page.wait_for_selector(".vperf-trace .vperf-waterfall", timeout=TIMEOUT_MS)
+	shoot(page, "trace")
+	spans = page.eval_on_selector_all(
+		".vperf-trace .vperf-span", "els => els.map(e => [e.dataset.span, Number(e.dataset.depth)])"
+	)
+	assert spans == [[s["span_id"], s["depth"]] for s in trace["spans"]]
+	assert [s["operation"] for s in trace["spans"]] == ["browser.slow", "browser.job"]
+	statements = page.eval_on_selector_all(
+		".vperf-trace [data-key='span.query_count']", "els => els.map(e => e.dataset.value)"
+	)
+	assert statements == ["3", "12"]
+	assert desk.console_errors == []
+
+
+def test_a_member_is_analysed_from_its_form(site, member_settings, make_user, desk_login):
+	"""A member with three chapter memberships: its form loads one chapter title per membership, the
+	N+1 shape the dialog must show."""
+	from faker import Faker
+	from vperf_devruntime import members as member_records
+
+	fake = Faker()
+	Faker.seed(15)
+	chapters = member_records.make_chapters(member_settings, 4, fake)
+	member = member_records.make_member(member_settings, fake, chapters, 3)
+	frappe.db.commit()
+	user = make_user(PERFORMANCE_MANAGER, member_settings.reader_role)
+	try:
+		_analyse_member(desk_login(user), member_settings.member, member)
+	finally:
+		frappe.delete_doc(member_settings.member, member, force=True, ignore_permissions=True)
+		for chapter in chapters:
+			frappe.delete_doc(member_settings.chapter, chapter, force=True, ignore_permissions=True)
+		frappe.db.commit()
+
+
+def _analyse_member(desk, doctype: str, member: str) -> None:
+	page = desk.page
+	page.evaluate("args => frappe.set_route('Form', args[0], args[1])", [doctype, member])
+	button = page.locator("button", has_text="Analyse performance")
+	button.wait_for(timeout=TIMEOUT_MS)
+	with page.expect_response(
+		lambda r: "comprehensive_member_analysis" in r.url and r.status == 200, timeout=TIMEOUT_MS
+	) as info:
+		button.click()
+	analysis = info.value.json()["message"]["measurement"]
+	page.wait_for_selector(
+		"[data-vperf-dialog=member-analysis] [data-section=measurement]", timeout=TIMEOUT_MS
+	)
+	shoot(page, "member-analysis")
+	shown_figures = figures(page, "[data-vperf-dialog=member-analysis]")
+	for key in ("statements", "sql_ms", "wall_ms", "memory_peak_kb", "child_rows", "link_values"):
+		assert shown_figures[f"measurement.{key}"] == shown(analysis[key]), key
+	repeated = page.eval_on_selector_all(
+		"[data-vperf-dialog=member-analysis] [data-key='repeated_shapes.count']",
+		"els => els.map(e => e.dataset.value)",
+	)
+	assert repeated == [shown(s["count"]) for s in analysis["repeated_shapes"]]
+	assert desk.console_errors == []
+
+
+def test_a_user_without_the_role_gets_neither_pages_nor_data(site, planted, make_user, desk_login):
+	desk = desk_login(make_user("Desk User"))
+	page = desk.page
+	answers = []
+	page.on(
+		"response", lambda r: answers.append((r.url, r.status)) if "verenigingen_perf.api" in r.url else None
+	)
+	for route in ("performance-dashboard", "performance-operation", "performance-trace"):
+		desk_route(page, route)
+		page.wait_for_timeout(1500)
+		assert page.locator(".vperf-dashboard, .vperf-operation, .vperf-trace").count() == 0
+	shoot(page, "no-role")
+	# the pages never loaded, so they asked for nothing; asking directly is refused
+	assert answers == []
+	status = page.evaluate(
+		"method => fetch('/api/method/' + method, {headers: {'X-Frappe-CSRF-Token': frappe.csrf_token}})"
+		".then(r => r.status)",
+		f"{PERFORMANCE}.performance_dashboard_data",
+	)
+	assert status == 403
+	assert page.evaluate("() => frappe.boot.verenigingen_perf === undefined")
