@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the dev/CI runtime: Debian packages, a Python 3.12 virtualenv with the pinned
-# runtime, the app (editable) and the test dependencies, and the `frappe` alias (.pth file).
+# runtime, the app (editable) and the test dependencies, the `frappe` alias (.pth file), and the desk's
+# JS/CSS bundles built from the framework's sources (devruntime/assets).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -15,6 +16,9 @@ command -v mariadb >/dev/null || need+=(mariadb-client)
 dpkg -s libmariadb-dev >/dev/null 2>&1 || need+=(libmariadb-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v wrk >/dev/null || need+=(wrk)
+command -v npm >/dev/null || need+=(nodejs npm)
+# the browser of the desk tests (driven by Playwright, which downloads no browser of its own here)
+[ -x "${VPERF_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "devruntime: installing Debian packages: ${need[*]}"
 	apt-get update -qq
@@ -46,3 +50,21 @@ fi
 # `import frappe` resolves to the runtime, with its fixes, in every process of this venv
 site_packages=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 printf '%s\nimport vperf_devruntime.boot\n' "$here" > "$site_packages/vperf_devruntime.pth"
+
+# the desk's bundles: npm packages pinned in devruntime/assets, built into <work>/sites/assets as a
+# bench's sites/assets (build.mjs skips the build when its inputs are those of the last build)
+npm_dir=$work/npm
+want=$(cat "$here/assets/package.json" "$here/assets/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$npm_dir/.installed" 2>/dev/null)" != "$want" ]; then
+	echo "devruntime: installing the npm packages of the desk bundles into $npm_dir"
+	mkdir -p "$npm_dir"
+	cp "$here/assets/package.json" "$here/assets/package-lock.json" "$npm_dir/"
+	(cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error)
+	echo "$want" > "$npm_dir/.installed"
+fi
+framework=$("$venv/bin/python" -c "import importlib.util; print(importlib.util.find_spec('monoframe').submodule_search_locations[0])")
+assets=$work/sites/assets
+node "$here/assets/build.mjs" --node-modules "$npm_dir/node_modules" --out "$assets" \
+	--app "monoframe=$framework/public" --app "verenigingen_perf=$repo/verenigingen_perf/public"
+# files the desk loads at run time from /assets/monoframe/node_modules (bench links it the same way)
+ln -sfn "$npm_dir/node_modules" "$assets/monoframe/node_modules"

@@ -26,6 +26,8 @@ def apply() -> None:
 	_fix_install(monoframe)
 	_fix_patches(monoframe)
 	_fix_website(monoframe)
+	_fix_setup_complete(monoframe)
+	_fix_argument_types(monoframe)
 	_fix_sqlite_querybuilder(monoframe)
 	_fix_bench_commands(monoframe)
 
@@ -231,16 +233,81 @@ def _fix_patches(monoframe) -> None:
 	patches.get_all_patches = get_all_patches
 
 
+def assets_path(monoframe) -> str:
+	"""The built bundles and their assets.json: <sites>/assets, as a bench's sites/assets."""
+	return os.path.join(monoframe.local.sites_path, "assets")
+
+
 def _fix_website(monoframe) -> None:
 	import monoframe.utils as utils
 
-	original = utils.get_assets_json
+	read: dict[str, tuple[float, dict]] = {}
 
 	def get_assets_json():
-		# defect: without built assets (no assets/assets.json) every website page, 404 included, fails
-		return original() or {}
+		# defect: assets.json is read relative to the working directory (bench runs in sites/), and
+		# kept in Redis across rebuilds; this reads <sites>/assets and follows the file. Without a
+		# build every website page, 404 included, would fail
+		assets = {}
+		for name in ("assets.json", "assets-rtl.json"):
+			path = os.path.join(assets_path(monoframe), name)
+			try:
+				mtime = os.path.getmtime(path)
+			except OSError:
+				continue
+			if read.get(path, (None,))[0] != mtime:
+				with open(path) as f:
+					read[path] = (mtime, json.load(f))
+			assets.update(read[path][1])
+		return assets
+
+	def get_build_version():
+		# defect: the build version is read from the working directory's assets.json
+		try:
+			return str(os.path.getmtime(os.path.join(assets_path(monoframe), "assets.json")))
+		except OSError:
+			return monoframe.utils.random_string(8)
 
 	utils.get_assets_json = get_assets_json
+	utils.get_build_version = get_build_version
+	if "monoframe.sessions" in sys.modules:
+		sys.modules["monoframe.sessions"].get_assets_json = get_assets_json
+
+
+def _fix_setup_complete(monoframe) -> None:
+	def is_setup_complete():
+		# defect: it looks for a "System Settings" table, which a Single doctype never has, so the
+		# setup counts as never completed (the desk opens the setup wizard on every page)
+		return bool(monoframe.db.get_single_value("System Settings", "setup_complete"))
+
+	monoframe.is_setup_complete = is_setup_complete
+
+
+def _fix_argument_types(monoframe) -> None:
+	import inspect
+
+	import monoframe.utils.typing_validations as typing_validations
+
+	original = typing_validations.transform_parameter_types
+	resolved: set = set()
+
+	def transform_parameter_types(func, args, kwargs):
+		# defect: the framework's modules have `from __future__ import annotations`, so the request
+		# arguments of its whitelisted functions are never cast (their annotations are strings): "0"
+		# reaches `ignore_user_permissions: bool` as a true string and every Link field's search fails.
+		# Frappe's own (not string) annotations are restored; apps' functions are left as Frappe has them
+		if func not in resolved and func.__module__.startswith("monoframe."):
+			resolved.add(func)
+			annotations = func.__annotations__
+			for name, hint in list(annotations.items()):
+				if isinstance(hint, str):
+					try:
+						# the framework's own source, evaluated where it was written
+						annotations[name] = eval(hint, inspect.unwrap(func).__globals__)
+					except Exception:  # a name only imported for type checkers: left unchecked, as it was
+						pass
+		return original(func, args, kwargs)
+
+	typing_validations.transform_parameter_types = transform_parameter_types
 
 
 def _fix_sqlite_querybuilder(monoframe) -> None:

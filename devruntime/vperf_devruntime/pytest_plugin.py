@@ -10,6 +10,10 @@ frappe.init/frappe.connect (from the sites folder, as bench does) and touch noth
 Administrator's HTTP session is created on the site itself, so no password is needed (one given in
 VPERF_BENCH_ADMIN_PASSWORD is used to log in instead).
 
+Browser fixtures (`desk_browser`, `desk_page(user)`): Debian's Chromium (VPERF_CHROMIUM, default
+/usr/bin/chromium) driven by Playwright, on the same server as `http`. On a bench the browser asks for
+the site by its name (resolved to the server's address), as the bench tells its sites apart by Host.
+
 This module imports nothing of the runtime layer in bench mode.
 """
 
@@ -25,10 +29,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+	from playwright.sync_api import Browser, BrowserContext, Page
 
 BENCH_SITES = (
 	os.path.abspath(os.environ["VPERF_BENCH_SITES"]) if os.environ.get("VPERF_BENCH_SITES") else None
@@ -427,3 +435,104 @@ def bench_command(site: Any, site_env: dict[str, str]) -> Callable[..., subproce
 		)
 
 	return _run
+
+
+CHROMIUM_ARGS = [
+	"--no-sandbox",
+	"--disable-gpu",
+	"--disable-quic",
+	"--no-first-run",
+	"--disable-background-networking",
+	"--disable-component-update",
+	"--disable-sync",
+]
+DESK_TIMEOUT_MS = 30_000
+
+
+def _browser_url(server_url: str) -> str:
+	"""The server's address as the browser asks for it: by the site's name on a bench."""
+	if not BENCH_SITE:
+		return server_url
+	parts = urlsplit(server_url)
+	host = f"{BENCH_SITE}:{parts.port}" if parts.port else BENCH_SITE
+	return parts._replace(netloc=host).geturl()
+
+
+@pytest.fixture(scope="session")
+def desk_browser(server_url: str) -> Iterator[Browser]:
+	"""Headless Chromium for the session (Debian's; Playwright downloads no browser here)."""
+	from playwright.sync_api import sync_playwright
+
+	args = list(CHROMIUM_ARGS)
+	if BENCH_SITE:
+		args.append(f"--host-resolver-rules=MAP {BENCH_SITE} {urlsplit(server_url).hostname}")
+	with sync_playwright() as playwright:
+		browser = playwright.chromium.launch(
+			executable_path=os.environ.get("VPERF_CHROMIUM", "/usr/bin/chromium"), headless=True, args=args
+		)
+		yield browser
+		browser.close()
+
+
+@dataclass
+class DeskPage:
+	"""A browser tab in the desk, logged in as `user`. `console_errors` collects the console's errors
+	and the page's uncaught exceptions, in order."""
+
+	page: Page
+	context: BrowserContext
+	user: str
+	base_url: str
+	console_errors: list[str]
+
+	def goto(self, path: str) -> None:
+		"""Open `path` (e.g. /app/user) and wait until the desk has shown its page."""
+		self.page.goto(self.base_url + path)
+		self.wait_for_desk()
+
+	def wait_for_desk(self) -> None:
+		# Frappe's global is `frappe`; the dev runtime's framework also answers to `monoframe`
+		self.page.wait_for_function(
+			"() => { const f = window.frappe || window.monoframe;"
+			" return !!(f && f.container && f.container.page && f.router); }",
+			timeout=DESK_TIMEOUT_MS,
+		)
+		self.page.wait_for_load_state("networkidle", timeout=DESK_TIMEOUT_MS)
+
+
+@pytest.fixture
+def desk_page(desk_browser: Browser, http: Callable, server_url: str) -> Iterator[Callable[[str], DeskPage]]:
+	"""`desk_page(user)` opens a new browser context logged in as `user` (the session of `http(user)`)
+	on the desk (/app); the contexts are closed after the test."""
+	contexts: list[BrowserContext] = []
+	base_url = _browser_url(server_url)
+
+	def _open(user: str) -> DeskPage:
+		session = http(user).session
+		context = desk_browser.new_context(viewport={"width": 1400, "height": 900})
+		contexts.append(context)
+		context.set_default_timeout(DESK_TIMEOUT_MS)
+		context.add_cookies(
+			[{"name": c.name, "value": c.value or "", "url": base_url} for c in session.cookies]
+		)
+		page = context.new_page()
+		desk = DeskPage(page, context, user, base_url, [])
+
+		def on_console(message: Any) -> None:
+			if message.type == "error":
+				desk.console_errors.append(f"console: {message.text} ({message.location.get('url')})")
+
+		page.on("console", on_console)
+		page.on("pageerror", lambda error: desk.console_errors.append(f"page error: {error}"))
+		desk.goto("/app")
+		return desk
+
+	yield _open
+	for context in contexts:
+		context.close()
+
+
+@pytest.fixture
+def desk_login(desk_page: Callable[[str], DeskPage]) -> Callable[[str], DeskPage]:
+	"""The same as `desk_page`."""
+	return desk_page
