@@ -1,6 +1,7 @@
 """The desk's data contract: the workspace and its cards and chart, the operation and trace views' API,
 the boot information of the member form's action, permissions and bad input."""
 
+import json
 from datetime import timedelta
 
 import frappe
@@ -65,6 +66,15 @@ def test_the_workspace_cards_chart_and_pages_are_installed_for_the_role(site):
 	workspace = frappe.get_doc("Workspace", "Performance")
 	assert workspace.module == MODULE and workspace.public
 	assert {r.role for r in workspace.roles} == {"System Manager", PERFORMANCE_MANAGER}
+	# Frappe's workspace finds a block's widget by the label of its row
+	blocks = json.loads(workspace.content)
+	shown_cards = [b["data"]["number_card_name"] for b in blocks if b["type"] == "number_card"]
+	assert shown_cards == [c.label for c in workspace.number_cards]
+	assert [b["data"]["chart_name"] for b in blocks if b["type"] == "chart"] == [
+		c.label for c in workspace.charts
+	]
+	shortcut_blocks = [b["data"]["shortcut_name"] for b in blocks if b["type"] == "shortcut"]
+	assert shortcut_blocks == [s.label for s in workspace.shortcuts]
 	cards = {c.number_card_name for c in workspace.number_cards}
 	assert cards == set(frappe.get_all("Number Card", filters={"module": MODULE}, pluck="name"))
 	assert len(cards) == len(CARD_METHODS)
@@ -81,6 +91,10 @@ def test_the_workspace_cards_chart_and_pages_are_installed_for_the_role(site):
 	assert shortcuts == {"performance-dashboard", "performance-operation", "performance-trace"}
 	for page in shortcuts:
 		assert {r.role for r in frappe.get_doc("Page", page).roles} == {"System Manager", PERFORMANCE_MANAGER}
+	# the lists a workspace link opens must not be "User Cannot Search" (the desk hides those links)
+	for link in workspace.links:
+		if link.type == "Link":
+			assert not frappe.get_meta(link.link_to).read_only, link.link_to
 
 
 def test_the_cards_and_chart_show_what_the_dashboard_shows(site, clean_slate, manager):

@@ -12,15 +12,20 @@ verenigingen_perf.desk = {
 		return frappe.utils.escape_html(value === null || value === undefined ? "" : String(value));
 	},
 
-	// a figure as shown, with the measured value kept in data-value (the browser tests read it)
-	figure(value, { key = "", unit = "", digits = 1 } = {}) {
+	// a figure as shown, with the measured value kept in data-value (the browser tests read it);
+	// small values keep their significant digits (an error rate of 0.01 is not "0.0")
+	figure(value, { key = "", unit = "", digits = null } = {}) {
 		const measured = value !== null && value !== undefined;
-		const text = measured
-			? `${format_number(value, null, Number.isInteger(value) ? 0 : digits)}${unit ? " " + unit : ""}`
-			: __("No data");
+		const text = measured ? `${this.number(value, digits)}${unit ? " " + unit : ""}` : __("No data");
 		return `<span class="vperf-figure${measured ? "" : " text-muted"}" data-key="${this.escape(
 			key
 		)}" data-value="${measured ? this.escape(value) : ""}">${this.escape(text)}</span>`;
+	},
+
+	number(value, digits = null) {
+		const magnitude = Math.abs(value);
+		const fraction = digits ?? (Number.isInteger(value) ? 0 : magnitude >= 100 ? 1 : magnitude >= 1 ? 2 : 4);
+		return Number(value).toLocaleString(undefined, { maximumFractionDigits: fraction });
 	},
 
 	level(level) {
@@ -53,7 +58,19 @@ verenigingen_perf.desk = {
 			$(element).html(`<div class="text-muted vperf-empty">${this.escape(__("No data"))}</div>`);
 			return null;
 		}
+		if (measured.length === 1) {
+			// frappe-charts draws nothing useful for a single point: say it in words
+			const [p] = measured;
+			$(element).html(
+				`<div class="vperf-single-point">${this.escape(title || "")}: ${this.escape(
+					__("only {0} measured: p50 {1} ms, p95 {2} ms", [p.period_start, this.number(p.p50_ms), this.number(p.p95_ms)])
+				)}</div>`
+			);
+			return null;
+		}
 		return new frappe.Chart(element, {
+			// drawn at once: the page reloads its data every minute
+			animate: 0,
 			title,
 			type: "line",
 			height: 220,
@@ -70,7 +87,10 @@ verenigingen_perf.desk = {
 	},
 
 	count_chart(element, points, datasets, { title, label_length = 16 } = {}) {
+		if (!points.some((p) => datasets.some((d) => p[d.key]))) return null;
 		return new frappe.Chart(element, {
+			// drawn at once: the page reloads its data every minute
+			animate: 0,
 			title,
 			type: "bar",
 			height: 200,

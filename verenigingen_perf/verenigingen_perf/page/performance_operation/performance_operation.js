@@ -100,8 +100,11 @@ class PerformanceOperationView {
 
 	statements_chart(element, points) {
 		const measured = points.filter((p) => p.count);
-		if (!measured.length) return;
+		// a line needs two points
+		if (measured.length < 2) return;
 		new frappe.Chart(element, {
+			// drawn at once: the page reloads its data every minute
+			animate: 0,
 			title: __("Statements per call"),
 			type: "line",
 			height: 180,
