@@ -138,7 +138,9 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	config.update_config({"sampling_rate": "0.42"})
 	frappe.db.commit()
 	plant_buffered(3)
-	user_roles_before = frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER)})
+	user_roles_before = count_user_roles()
+	desk_records = {dt: frappe.get_all(dt, filters={"module": MODULE}, pluck="name") for dt in DESK_DOCTYPES}
+	assert all(desk_records.values()), desk_records
 	roles_before = frappe.db.count("Role")
 	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == "0.42"
 
@@ -176,7 +178,12 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 		forget_deleted("DocType", app_doctypes)
 		forget_deleted("Module Def", ["Verenigingen Perf"])
 		forget_deleted("Role", [PERFORMANCE_MANAGER])
+		for doctype, names in desk_records.items():
+			forget_deleted(doctype, names)
 		frappe.db.commit()
+	# the desk comes back with the app: pages, workspace, cards and chart
+	for doctype, names in desk_records.items():
+		assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
 	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
 	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
 	watermark = frappe.db.sql(
@@ -188,11 +195,25 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	json.dumps(config.describe(config.get_config()))
 
 
+MODULE = "Verenigingen Perf"
+# what the app adds to the desk besides its doctypes; all of it belongs to its module
+DESK_DOCTYPES = ("Page", "Workspace", "Number Card", "Dashboard Chart", "Dashboard Chart Source")
+
+
+def count_user_roles() -> int:
+	"""Users' roles other than the app's (the app's pages, workspace and chart have roles too)."""
+	return frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER), "parenttype": "User"})
+
+
 def check_nothing_is_left(roles_before: int, user_roles_before: int) -> None:
 	assert "verenigingen_perf" not in frappe.get_installed_apps()
 	assert not frappe.db.exists("Role", PERFORMANCE_MANAGER)
 	assert frappe.db.count("Role") == roles_before - 1
-	assert frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER)}) == user_roles_before
+	assert count_user_roles() == user_roles_before
+	for doctype in DESK_DOCTYPES:
+		assert not frappe.get_all(doctype, filters={"module": MODULE}), doctype
+	for parenttype in ("Page", "Workspace", "Dashboard Chart"):
+		assert not frappe.db.count("Has Role", {"parenttype": parenttype, "role": PERFORMANCE_MANAGER})
 	assert not frappe.db.sql("select 1 from `tabSingles` where doctype in (%s, %s)", (SETTINGS, ROLLUP_STATE))
 	assert not frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
 	assert not frappe.db.exists("Module Def", "Verenigingen Perf")
