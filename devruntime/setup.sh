@@ -19,6 +19,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v npm >/dev/null || need+=(nodejs npm)
 # the browser of the desk tests (driven by Playwright, which downloads no browser of its own here)
 [ -x "${VPERF_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
+# a real Prometheus (and promtool) scrapes the app's exposition in the export tests
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "devruntime: installing Debian packages: ${need[*]}"
 	apt-get update -qq
