@@ -66,10 +66,12 @@ def clean_slate(default_settings):
 	import frappe
 
 	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+	from verenigingen_perf.utils.performance.export import otlp
 	from verenigingen_perf.utils.performance.schema import (
 		AGGREGATE,
 		ANOMALY,
 		BASELINE,
+		EXPORT_COUNTER,
 		METRIC,
 		REGRESSION,
 		ROLLUP_STATE,
@@ -79,7 +81,7 @@ def clean_slate(default_settings):
 		# a fresh snapshot: on SQLite (WAL) a transaction that read before the web server's last
 		# commit cannot write any more
 		frappe.db.rollback()
-		for doctype in (METRIC, AGGREGATE, BASELINE, REGRESSION, ANOMALY):
+		for doctype in (METRIC, AGGREGATE, BASELINE, REGRESSION, ANOMALY, EXPORT_COUNTER):
 			frappe.db.delete(doctype)
 		frappe.db.sql(
 			"update `tabSingles` set value=NULL where doctype=%s and field in ('watermark', 'detected_until')",
@@ -93,6 +95,10 @@ def clean_slate(default_settings):
 			buffer.lock_key("rollup"),
 			buffer.lock_key("retention"),
 			buffer.lock_key("detection"),
+			buffer.lock_key("otlp"),
+			otlp.backlog_key(),
+			otlp.dropped_key(),
+			otlp.exported_key(),
 		)
 		dashboard.clear_dashboard_cache()
 

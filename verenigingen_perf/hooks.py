@@ -37,6 +37,10 @@ after_request = ["verenigingen_perf.utils.performance.capture.after_request"]
 before_job = ["verenigingen_perf.utils.performance.capture.before_job"]
 after_job = ["verenigingen_perf.utils.performance.capture.after_job"]
 
+# a Prometheus scraping with the metrics token (Authorization: Bearer) is let in on the metrics
+# endpoint only (api/export.py)
+auth_hooks = ["verenigingen_perf.api.export.authenticate"]
+
 scheduler_events = {
 	"cron": {
 		"* * * * *": [
@@ -46,6 +50,8 @@ scheduler_events = {
 			"verenigingen_perf.utils.performance.monitoring.sample_job",
 			# alert rules -> Performance Alert records -> deliveries (each in its own background job)
 			"verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job",
+			# the drain's OTLP backlog -> an OpenTelemetry collector (only when the export is on)
+			"verenigingen_perf.utils.performance.export.otlp.export_job",
 		],
 	},
 	"hourly_long": [

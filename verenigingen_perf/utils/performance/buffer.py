@@ -31,7 +31,8 @@ import orjson
 import redis
 
 from verenigingen_perf.utils.performance import internal_errors, job_reports, operations
-from verenigingen_perf.utils.performance.config import MonitoringConfig, get_config
+from verenigingen_perf.utils.performance.config import ExportConfig, MonitoringConfig, get_config
+from verenigingen_perf.utils.performance.export import otlp
 from verenigingen_perf.utils.performance.redis_store import key as _key
 from verenigingen_perf.utils.performance.redis_store import redis_client
 from verenigingen_perf.utils.performance.schema import (
@@ -448,16 +449,19 @@ class DrainReport:
 	malformed: int = 0
 	duration_s: float = 0.0
 	buffered_after: int | None = 0
+	# spans the OTLP backlog had no room for
+	otlp_dropped: int = 0
 	errors: list[str] = dataclasses.field(default_factory=list)
 
 
 def drain(max_batches: int | None = None) -> DrainReport:
 	"""Move buffered measurements into Performance Metric rows; safe to run concurrently."""
 	started = time.monotonic()
-	monitoring = get_config().monitoring
+	config = get_config()
+	monitoring = config.monitoring
 	report = DrainReport()
 	for claim_id in _stale_claims(monitoring):
-		_insert_claim(claim_id, _read_claim(claim_id), report)
+		_insert_claim(claim_id, _read_claim(claim_id), report, config.export)
 		report.claims_taken_over += 1
 	claim = redis_client().register_script(_CLAIM)
 	while max_batches is None or report.batches < max_batches:
@@ -468,7 +472,7 @@ def drain(max_batches: int | None = None) -> DrainReport:
 		)
 		if not items:
 			break
-		_insert_claim(claim_id, items, report)
+		_insert_claim(claim_id, items, report, config.export)
 	report.duration_s = round(time.monotonic() - started, 3)
 	report.buffered_after = int(redis_client().llen(buffer_key()))
 	return report
@@ -492,10 +496,18 @@ def _read_claim(claim_id: str) -> list[bytes]:
 	return redis_client().lrange(claim_list_key(claim_id), 0, -1)
 
 
-def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport) -> None:
+def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport, export: ExportConfig) -> None:
 	rows, malformed = _rows(items)
 	insert_rows(rows)
 	frappe.db.commit()
+	# the database copy is committed: the OTLP export gets the spans from here, never from the
+	# request path, and nothing it does can undo the insert
+	try:
+		report.otlp_dropped += otlp.hand_over((row_values(row) for row in rows), export)
+	except redis.exceptions.RedisError as error:
+		report.errors.append(f"OTLP hand-over: {type(error).__name__}")
+	except Exception as error:
+		internal_errors.report("export.otlp.hand_over", error)
 	# released only after the commit: a crash before this line leaves the claim to be taken over
 	pipe = redis_client().pipeline(transaction=False)
 	pipe.delete(claim_list_key(claim_id)).hdel(claims_key(), claim_id).execute()
@@ -541,6 +553,11 @@ _INSERT_SQL = {
 	f"{', '.join(_postgres_value(c, i) for i, c in enumerate(_ROW_COLUMNS))} "
 	"FROM jsonb_array_elements(%s::jsonb) AS row ON CONFLICT (name) DO NOTHING",
 }
+
+
+def row_values(row: tuple) -> dict[str, Any]:
+	"""A row as `detail_row` builds it, by column name."""
+	return dict(zip(_ROW_COLUMNS, row, strict=True))
 
 
 def insert_rows(rows: list[tuple]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -33,6 +34,12 @@ _DOCTYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,60}$")
 # excluded path prefixes: how many, and how long each may be
 _MAX_EXCLUDED_PATHS = 100
 _MAX_PATH_CHARS = 200
+# the exposition's size: operations with a series of their own, histogram bounds, and the longest
+# bound (a week, as a job's duration levels)
+_MAX_TOP_OPERATIONS = 1000
+_MAX_BUCKETS = 50
+_MAX_BUCKET_MS = 7 * 24 * 3_600_000
+_MAX_URL_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,27 @@ class DeskConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+	"""Handing the measurements to outside engines (see export/): the Prometheus exposition and the
+	OpenTelemetry span export."""
+
+	# operations with a series of their own (the busiest since the counters began); the rest are
+	# exposed together as `(other operations)`
+	prometheus_top_operations: int
+	# the duration histogram's upper bounds (ms, ascending)
+	prometheus_buckets_ms: tuple[float, ...]
+	# finished spans to an OTLP/HTTP endpoint (off by default)
+	otlp_enabled: bool
+	otlp_endpoint: str
+	# one export request's time limit (the exporter's own retries stay within it)
+	otlp_timeout_s: int
+	# spans per export request
+	otlp_batch_size: int
+	# spans waiting for the endpoint at most (the oldest are dropped, counted, past it)
+	otlp_backlog_max: int
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
@@ -190,6 +218,7 @@ class PerformanceConfig:
 	detection: DetectionConfig
 	alerting: AlertingConfig
 	desk: DeskConfig
+	export: ExportConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -219,6 +248,8 @@ class Setting:
 	minimum: float | None = 0
 	maximum: float | None = None
 	strictly_positive: bool = False
+	# a parser of its own (a list of numbers, a URL), for a setting no plain kind describes
+	parse: Any = None
 
 
 def _s(key: str, section: str, *path: str, kind: type = float, **rules: Any) -> Setting:
@@ -391,6 +422,26 @@ SETTINGS: dict[str, Setting] = {
 		_s("desk_slow_rows", "desk", "slow_rows", kind=int, minimum=1, maximum=200),
 		_s("desk_slow_rows_hours", "desk", "slow_rows_hours", kind=int, minimum=1, maximum=168),
 		_s("desk_trace_max_spans", "desk", "trace_max_spans", kind=int, minimum=10, maximum=5000),
+		_s(
+			"prometheus_top_operations",
+			"export",
+			"prometheus_top_operations",
+			kind=int,
+			minimum=1,
+			maximum=_MAX_TOP_OPERATIONS,
+		),
+		_s(
+			"prometheus_buckets_ms",
+			"export",
+			"prometheus_buckets_ms",
+			kind=tuple,
+			parse=lambda setting, value: _coerce_bounds(setting, value),
+		),
+		_s("otlp_enabled", "export", "otlp_enabled", kind=bool),
+		_s("otlp_endpoint", "export", "otlp_endpoint", kind=str, parse=lambda s, v: _coerce_url(s, v)),
+		_s("otlp_timeout_s", "export", "otlp_timeout_s", kind=int, minimum=1, maximum=300),
+		_s("otlp_batch_size", "export", "otlp_batch_size", kind=int, minimum=1, maximum=10_000),
+		_s("otlp_backlog_max", "export", "otlp_backlog_max", kind=int, minimum=1, maximum=10_000_000),
 	)
 }
 
@@ -437,6 +488,8 @@ _EXCLUDED_PATHS = (
 	"/api/method/frappe.realtime.",
 	"/website_script.js",
 	"/api/method/verenigingen_perf.api.monitoring.heartbeat",
+	# a Prometheus scraping every 15 s is no work of the site's
+	"/api/method/verenigingen_perf.api.export.metrics",
 )
 
 _CAPTURE_DEFAULTS = {
@@ -499,6 +552,19 @@ _DESK_DEFAULTS = {
 	"desk_trace_max_spans": 500,
 }
 
+# The exposition: 100 operations (a Frappe site's busy endpoints; a flood of junk names stays in one
+# `other` series), bounds from a fast API call to a long job; OTLP off until an endpoint is set, the
+# OTLP exporter's own 10 s timeout and the SDK batch processor's 512 spans per export
+_EXPORT_DEFAULTS = {
+	"prometheus_top_operations": 100,
+	"prometheus_buckets_ms": (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000),
+	"otlp_enabled": False,
+	"otlp_endpoint": "",
+	"otlp_timeout_s": 10,
+	"otlp_batch_size": 512,
+	"otlp_backlog_max": 100_000,
+}
+
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
 	"hourly_retention_days": 90,
@@ -556,6 +622,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
+		**_EXPORT_DEFAULTS,
 		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
@@ -600,6 +667,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
+		**_EXPORT_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
@@ -644,6 +712,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_ANALYSIS_DEFAULTS,
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
+		**_EXPORT_DEFAULTS,
 		"n_plus_one_min_repeats": 5,
 	},
 }
@@ -664,6 +733,8 @@ def _short(value: Any) -> str:
 
 def coerce(setting: Setting, value: Any) -> Any:
 	"""Convert a raw value (from the desk, JSON or the API) to the setting's type, or raise ValueError."""
+	if setting.parse is not None:
+		return setting.parse(setting, value)
 	if setting.kind is tuple:
 		return _coerce_paths(setting, value)
 	if setting.kind is str:
@@ -720,6 +791,58 @@ def _coerce_paths(setting: Setting, value: Any) -> tuple[str, ...]:
 			f"{setting.key}: at most {_MAX_EXCLUDED_PATHS} path prefixes, got {len(unique)} distinct ones"
 		)
 	return unique
+
+
+def _coerce_bounds(setting: Setting, value: Any) -> tuple[float, ...]:
+	"""Histogram bounds: a list of numbers, or text with numbers separated by commas or lines;
+	strictly ascending, each above 0 and at most a week."""
+	items = re.split(r"[,\s]+", value.strip()) if isinstance(value, str) else value
+	if not isinstance(items, list | tuple):
+		raise ValueError(f"{setting.key}: must be a list of numbers (ms), got {_short(value)}")
+	bounds_ms = []
+	for item in items:
+		if isinstance(item, str) and not item.strip():
+			continue
+		if isinstance(item, bool):
+			raise ValueError(f"{setting.key}: every bound must be a number, got {_short(item)}")
+		try:
+			number = float(item)
+		except (TypeError, ValueError, OverflowError):
+			raise ValueError(f"{setting.key}: every bound must be a number, got {_short(item)}") from None
+		if not math.isfinite(number) or not 0 < number <= _MAX_BUCKET_MS:
+			raise ValueError(
+				f"{setting.key}: every bound must be above 0 and at most {_MAX_BUCKET_MS:g} ms, got {_short(item)}"
+			)
+		bounds_ms.append(number)
+	if not bounds_ms or len(bounds_ms) > _MAX_BUCKETS:
+		raise ValueError(f"{setting.key}: 1 to {_MAX_BUCKETS} bounds, got {len(bounds_ms)}")
+	if any(b <= a for a, b in itertools.pairwise(bounds_ms)):
+		raise ValueError(f"{setting.key}: the bounds must be strictly ascending, got {_short(value)}")
+	return tuple(bounds_ms)
+
+
+def _coerce_url(setting: Setting, value: Any) -> str:
+	"""An http(s) URL without credentials in it (they belong in the OTLP headers, a password field)."""
+	from urllib.parse import urlsplit
+
+	text = value.strip() if isinstance(value, str) else None
+	if not text or len(text) > _MAX_URL_CHARS or any(ord(c) < 33 for c in text):
+		raise ValueError(
+			f"{setting.key}: must be an http(s) URL of at most {_MAX_URL_CHARS} characters without spaces, "
+			f"got {_short(value)}"
+		)
+	try:
+		parts = urlsplit(text)
+		_port = parts.port
+	except ValueError:
+		raise ValueError(f"{setting.key}: not a valid URL, got {_short(value)}") from None
+	if parts.scheme not in ("http", "https") or not parts.hostname:
+		raise ValueError(
+			f"{setting.key}: must be an http:// or https:// URL with a host, got {_short(value)}"
+		)
+	if parts.username or parts.password:
+		raise ValueError(f"{setting.key}: must not carry credentials; put them in the OTLP headers")
+	return text
 
 
 def _check_range(setting: Setting, value: Any) -> str | None:
@@ -798,6 +921,8 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 				f"{key}: detection reads {days} days of hourly aggregates, but hourly_retention_days keeps "
 				f"only {values['hourly_retention_days']}"
 			)
+	if values["otlp_enabled"] and not values["otlp_endpoint"]:
+		errors.append("otlp_enabled: the OTLP export needs otlp_endpoint (the collector's /v1/traces URL)")
 	if values["anomaly_min_history"] > values["anomaly_weeks"]:
 		errors.append(
 			f"anomaly_min_history: must not exceed anomaly_weeks ({values['anomaly_min_history']} > "
@@ -835,6 +960,7 @@ def build_config(
 		"detection": {},
 		"alerting": {},
 		"desk": {},
+		"export": {},
 	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
@@ -855,6 +981,7 @@ def build_config(
 		detection=DetectionConfig(**sections["detection"]),
 		alerting=AlertingConfig(**sections["alerting"]),
 		desk=DeskConfig(**sections["desk"]),
+		export=ExportConfig(**sections["export"]),
 		overrides=clean,
 	)
 
@@ -1039,6 +1166,12 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 		detection=DetectionConfig(**data["detection"]),
 		alerting=AlertingConfig(**data["alerting"]),
 		desk=DeskConfig(**data["desk"]),
+		export=ExportConfig(
+			**{
+				**data["export"],
+				"prometheus_buckets_ms": tuple(data["export"]["prometheus_buckets_ms"]),
+			}
+		),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value
 			for key, value in (data.get("overrides") or {}).items()
@@ -1085,7 +1218,7 @@ def to_field_value(setting: Setting, value: Any) -> str:
 	if setting.kind is bool:
 		return "Yes" if value else "No"
 	if setting.kind is tuple:
-		return "\n".join(value)
+		return "\n".join(f"{item:g}" if isinstance(item, float | int) else item for item in value)
 	return str(value)
 
 

@@ -20,7 +20,7 @@ import redis
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import ROLLUP_STATE
 
-JOBS = ("drain", "rollup", "retention", "monitor", "detection", "alerts")
+JOBS = ("drain", "rollup", "retention", "monitor", "detection", "alerts", "otlp")
 _HASH = "job_reports"
 
 

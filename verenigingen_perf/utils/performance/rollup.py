@@ -36,6 +36,7 @@ import redis
 
 from verenigingen_perf.utils.performance import buffer, job_reports
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.export import counter_store
 from verenigingen_perf.utils.performance.schema import (
 	AGGREGATE,
 	ALL_OPERATIONS,
@@ -92,6 +93,7 @@ class RollupReport:
 	waiting_for_drain: bool = False
 	duration_s: float = 0.0
 	peak_buckets_in_memory: int = 0
+	export_counters_written: int = 0
 	errors: list[str] = field(default_factory=list)
 
 
@@ -276,6 +278,8 @@ def _fold_hour(
 		rows += len(page)
 	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
 	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
+	# the exposition's cumulative counters grow with this fold, in its transaction (exactly once)
+	report.export_counters_written += counter_store.fold(by_hour, config.export.prometheus_top_operations)
 	by_hour.update(site_wide_summaries(by_hour))
 	daily: defaultdict[BucketKey, Summary] = defaultdict(Summary)
 	for (operation_type, operation, hour), summary in by_hour.items():

@@ -42,3 +42,6 @@ ALERT = "Performance Alert"
 ALERT_DELIVERY = "Performance Alert Delivery"
 ALERT_SILENCE = "Performance Alert Silence"
 MAINTENANCE_WINDOW = "Performance Maintenance Window"
+
+# export (export/): cumulative counters per operation for the Prometheus exposition
+EXPORT_COUNTER = "Performance Export Counter"

@@ -291,6 +291,20 @@ class StoredSketchMerger:
 			results.append(min(max(value, minimum), maximum))
 		return results
 
+	def counts_at_most(self, bounds: tuple[float, ...]) -> list[int]:
+		"""For each bound (ascending), how many values lie at or below it: every value of a bin whose
+		key is at most the bound's key, zeros included. A value within the sketch's relative accuracy
+		of a bound may be counted on either side of it: that is the histogram's resolution."""
+		if self.bins is None:
+			return [self.zero_count for _ in bounds]
+		cumulative = np.cumsum(self.bins)
+		counts = []
+		for bound in bounds:
+			index = _MAPPING.key(bound) - self.first_key if bound > _MAPPING.min_possible else -1
+			below = 0 if index < 0 else int(cumulative[min(index, len(cumulative) - 1)])
+			counts.append(below + self.zero_count)
+		return counts
+
 	def sketch(self) -> DDSketch:
 		"""The same values as a DDSketch, built through ddsketch's public constructors."""
 		store = DenseStore()

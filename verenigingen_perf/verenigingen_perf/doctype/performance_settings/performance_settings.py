@@ -6,6 +6,7 @@ from frappe import _
 from frappe.model.document import Document
 
 from verenigingen_perf.utils.performance import config, dashboard
+from verenigingen_perf.utils.performance.export import otlp
 
 
 class PerformanceSettings(Document):
@@ -18,9 +19,9 @@ class PerformanceSettings(Document):
 		from frappe.types import DF
 
 		aggregation_delay_minutes: DF.Data | None
+		aggregation_page_size: DF.Data | None
 		alert_group_wait_s: DF.Data | None
 		alert_retry_base_s: DF.Data | None
-		aggregation_page_size: DF.Data | None
 		anomaly_min_history: DF.Data | None
 		anomaly_min_samples: DF.Data | None
 		anomaly_recent_hours: DF.Data | None
@@ -57,6 +58,7 @@ class PerformanceSettings(Document):
 		health_critical: DF.Data | None
 		health_warning: DF.Data | None
 		health_window_hours: DF.Data | None
+		heartbeat_token: DF.Password | None
 		hourly_retention_days: DF.Data | None
 		job_duration_critical_ms: DF.Data | None
 		job_duration_warning_ms: DF.Data | None
@@ -67,12 +69,21 @@ class PerformanceSettings(Document):
 		member_doctype: DF.Data | None
 		memory_critical_mb: DF.Data | None
 		memory_warning_mb: DF.Data | None
+		metrics_token: DF.Password | None
 		monitoring_enabled: DF.Literal["", "Yes", "No"]
 		n_plus_one_min_repeats: DF.Data | None
+		otlp_backlog_max: DF.Data | None
+		otlp_batch_size: DF.Data | None
+		otlp_enabled: DF.Literal["", "Yes", "No"]
+		otlp_endpoint: DF.Data | None
+		otlp_headers: DF.Password | None
+		otlp_timeout_s: DF.Data | None
 		page_load_critical_ms: DF.Data | None
 		page_load_warning_ms: DF.Data | None
 		page_queries_critical: DF.Data | None
 		page_queries_warning: DF.Data | None
+		prometheus_buckets_ms: DF.SmallText | None
+		prometheus_top_operations: DF.Data | None
 		regression_alpha: DF.Data | None
 		regression_error_rate_min_rise: DF.Data | None
 		regression_min_samples: DF.Data | None
@@ -99,6 +110,12 @@ class PerformanceSettings(Document):
 			)
 		if "member_doctype" in clean and (problem := config.validate_member_doctype(clean["member_doctype"])):
 			frappe.throw(problem, title=_("Invalid performance settings"), exc=frappe.ValidationError)
+		headers = self.get("otlp_headers")
+		if headers and set(headers) != {"*"}:
+			try:
+				otlp.parse_headers(headers)
+			except ValueError as e:
+				frappe.throw(str(e), title=_("Invalid performance settings"), exc=frappe.ValidationError)
 		# store the normalised form, so "0.50" and "0.5" are one value
 		for key in config.SETTINGS:
 			self.set(key, config.to_field_value(config.SETTINGS[key], clean.get(key)))
