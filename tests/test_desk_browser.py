@@ -23,7 +23,13 @@ DESK = "verenigingen_perf.api.desk"
 TIMEOUT_MS = 30_000
 
 
+# frappe-charts first draws a chart from zeros and puts the data in 700 ms later, animated for 400 ms
+CHARTS_DRAWN_MS = 1200
+
+
 def shoot(page, name: str) -> None:
+	"""A screenshot for a person to look at, once the charts show their data."""
+	page.wait_for_timeout(CHARTS_DRAWN_MS)
 	os.makedirs(SCREENSHOTS, exist_ok=True)
 	page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
 

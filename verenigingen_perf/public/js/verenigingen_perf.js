@@ -69,8 +69,6 @@ verenigingen_perf.desk = {
 			return null;
 		}
 		return new frappe.Chart(element, {
-			// drawn at once: the page reloads its data every minute
-			animate: 0,
 			title,
 			type: "line",
 			height: 220,
@@ -89,8 +87,6 @@ verenigingen_perf.desk = {
 	count_chart(element, points, datasets, { title, label_length = 16 } = {}) {
 		if (!points.some((p) => datasets.some((d) => p[d.key]))) return null;
 		return new frappe.Chart(element, {
-			// drawn at once: the page reloads its data every minute
-			animate: 0,
 			title,
 			type: "bar",
 			height: 200,

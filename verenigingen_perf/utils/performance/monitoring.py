@@ -44,6 +44,7 @@ JOBS = {
 	"monitor": "verenigingen_perf.utils.performance.monitoring.sample_job",
 	"detection": "verenigingen_perf.utils.performance.detection.job.detection_job",
 	"alerts": "verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job",
+	"otlp": "verenigingen_perf.utils.performance.export.otlp.export_job",
 }
 # the parts the heartbeat answers for, and the signals that make each stale
 HEARTBEAT_PARTS = {

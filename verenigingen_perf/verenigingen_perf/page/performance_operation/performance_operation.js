@@ -103,8 +103,6 @@ class PerformanceOperationView {
 		// a line needs two points
 		if (measured.length < 2) return;
 		new frappe.Chart(element, {
-			// drawn at once: the page reloads its data every minute
-			animate: 0,
 			title: __("Statements per call"),
 			type: "line",
 			height: 180,
