@@ -176,6 +176,21 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 			assert abs(agg[column] - exact) <= RELATIVE_ACCURACY * exact * (1 + 1e-6)
 
 
+def test_a_run_stops_after_its_budget_and_the_next_goes_on(clean_slate, default_settings):
+	"""The rollup runs every ten minutes on the default queue: a run with a backlog stops between two
+	hours once past `rollup_run_budget_s`, and the next run folds the rest."""
+	config.update_config({"rollup_run_budget_s": 1})
+	frappe.db.commit()
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(300, now, hours=3)
+	insert(rows)
+	first = rollup.run_rollup(now, on_hour=lambda _hour: time.sleep(1.1))
+	assert first.hours_folded == 1 and first.status.startswith("stopped: rollup_run_budget_s")
+	second = rollup.run_rollup(now)
+	assert second.status == "ok" and second.hours_folded >= 1
+	assert_nothing_lost(ingested)
+
+
 def test_site_wide_rows_are_backfilled_as_the_rollup_writes_them(clean_slate):
 	now = frappe.utils.now_datetime()
 	insert(make_rows(600, now, hours=30)[0])

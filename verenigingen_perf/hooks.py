@@ -53,10 +53,13 @@ scheduler_events = {
 			# the drain's OTLP backlog -> an OpenTelemetry collector (only when the export is on)
 			"verenigingen_perf.utils.performance.export.otlp.export_job",
 		],
+		# Performance Metric rows -> hourly and daily Performance Aggregate rows: every ten minutes, so
+		# an hour is folded within minutes of `aggregation_delay_minutes` after it ends (an hourly job
+		# runs at the hour, before that delay has passed, and would fold it an hour later); each run
+		# stops after `rollup_run_budget_s`, within the default queue's timeout
+		"*/10 * * * *": ["verenigingen_perf.utils.performance.rollup.rollup_job"],
 	},
 	"hourly_long": [
-		# Performance Metric rows -> hourly and daily Performance Aggregate rows
-		"verenigingen_perf.utils.performance.rollup.rollup_job",
 		# aggregated hours -> baselines, Performance Regression and Performance Anomaly records
 		"verenigingen_perf.utils.performance.detection.job.detection_job",
 	],

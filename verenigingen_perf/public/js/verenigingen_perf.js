@@ -174,7 +174,8 @@ verenigingen_perf.desk.analyse_member = function (member_name) {
 			dialog.$wrapper.attr("data-vperf-dialog", "member-analysis");
 			dialog.show();
 			return dialog;
-		});
+		})
+		.catch(() => null); // frappe.xcall has shown the server's message
 };
 
 verenigingen_perf.desk.member_analysis_html = function (result) {

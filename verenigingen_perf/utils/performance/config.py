@@ -79,6 +79,9 @@ class DataRetentionConfig:
 	delete_batch_size: int
 	aggregation_page_size: int
 	job_lock_timeout_s: int
+	# a rollup run stops between two hours once it has run this long (the next run goes on): it is
+	# scheduled every few minutes on the default queue, whose jobs Frappe stops after 300 s
+	rollup_run_budget_s: int
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ SETTINGS: dict[str, Setting] = {
 			maximum=1_000_000,
 		),
 		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60, maximum=_DAY_S),
+		_s("rollup_run_budget_s", "retention", "rollup_run_budget_s", kind=int, minimum=1, maximum=_DAY_S),
 		_s("monitoring_enabled", "monitoring", "enabled", kind=bool),
 		_s("sampling_rate", "monitoring", "sampling_rate", maximum=1),
 		_s("capture_memory_peak", "monitoring", "capture_memory_peak", kind=bool),
@@ -573,6 +577,7 @@ _RETENTION_DEFAULTS = {
 	"delete_batch_size": 5000,
 	"aggregation_page_size": 10000,
 	"job_lock_timeout_s": 3600,
+	"rollup_run_budget_s": 200,
 }
 
 # Production levels are set from what a healthy real Frappe v15 site measured (see the README,

@@ -18,7 +18,7 @@ from typing import Any
 import frappe
 import redis
 
-from verenigingen_perf.utils.performance import health, job_reports, monitoring
+from verenigingen_perf.utils.performance import health, job_reports, monitoring, rollup
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.detection import reports as detection
@@ -91,6 +91,9 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 	last_day = [r for r in hourly if r["period_start"] >= day_start and r["operation"] != ALL_OPERATIONS]
 	per_operation = health.figures_by(last_day, "operation")
 
+	# the aggregates reach the rollup's watermark: a rate is over the time they cover, not up to now
+	watermark = rollup.get_watermark()
+	covered_until = min(now, watermark) if watermark else now
 	windows = {}
 	for name, length, granularity in WINDOWS:
 		# whole periods: the complete ones the window spans, and the current one so far
@@ -100,7 +103,7 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		requests = health.PeriodFigures()
 		for operation_type in REQUEST_TYPES:
 			requests.merge(by_type.get(operation_type) or health.PeriodFigures())
-		seconds = (now - start).total_seconds()
+		seconds = (covered_until - start).total_seconds()
 		windows[name] = {
 			**requests.key_figures(seconds),
 			"since": format_datetime(start),
@@ -120,7 +123,7 @@ def build_dashboard(config: PerformanceConfig, now: datetime | None = None) -> d
 		"hourly_series": _series(site_wide["hour"], current_hour, timedelta(hours=1), HOURLY_SERIES_HOURS),
 		"daily_series": _series(site_wide["day"], today, timedelta(days=1), DAILY_SERIES_DAYS),
 		"storage": storage_figures(reports),
-		"freshness": health.freshness(reports),
+		"freshness": health.freshness(reports, watermark),
 		"detection": detection.summary(config, now, config.analysis.slowest_operations),
 		"alerts": alert_counts(),
 		"environment": config.environment,

@@ -261,7 +261,7 @@ class PeriodFigures:
 			"p50_ms": p50,
 			"p95_ms": p95,
 			"mean_ms": round(self.duration_sum_ms / self.count, 3) if self.count else None,
-			"throughput_per_min": round(self.count / (seconds / 60), 3),
+			"throughput_per_min": round(self.count / (seconds / 60), 3) if seconds > 0 else None,
 			"error_rate": self.rate(self.error_count),
 			"client_error_rate": self.rate(self.client_error_count),
 			"queries_per_operation": round(self.query_sum / self.count, 3) if self.count else None,
@@ -475,12 +475,17 @@ def health_from_rows(
 	return judge(figures, config.thresholds), ranked
 
 
-def freshness(reports: Any) -> dict[str, Any]:
-	"""How current the data is: the rollup watermark, the jobs' last reports, what waits in the
-	buffer; `unavailable` names what could not be read (Redis down), never a guessed figure."""
+_UNREAD = object()
+
+
+def freshness(reports: Any, watermark: Any = _UNREAD) -> dict[str, Any]:
+	"""How current the data is: the rollup watermark (read here unless the caller has it), the jobs'
+	last reports, what waits in the buffer; `unavailable` names what could not be read (Redis down),
+	never a guessed figure."""
 	from verenigingen_perf.utils.performance import buffer, rollup
 
-	watermark = rollup.get_watermark()
+	if watermark is _UNREAD:
+		watermark = rollup.get_watermark()
 	state = buffer.state()
 	return {
 		"aggregated_until": format_datetime(watermark) if watermark else None,

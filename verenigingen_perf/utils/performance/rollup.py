@@ -202,6 +202,9 @@ def run_rollup(
 				limit = min(limit, now - timedelta(seconds=monitoring.drain_claim_timeout_s))
 			if end > limit:
 				break
+			if time.monotonic() - started > retention.rollup_run_budget_s:
+				report.status = "stopped: rollup_run_budget_s reached; the next run goes on"
+				break
 			if not _fold_hour(watermark, hour, end, config, report):
 				report.status = "stopped: the watermark moved under this run"
 				break

@@ -40,7 +40,8 @@ class PerformanceDashboard {
 			.then((data) => {
 				this.render(data);
 				this.timer = setTimeout(() => this.refresh(), data.refresh_s * 1000);
-			});
+			})
+			.catch(() => {}); // frappe.xcall has shown the server's message; Refresh tries again
 	}
 
 	render(data) {
@@ -177,6 +178,11 @@ class PerformanceDashboard {
 			storage.tables,
 			{ empty: storage.note || __("Not measured yet") }
 		);
+		const measured = storage.measured_at
+			? `<div class="text-muted small mb-2">${d.escape(
+					__("Table sizes as the retention job measured them at {0}", [storage.measured_at])
+			  )}</div>`
+			: "";
 		const fresh = [
 			[__("Aggregated until"), freshness.aggregated_until],
 			[__("Last drain"), freshness.last_drain_at],
@@ -189,7 +195,8 @@ class PerformanceDashboard {
 			: "";
 		return d.section(
 			__("Storage and freshness"),
-			tables +
+			measured +
+				tables +
 				d.table(
 					[
 						{ label: __("What"), render: (r) => d.escape(r[0]) },

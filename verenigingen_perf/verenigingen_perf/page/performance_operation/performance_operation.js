@@ -42,7 +42,8 @@ class PerformanceOperationView {
 		this.page.set_title(operation);
 		return frappe
 			.xcall(`${this.desk.API}.desk.operation_detail`, { operation })
-			.then((data) => this.render(data));
+			.then((data) => this.render(data))
+			.catch(() => this.$body.empty()); // frappe.xcall has shown the server's message
 	}
 
 	render(data) {
@@ -60,7 +61,9 @@ class PerformanceOperationView {
 		this.$body.html(
 			[
 				`<div class="text-muted small mb-3" data-generated-at="${d.escape(data.generated_at)}">${d.escape(
-					__("Generated at {0}; types: {1}", [data.generated_at, data.operation_types.join(", ")])
+					data.operation_types.length
+						? __("Generated at {0}; types: {1}", [data.generated_at, data.operation_types.join(", ")])
+						: __("Generated at {0}; no aggregates kept, only recent detail rows", [data.generated_at])
 				)}</div>`,
 				d.section(
 					__("Last 7 days"),

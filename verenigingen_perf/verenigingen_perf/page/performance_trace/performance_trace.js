@@ -41,7 +41,10 @@ class PerformanceTraceView {
 			return Promise.resolve();
 		}
 		this.trace_field.set_value(trace_id);
-		return frappe.xcall(`${this.desk.API}.desk.trace_detail`, { trace_id }).then((data) => this.render(data));
+		return frappe
+			.xcall(`${this.desk.API}.desk.trace_detail`, { trace_id })
+			.then((data) => this.render(data))
+			.catch(() => this.$body.empty()); // frappe.xcall has shown the server's message
 	}
 
 	render(data) {
