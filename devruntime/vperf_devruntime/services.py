@@ -147,6 +147,12 @@ def ensure_mariadb(work: Path) -> Service:
 			# sized to hold the benchmarks' tables, as production servers hold their working set
 			"--innodb-buffer-pool-size=1G",
 			"--innodb-flush-log-at-trx-commit=2",
+			# the database health collector reads statement digests, recent statements (the sample text
+			# it EXPLAINs) and index usage from performance_schema, as an operator's my.cnf turns it on
+			"--performance-schema=ON",
+			# history_long is fed only while the current-statement consumer is on (its parent)
+			"--performance-schema-consumer-events-statements-current=ON",
+			"--performance-schema-consumer-events-statements-history-long=ON",
 			f"--log-error={data / 'mysqld.err'}",
 		],
 		stdout=subprocess.DEVNULL,

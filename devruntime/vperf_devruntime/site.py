@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 from vperf_devruntime import services
@@ -104,7 +105,29 @@ def ensure_site(backend: str, fresh: bool = False, quiet: bool = True) -> dict[s
 		else:
 			create()
 			_installed_marker(backend).write_text(APP)
+	if backend == "mariadb":
+		grant_monitoring(env)
 	return env
+
+
+def grant_monitoring(env: dict[str, str]) -> None:
+	"""What an operator grants the site's database user for the database health snapshot (README,
+	"Database health"): reading performance_schema (statement digests, recent statements, index usage),
+	InnoDB's index statistics (index sizes) and every connection's processlist row (PROCESS)."""
+	user = f"'{env['DB_USER']}'@'{env['DB_HOST']}'"
+	subprocess.run(
+		[
+			"mariadb",
+			f"--host={env['DB_HOST']}",
+			f"--port={env['DB_PORT']}",
+			"-uroot",
+			f"-p{services.MARIADB_ROOT_PASSWORD}",
+			"-e",
+			f"GRANT SELECT ON performance_schema.* TO {user}; "
+			f"GRANT SELECT ON mysql.innodb_index_stats TO {user}; GRANT PROCESS ON *.* TO {user};",
+		],
+		check=True,
+	)
 
 
 @contextlib.contextmanager

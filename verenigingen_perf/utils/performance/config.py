@@ -40,6 +40,8 @@ _MAX_TOP_OPERATIONS = 1000
 _MAX_BUCKETS = 50
 _MAX_BUCKET_MS = 7 * 24 * 3_600_000
 _MAX_URL_CHARS = 500
+# the largest size (MB) a database health threshold may name: a petabyte
+_MAX_DB_MB = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,36 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseHealthConfig:
+	"""The database health snapshot (see database/): what flags a table, a statement, an index or the
+	cache, and how much a snapshot keeps."""
+
+	# a table is fragmented when its free space is at least this share of its size and this many MB
+	fragmentation_ratio: float
+	fragmentation_min_mb: float
+	# a statement executed at least `min_executions` times that examines at least `scan_ratio` rows
+	# per row it returns is a candidate for an index
+	scan_ratio: float
+	min_executions: int
+	# the buffer pool hit ratio between two readings (higher is better)
+	cache_hit: Level
+	# a compare flags a table that grew by this share and by at least this many MB
+	growth_ratio: float
+	growth_min_mb: float
+	# an index is recommended for removal when unused for at least these hours and this large
+	unused_index_min_hours: float
+	unused_index_min_mb: float
+	# statements running at least this long are listed as long-running
+	long_running_s: float
+	# an on-demand snapshot reads the status counters twice, this far apart
+	cache_sample_s: float
+	# what a snapshot keeps: days (pinned snapshots stay), statements and tables at most
+	snapshot_retention_days: int
+	max_statements: int
+	max_tables: int
+
+
+@dataclass(frozen=True)
 class PerformanceConfig:
 	environment: str
 	environment_source: str
@@ -222,6 +254,7 @@ class PerformanceConfig:
 	alerting: AlertingConfig
 	desk: DeskConfig
 	export: ExportConfig
+	database: DatabaseHealthConfig
 	overrides: dict[str, Any] = field(default_factory=dict)
 
 	def as_dict(self) -> dict[str, Any]:
@@ -446,11 +479,32 @@ SETTINGS: dict[str, Setting] = {
 		_s("otlp_timeout_s", "export", "otlp_timeout_s", kind=int, minimum=1, maximum=300),
 		_s("otlp_batch_size", "export", "otlp_batch_size", kind=int, minimum=1, maximum=10_000),
 		_s("otlp_backlog_max", "export", "otlp_backlog_max", kind=int, minimum=1, maximum=10_000_000),
+		_s("db_fragmentation_ratio", "database", "fragmentation_ratio", maximum=1),
+		_s("db_fragmentation_min_mb", "database", "fragmentation_min_mb", maximum=_MAX_DB_MB),
+		_s("db_scan_ratio", "database", "scan_ratio", strictly_positive=True, maximum=1_000_000_000),
+		_s("db_min_executions", "database", "min_executions", kind=int, minimum=1, maximum=1_000_000_000),
+		*_level("db_cache_hit", "", "cache_hit", 1, "database"),
+		_s("db_growth_ratio", "database", "growth_ratio", strictly_positive=True, maximum=1_000_000),
+		_s("db_growth_min_mb", "database", "growth_min_mb", maximum=_MAX_DB_MB),
+		_s("db_unused_index_min_hours", "database", "unused_index_min_hours", maximum=24 * 3650),
+		_s("db_unused_index_min_mb", "database", "unused_index_min_mb", maximum=_MAX_DB_MB),
+		_s("db_long_running_s", "database", "long_running_s", strictly_positive=True, maximum=_DAY_S),
+		_s("db_cache_sample_s", "database", "cache_sample_s", minimum=0.1, maximum=30),
+		_s(
+			"db_snapshot_retention_days",
+			"database",
+			"snapshot_retention_days",
+			kind=int,
+			minimum=1,
+			maximum=3650,
+		),
+		_s("db_max_statements", "database", "max_statements", kind=int, minimum=1, maximum=5000),
+		_s("db_max_tables", "database", "max_tables", kind=int, minimum=1, maximum=20_000),
 	)
 }
 
 # (warning key, critical key, True when a higher value is better)
-HIGHER_IS_BETTER = ("health", "storage_days")
+HIGHER_IS_BETTER = ("health", "storage_days", "db_cache_hit")
 LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = tuple(
 	(f"{prefix}_warning{suffix}", f"{prefix}_critical{suffix}", prefix in HIGHER_IS_BETTER)
 	for prefix, suffix in (
@@ -469,6 +523,7 @@ LEVEL_PAIRS: tuple[tuple[str, str, bool], ...] = tuple(
 		("capture_cost", "_us"),
 		("rollup_backlog", "_h"),
 		("storage_days", ""),
+		("db_cache_hit", ""),
 	)
 )
 
@@ -569,6 +624,28 @@ _EXPORT_DEFAULTS = {
 	"otlp_backlog_max": 100_000,
 }
 
+# Database health: a table with a fifth of its size free and at least 100 MB free is worth rebuilding
+# (OPTIMIZE copies the table); a statement reading a hundred rows per row it returns on a site's
+# tables of thousands of rows is scanning; the buffer pool of a server that holds its working set
+# serves 99% of reads from memory (below 95% most reads wait for the disk); a table that grew by
+# half and by 100 MB in a compare is worth a look; an index unused for a week and at least 1 MB
+# weighs on every write for nothing; snapshots kept as long as hourly aggregates
+_DATABASE_DEFAULTS = {
+	"db_fragmentation_ratio": 0.2,
+	"db_fragmentation_min_mb": 100,
+	"db_scan_ratio": 100,
+	"db_cache_hit_warning": 0.99,
+	"db_cache_hit_critical": 0.95,
+	"db_growth_ratio": 0.5,
+	"db_growth_min_mb": 100,
+	"db_unused_index_min_hours": 168,
+	"db_unused_index_min_mb": 1,
+	"db_cache_sample_s": 1,
+	"db_snapshot_retention_days": 90,
+	"db_max_statements": 200,
+	"db_max_tables": 1000,
+}
+
 _RETENTION_DEFAULTS = {
 	"detail_retention_days": 7,
 	"hourly_retention_days": 90,
@@ -628,6 +705,9 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
 		**_EXPORT_DEFAULTS,
+		**_DATABASE_DEFAULTS,
+		"db_min_executions": 10,
+		"db_long_running_s": 60,
 		"n_plus_one_min_repeats": 3,
 	},
 	"staging": {
@@ -673,6 +753,9 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
 		**_EXPORT_DEFAULTS,
+		**_DATABASE_DEFAULTS,
+		"db_min_executions": 50,
+		"db_long_running_s": 30,
 		"n_plus_one_min_repeats": 5,
 	},
 	"production": {
@@ -718,6 +801,9 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
 		**_DETECTION_DEFAULTS,
 		**_DESK_DEFAULTS,
 		**_EXPORT_DEFAULTS,
+		**_DATABASE_DEFAULTS,
+		"db_min_executions": 100,
+		"db_long_running_s": 10,
 		"n_plus_one_min_repeats": 5,
 	},
 }
@@ -966,6 +1052,7 @@ def build_config(
 		"alerting": {},
 		"desk": {},
 		"export": {},
+		"database": {},
 	}
 	for key, setting in SETTINGS.items():
 		target = sections[setting.section]
@@ -975,6 +1062,7 @@ def build_config(
 		target[leaf] = setting.kind(values[key])
 	thresholds = {name: Level(**level) for name, level in sections["thresholds"].items()}
 	meta = {name: Level(**v) if isinstance(v, dict) else v for name, v in sections["meta"].items()}
+	database = {name: Level(**v) if isinstance(v, dict) else v for name, v in sections["database"].items()}
 	return PerformanceConfig(
 		environment=environment,
 		environment_source=environment_source,
@@ -987,6 +1075,7 @@ def build_config(
 		alerting=AlertingConfig(**sections["alerting"]),
 		desk=DeskConfig(**sections["desk"]),
 		export=ExportConfig(**sections["export"]),
+		database=DatabaseHealthConfig(**database),
 		overrides=clean,
 	)
 
@@ -1176,6 +1265,9 @@ def config_from_dict(data: Mapping[str, Any]) -> PerformanceConfig:
 				**data["export"],
 				"prometheus_buckets_ms": tuple(data["export"]["prometheus_buckets_ms"]),
 			}
+		),
+		database=DatabaseHealthConfig(
+			**{name: Level(**v) if isinstance(v, dict) else v for name, v in data["database"].items()}
 		),
 		overrides={
 			key: tuple(value) if SETTINGS[key].kind is tuple else value

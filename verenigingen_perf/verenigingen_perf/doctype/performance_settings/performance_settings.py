@@ -41,6 +41,21 @@ class PerformanceSettings(Document):
 		context_max_chars: DF.Data | None
 		daily_retention_days: DF.Data | None
 		dashboard_cache_ttl_s: DF.Data | None
+		db_cache_hit_critical: DF.Data | None
+		db_cache_hit_warning: DF.Data | None
+		db_cache_sample_s: DF.Data | None
+		db_fragmentation_min_mb: DF.Data | None
+		db_fragmentation_ratio: DF.Data | None
+		db_growth_min_mb: DF.Data | None
+		db_growth_ratio: DF.Data | None
+		db_long_running_s: DF.Data | None
+		db_max_statements: DF.Data | None
+		db_max_tables: DF.Data | None
+		db_min_executions: DF.Data | None
+		db_scan_ratio: DF.Data | None
+		db_snapshot_retention_days: DF.Data | None
+		db_unused_index_min_hours: DF.Data | None
+		db_unused_index_min_mb: DF.Data | None
 		delete_batch_size: DF.Data | None
 		desk_refresh_s: DF.Data | None
 		desk_slow_rows: DF.Data | None
