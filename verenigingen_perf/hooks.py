@@ -64,5 +64,9 @@ scheduler_events = {
 		"verenigingen_perf.utils.performance.detection.job.detection_job",
 	],
 	# bounded storage: only rows already folded into aggregates are deleted
-	"daily_long": ["verenigingen_perf.utils.performance.retention.retention_job"],
+	"daily_long": [
+		"verenigingen_perf.utils.performance.retention.retention_job",
+		# what the database reports about itself -> a Performance Database Snapshot
+		"verenigingen_perf.utils.performance.database.snapshot.snapshot_job",
+	],
 }

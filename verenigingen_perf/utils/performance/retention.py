@@ -21,6 +21,7 @@ import frappe
 
 from verenigingen_perf.utils.performance import buffer, job_reports, rollup, storage
 from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
 from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC
 from verenigingen_perf.utils.performance.schema import MONITOR_SAMPLE as SAMPLE
 from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_day, format_datetime
@@ -33,6 +34,7 @@ class RetentionReport:
 	hourly_rows_deleted: int = 0
 	daily_rows_deleted: int = 0
 	monitor_samples_deleted: int = 0
+	database_snapshots_deleted: int = 0
 	batches: int = 0
 	max_batch_s: float = 0.0
 	watermark: str | None = None
@@ -75,6 +77,9 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 		)
 		# the monitor's samples are kept as long as detail rows
 		report.monitor_samples_deleted = _delete_samples(cutoff_of_details(now, retention), retention, report)
+		report.database_snapshots_deleted = database_snapshot.delete_expired(
+			now - timedelta(days=get_config().database.snapshot_retention_days), retention.delete_batch_size
+		)
 		report.storage = [asdict(size) for size in storage.storage_figures()]
 	report.duration_s = round(time.monotonic() - started, 3)
 	return report

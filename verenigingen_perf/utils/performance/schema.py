@@ -45,3 +45,6 @@ MAINTENANCE_WINDOW = "Performance Maintenance Window"
 
 # export (export/): cumulative counters per operation for the Prometheus exposition
 EXPORT_COUNTER = "Performance Export Counter"
+
+# database health (database/): snapshots of what the database reports about itself
+DATABASE_SNAPSHOT = "Performance Database Snapshot"
