@@ -237,17 +237,18 @@ def _explain_candidates(
 			for row in cursor_rows
 		]
 		statement["plan"] = plan
-		statement["index_suggestion"] = _suggest(statement["_text"], plan)
+		# the columns come from the statement as it was sent when a sample is there (its own spelling)
+		statement["index_suggestion"] = _suggest(text, plan)
 
 
 def _suggest(text: str, plan: list[dict[str, Any]]) -> dict[str, Any] | None:
 	"""The index of the first table the plan reads in full (type ALL) whose WHERE columns are known."""
-	tables = shapes.tables(text)
+	tables = {alias.lower(): table for alias, table in shapes.tables(text).items()}
 	conditions = shapes.where_columns(text)
 	for step in plan:
-		if step.get("type") != "ALL" or step.get("table") not in tables:
+		if step.get("type") != "ALL" or str(step.get("table")).lower() not in tables:
 			continue
-		table = tables[step["table"]]
+		table = tables[str(step["table"]).lower()]
 		columns = {
 			r[0]
 			for r in frappe.db.sql(

@@ -107,14 +107,17 @@ def index_columns(
 	equality (=, IN, IS NULL) in the order written, then at most one compared by range (<, >,
 	BETWEEN, LIKE), as a B-tree index can use its leading equality columns and one range after them.
 	Only conditions on that table count: qualified by its alias, or unqualified when it is the only
-	table, and naming a column the table has."""
+	table, and naming a column the table has (under the table's own spelling)."""
+	# column names are case-insensitive (a digest text writes some of them in capitals)
+	by_lower = {c.lower(): c for c in columns}
 	equality, ranges = [], []
-	for qualifier, column, operator in conditions:
-		if qualifier is not None and qualifier != alias:
+	for qualifier, written, operator in conditions:
+		if qualifier is not None and qualifier.lower() != alias.lower():
 			continue
 		if qualifier is None and not only_table:
 			continue
-		if column not in columns:
+		column = by_lower.get(written.lower())
+		if column is None:
 			continue
 		if operator in _EQUALITY and column not in equality:
 			equality.append(column)
