@@ -69,8 +69,11 @@ class PerformanceDashboard {
 				this.slowest_html(data.slowest_operations_24h),
 				this.detection_html(data.detection, data.alerts),
 				this.storage_html(data.storage, data.freshness),
+				// filled by its own call, for System Managers only (statement shapes reveal the schema)
+				frappe.user.has_role("System Manager") ? '<div class="vperf-database"></div>' : "",
 			].join("")
 		);
+		this.load_database();
 		const counts = [
 			{ key: "count", label: __("Requests") },
 			{ key: "errors", label: __("Errors") },
@@ -80,6 +83,57 @@ class PerformanceDashboard {
 		d.count_chart(this.$body.find(".vperf-hourly-n")[0], data.hourly_series, counts, { title: __("Counts") });
 		d.percentile_chart(this.$body.find(".vperf-daily-p")[0], data.daily_series, { title: __("Requests: p50 and p95 (ms)"), label_length: 10 });
 		d.count_chart(this.$body.find(".vperf-daily-n")[0], data.daily_series, counts, { title: __("Counts"), label_length: 10 });
+	}
+
+	load_database() {
+		const $target = this.$body.find(".vperf-database");
+		if (!$target.length) return;
+		frappe
+			.xcall(`${this.desk.API}.database.database_health`)
+			.then((db) => $target.html(this.database_html(db)));
+	}
+
+	database_html(db) {
+		const d = this.desk;
+		if (!db.snapshot) {
+			return d.section(__("Database"), `<div class="text-muted vperf-empty">${d.escape(db.message)}</div>`, "database");
+		}
+		const c = db.connections || {};
+		const figures = d.table(
+			[
+				{ label: __("What"), render: (r) => d.escape(r[0]) },
+				{ label: __("Value"), render: (r) => r[1] },
+			],
+			[
+				[__("Snapshot"), d.escape(`${db.taken_at} (${__(db.kind)}, ${db.db_type})`)],
+				[__("Tables"), d.figure(db.tables, { key: "database.tables" })],
+				[__("Size (MB)"), d.figure(db.total_bytes / 1048576, { key: "database.total_mb", digits: 1 })],
+				[__("Statement shapes"), d.figure(db.statements, { key: "database.statements" })],
+				[
+					__("Buffer pool hit ratio"),
+					`${d.figure(db.cache_hit_ratio, { key: "database.cache_hit_ratio" })} ${d.level(db.cache_level)}`,
+				],
+				[__("Connections / max"), `${d.figure(c.connected ?? null)} / ${d.figure(c.max_connections ?? null)}`],
+				[__("Threads running"), d.figure(c.running ?? null)],
+				[__("Long-running statements"), d.figure(db.long_running.length, { key: "database.long_running" })],
+			]
+		);
+		const recommendations = d.table(
+			[
+				{ label: __("Kind"), render: (r) => d.escape(__(r.kind)) },
+				{ label: __("About"), render: (r) => `<code>${d.escape(r.subject)}</code>` },
+				{ label: __("Measured"), render: (r) => d.escape(r.message) },
+				{ label: __("Action"), render: (r) => `<code class="vperf-action">${d.escape(r.action)}</code>` },
+			],
+			db.recommendations,
+			{ empty: __("No recommendation: nothing passed its threshold") }
+		);
+		const unavailable = db.unavailable.length
+			? `<div class="text-muted small mt-2">${db.unavailable
+					.map((u) => d.escape(`${__("Not measured")}: ${u.what}: ${u.why}${u.how ? ` (${u.how})` : ""}`))
+					.join("<br>")}</div>`
+			: "";
+		return d.section(__("Database"), figures + recommendations + unavailable, "database");
 	}
 
 	health_html(health) {
