@@ -90,7 +90,8 @@ class PerformanceDashboard {
 		if (!$target.length) return;
 		frappe
 			.xcall(`${this.desk.API}.database.database_health`)
-			.then((db) => $target.html(this.database_html(db)));
+			.then((db) => $target.html(this.database_html(db)))
+			.catch(() => $target.empty()); // frappe.xcall has shown the server's message
 	}
 
 	database_html(db) {
