@@ -6,6 +6,7 @@ from datetime import timedelta
 import frappe
 import pytest
 
+from tests.planting import detail_row, detail_values
 from verenigingen_perf.utils.performance import buffer, capture, health, timeutil
 from verenigingen_perf.utils.performance.detection.baselines import pin_exists
 from verenigingen_perf.utils.performance.schema import BASELINE, METRIC
@@ -17,22 +18,8 @@ def planted_rows(hours_back: int, operations: dict[str, float], per_operation: i
 	for operation, duration in operations.items():
 		for i in range(per_operation):
 			moment = timeutil.format_datetime(hour + timedelta(seconds=i))
-			values = {
-				"operation": operation,
-				"operation_type": "api",
-				"started_at": moment,
-				"duration_ms": duration + i,
-				"query_count": 1,
-				"db_time_ms": 0.1,
-				"peak_rss_mb": 1.0,
-				"rss_growth_kb": 0,
-				"peak_alloc_kb": 0.0,
-				"status": "ok",
-				"http_status": 200,
-				"user": "Administrator",
-				"trace_id": capture.new_id(),
-			}
-			rows.append(buffer.detail_row(capture.new_id(), moment, values))
+			values = detail_values(operation, moment, duration + i, query_count=1, db_time_ms=0.1)
+			rows.append(detail_row(values))
 	return rows
 
 

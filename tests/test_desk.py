@@ -7,6 +7,7 @@ from datetime import timedelta
 import frappe
 import pytest
 
+from tests.planting import detail_values
 from verenigingen_perf import boot
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, dashboard, rollup, timeutil
@@ -26,25 +27,6 @@ CARD_METHODS = (
 def message(response):
 	assert response.status_code == 200, response.text[:500]
 	return response.json()["message"]
-
-
-def detail_values(operation: str, moment: str, duration: float, **extra) -> dict:
-	return {
-		"operation": operation,
-		"operation_type": "api",
-		"started_at": moment,
-		"duration_ms": duration,
-		"query_count": 2,
-		"db_time_ms": 0.5,
-		"peak_rss_mb": 1.0,
-		"rss_growth_kb": 0,
-		"peak_alloc_kb": 0.0,
-		"status": "ok",
-		"http_status": 200,
-		"user": "Administrator",
-		"trace_id": capture.new_id(),
-		**extra,
-	}
 
 
 def plant(rows: list[tuple[str, dict]], fold: bool = True) -> None:

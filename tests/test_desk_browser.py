@@ -12,6 +12,7 @@ from datetime import timedelta
 import frappe
 import pytest
 
+from tests.planting import detail_row, detail_values
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, dashboard, rollup, timeutil
 
@@ -75,24 +76,17 @@ def planted(site, clean_slate, default_settings):
 		operation = "browser.slow" if i % 2 else "browser.fast"
 		# over the last three hours, so the series have more than one point to draw
 		moment = hour - timedelta(hours=i % 3) + timedelta(seconds=i * 30)
-		values = {
-			"operation": operation,
-			"operation_type": "api",
-			"started_at": timeutil.format_datetime(moment),
-			"duration_ms": float(i * 10 if i % 2 else i),
-			"query_count": 3,
-			"db_time_ms": 1.0,
-			"peak_rss_mb": 1.0,
-			"rss_growth_kb": 0,
-			"peak_alloc_kb": 0.0,
-			"status": "error" if i == 59 else "ok",
-			"http_status": 500 if i == 59 else 200,
-			"user": "Administrator",
-			"trace_id": trace_id if i == 59 else capture.new_id(),
-		}
-		rows.append(
-			buffer.detail_row(request_span if i == 59 else capture.new_id(), values["started_at"], values)
+		values = detail_values(
+			operation,
+			timeutil.format_datetime(moment),
+			float(i * 10 if i % 2 else i),
+			query_count=3,
+			db_time_ms=1.0,
+			status="error" if i == 59 else "ok",
+			http_status=500 if i == 59 else 200,
+			trace_id=trace_id if i == 59 else capture.new_id(),
 		)
+		rows.append(detail_row(values, request_span if i == 59 else None))
 	job_start = timeutil.format_datetime(
 		hour - timedelta(hours=59 % 3) + timedelta(seconds=59 * 30, milliseconds=200)
 	)
@@ -107,7 +101,7 @@ def planted(site, clean_slate, default_settings):
 		"http_status": 0,
 		"parent_span": request_span,
 	}
-	rows.append(buffer.detail_row(capture.new_id(), job_start, job))
+	rows.append(detail_row(job))
 	buffer.insert_rows(rows)
 	frappe.db.commit()
 	rollup.run_rollup(now=timeutil.floor_hour(now) + timedelta(minutes=30))
