@@ -191,13 +191,15 @@ def test_a_real_prometheus_scrapes_counters_and_histograms_that_never_fall(
 		"histogram_quantile",
 	)
 	estimate_ms = float(quantile[0]["value"][1]) * 1000
-	# within the bucket resolution: the same bucket as the app's p95, or the next one over (the two
-	# read ranks 0.95 n and 0.95 (n - 1)), and never further from it than that bucket's width
-	ours, theirs = bucket_of(p95_ms), bucket_of(estimate_ms)
-	assert abs(ours - theirs) <= 1, (p95_ms, estimate_ms)
-	edges = (0, *BOUNDS_MS)
-	width = max(edges[i + 1] - edges[i] for i in {min(ours, theirs), max(ours, theirs)} if i < len(BOUNDS_MS))
-	assert abs(estimate_ms - p95_ms) <= width * (1 + 2 * RELATIVE_ACCURACY), (p95_ms, estimate_ms)
+	# histogram_quantile interpolates inside the bucket holding the observation of rank 0.95 n; the
+	# app's p95 is the sketch's value at rank 0.95 (n - 1), the same or an earlier observation (with
+	# few requests a tail can put the two buckets apart). So the estimate lies from the app's p95's
+	# bucket to that observation's bucket, each give or take one (a value within the sketch's
+	# accuracy of a bound is counted on either side of it)
+	durations = sorted(r["duration_ms"] for r in rows_for(operation=operation))
+	target = durations[math.ceil(0.95 * len(durations)) - 1]
+	low, high = bucket_of(p95_ms) - 1, bucket_of(target) + 1
+	assert low <= bucket_of(estimate_ms) <= high, (p95_ms, target, estimate_ms, durations[-5:])
 
 	# retention deletes the detail rows and every aggregate: no counter falls
 	later = frappe.utils.now_datetime() + timedelta(days=800)
