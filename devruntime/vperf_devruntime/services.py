@@ -153,6 +153,9 @@ def ensure_mariadb(work: Path) -> Service:
 			# history_long is fed only while the current-statement consumer is on (its parent)
 			"--performance-schema-consumer-events-statements-current=ON",
 			"--performance-schema-consumer-events-statements-history-long=ON",
+			# room for every statement shape of a whole test session (the default table fills up, and
+			# a shape that arrives after that is counted under no digest at all)
+			"--performance-schema-digests-size=20000",
 			f"--log-error={data / 'mysqld.err'}",
 		],
 		stdout=subprocess.DEVNULL,
