@@ -45,7 +45,7 @@ want=$(cat "$here/requirements.txt" "$repo/pyproject.toml" | sha256sum | cut -d'
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 	echo "devruntime: installing the runtime and the app into $venv"
 	"$venv/bin/pip" install -q -r "$here/requirements.txt"
-	"$venv/bin/pip" install -q -e "$repo[test,bench]"
+	"$venv/bin/pip" install -q -e "$repo[test,bench,otlp]"
 	echo "$want" > "$stamp"
 fi
 

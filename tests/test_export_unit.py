@@ -4,6 +4,7 @@ the exposition (checked by promtool), OTLP ids and spans, and the export setting
 import random
 import shutil
 import subprocess
+import sys
 
 import orjson
 import pytest
@@ -292,3 +293,13 @@ def test_export_settings_round_trip_through_the_cache():
 		config.SETTINGS["prometheus_buckets_ms"], built.export.prometheus_buckets_ms
 	)
 	assert config.coerce(config.SETTINGS["prometheus_buckets_ms"], field) == (1.0, 2.5, 10.0)
+
+
+def test_the_otlp_export_is_refused_without_its_extra_installed(monkeypatch):
+	values = {"otlp_enabled": True, "otlp_endpoint": "https://c:4318/v1/traces"}
+	assert config.build_config("production", "default", values).export.otlp_enabled
+	# a None entry in sys.modules is how Python marks a module as not importable
+	monkeypatch.setitem(sys.modules, "opentelemetry", None)
+	with pytest.raises(config.ConfigValidationError) as error:
+		config.validate_overrides("production", values)
+	assert any(e.startswith("otlp_enabled") and "`otlp` extra" in e for e in error.value.errors)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import itertools
 import math
 import os
@@ -1014,6 +1015,11 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 			)
 	if values["otlp_enabled"] and not values["otlp_endpoint"]:
 		errors.append("otlp_enabled: the OTLP export needs otlp_endpoint (the collector's /v1/traces URL)")
+	if values["otlp_enabled"] and importlib.util.find_spec("opentelemetry") is None:
+		errors.append(
+			"otlp_enabled: the OTLP export needs the app's `otlp` extra "
+			"(pip install 'verenigingen_perf[otlp]': opentelemetry-sdk and its OTLP/HTTP exporter)"
+		)
 	if values["anomaly_min_history"] > values["anomaly_weeks"]:
 		errors.append(
 			f"anomaly_min_history: must not exceed anomaly_weeks ({values['anomaly_min_history']} > "

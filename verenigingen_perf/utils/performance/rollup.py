@@ -164,7 +164,7 @@ def move_watermark(old: datetime | None, new: datetime) -> bool:
 
 
 def rollup_job() -> dict[str, Any]:
-	"""Scheduled hourly. A failure is recorded in the job's report (with its reason) and raised."""
+	"""Scheduled every ten minutes (hooks.py). A failure is recorded in the job's report (with its reason) and raised."""
 	return job_reports.run_and_record(
 		"rollup", run_rollup, lambda errors: RollupReport(status="failed", errors=errors)
 	)

@@ -264,9 +264,6 @@ def export_job() -> dict[str, Any]:
 def run_export() -> ExportReport:
 	import frappe
 	from frappe.utils.password import get_decrypted_password
-	from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-	from opentelemetry.sdk.resources import Resource
-	from opentelemetry.sdk.trace.export import SpanExportResult
 
 	from verenigingen_perf.utils.performance import buffer
 	from verenigingen_perf.utils.performance.config import get_config
@@ -282,6 +279,11 @@ def run_export() -> ExportReport:
 		report.status = "disabled"
 		report.backlog_after = int(client.llen(backlog_key()))
 		return report
+	# the app's `otlp` extra, needed only once the export is on (the settings refuse it without)
+	from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+	from opentelemetry.sdk.resources import Resource
+	from opentelemetry.sdk.trace.export import SpanExportResult
+
 	headers = parse_headers(get_decrypted_password(SETTINGS, SETTINGS, "otlp_headers", raise_exception=False))
 	with buffer.exclusive("otlp", config.retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
