@@ -4,7 +4,7 @@ rules and snapshot comparison."""
 import pytest
 
 from verenigingen_perf.utils.performance import config
-from verenigingen_perf.utils.performance.database import compare, recommend, shapes
+from verenigingen_perf.utils.performance.database import collect_postgres, compare, recommend, shapes
 
 MB = 1024 * 1024
 CONFIG = config.build_config("production", "default")
@@ -51,7 +51,8 @@ def test_where_columns_and_the_index_they_make():
 	) == ["code"]
 	# an OR needs more than one index: no suggestion
 	assert shapes.where_columns("select * from t where a = 1 or b = 2") == []
-	assert shapes.index_name(["a" * 80]) == ("vperf_idx_" + "a" * 80)[:64]
+	# PostgreSQL's limit on a name (MariaDB's is one more)
+	assert shapes.index_name(["a" * 80]) == ("vperf_idx_" + "a" * 80)[:63]
 
 
 def snapshot(**extra):
@@ -170,3 +171,70 @@ def test_the_database_settings_are_bounded_and_ordered():
 	for key, value in (("db_fragmentation_ratio", 1.5), ("db_max_tables", 0), ("db_cache_sample_s", 60)):
 		with pytest.raises(config.ConfigValidationError, match=key):
 			config.validate_overrides("production", {key: value})
+
+
+def test_postgres_text_is_read_with_its_quoted_names_and_numbered_parameters():
+	text = 'select "name", pad from "tabMember" m where m."email" = $1 and "note" = \'say "hi"\' and id > $12'
+	readable = collect_postgres.as_backtick_text(text)
+	assert (
+		readable
+		== "select `name`, pad from `tabMember` m where m.`email` = ? and `note` = 'say \"hi\"' and id > ?"
+	)
+	assert shapes.tables(readable) == {"m": "tabMember"}
+	assert shapes.where_columns(readable) == [("m", "email", "="), (None, "note", "="), (None, "id", ">")]
+	# the string's content is a literal, replaced like any other
+	assert "hi" not in shapes.shape(readable)
+
+
+def test_postgres_free_space_is_the_larger_estimate_and_says_which():
+	# 1,000 live rows of 100 bytes: a tuple takes 23 + 100 bytes aligned to 128, and a 4-byte line
+	# pointer; 61 fit a page of 8 KB after its 24-byte header: 17 pages needed, 100 kept
+	free, basis = collect_postgres.free_estimate(100 * 8192, 1000, 0, 1000, 100, 100, 3, 8192)
+	assert free == (100 - 17) * 8192 and "average width" in basis
+	# half the rows dead and not yet vacuumed, the pages all needed
+	free, basis = collect_postgres.free_estimate(17 * 8192, 500, 500, 1000, 17, 100, 3, 8192)
+	assert free == 17 * 8192 // 2 and "dead rows" in basis
+	# no statistics of the columns yet: the dead rows alone (none here)
+	assert collect_postgres.free_estimate(100 * 8192, 10, 0, 10, 100, None, 0, 8192)[0] == 0
+
+
+def test_postgres_recommendations_are_written_in_its_dialect():
+	pg = {"db_type": "postgres"}
+	table = {"table": "tabBig", "free_bytes": 200 * MB, "total_bytes": 500 * MB}
+	(found,) = recommend.recommendations(snapshot(**pg, tables=[table]), DB)
+	assert found["action"] == 'VACUUM (FULL, ANALYZE) "tabBig"'
+	index = {
+		"table": "tabX",
+		"index": "kind",
+		"columns": ["kind"],
+		"unique": False,
+		"bytes": 5 * MB,
+		"reads": 0,
+	}
+	(found,) = recommend.recommendations(snapshot(**pg, indexes=[index], index_usage_period_s=7 * 86400), DB)
+	assert found["action"] == 'DROP INDEX "kind"'
+	statement = {
+		"shape": "SELECT a FROM t WHERE b = ?",
+		"count": DB.min_executions,
+		"rows_examined": DB.min_executions * 1000,
+		"rows_examined_basis": "calls times the rows each sequential scan read",
+		"rows_sent": DB.min_executions,
+		"counted_since": "2026-11-26 09:00:00",
+		"index_suggestion": {"table": "t", "columns": ["b", "c"], "name": "vperf_idx_b_c"},
+		"plan": [{"table": "t", "type": "Seq Scan"}],
+	}
+	(found,) = recommend.recommendations(snapshot(**pg, statements=[statement]), DB)
+	assert found["action"] == 'CREATE INDEX "vperf_idx_b_c" ON "t" ("b", "c")'
+	assert "since 2026-11-26 09:00:00" in found["message"]
+	assert found["evidence"]["rows_examined_basis"] == statement["rows_examined_basis"]
+	cache = {
+		"ratio": 0.5,
+		"delta_read_requests": 10,
+		"delta_reads": 5,
+		"interval_s": 1,
+		"buffer_pool_bytes": 128 * MB,
+	}
+	(found,) = recommend.recommendations(snapshot(**pg, cache=cache), DB)
+	assert (
+		found["subject"] == "PostgreSQL shared buffers" and "shared_buffers (now 128 MB)" in found["action"]
+	)

@@ -7,14 +7,15 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance.database import collect_mariadb, collect_sqlite
+from verenigingen_perf.utils.performance.database import collect_mariadb, collect_postgres, collect_sqlite
 
 COLLECTORS: dict[str, Callable[..., dict[str, Any]]] = {
 	"mariadb": collect_mariadb.collect,
+	"postgres": collect_postgres.collect,
 	"sqlite": collect_sqlite.collect,
 }
 
 
 def collector() -> Callable[..., dict[str, Any]] | None:
-	"""The current site's collector (None for a backend without one yet: PostgreSQL, issue #18)."""
+	"""The current site's collector (None for a backend the app has none for)."""
 	return COLLECTORS.get(frappe.db.db_type)

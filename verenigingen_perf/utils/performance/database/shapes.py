@@ -127,5 +127,5 @@ def index_columns(
 
 
 def index_name(columns: list[str]) -> str:
-	"""A name for a suggested index (MariaDB allows 64 characters)."""
-	return ("vperf_idx_" + "_".join(columns))[:64]
+	"""A name for a suggested index (PostgreSQL allows 63 characters, MariaDB 64)."""
+	return ("vperf_idx_" + "_".join(columns))[:63]
