@@ -112,6 +112,11 @@ def test_silences_and_maintenance_windows_hold_back_then_release():
 		({"group_by": "Bad Label"}, "group_by:"),
 		({"name": ""}, "name: must not be empty"),
 		({"channels": ["nowhere"]}, "channels: no channel is named 'nowhere'"),
+		({"source": "database", "metric": "rows"}, "metric: a database rule watches one of"),
+		(
+			{"source": "database", "metric": "total_mb", "comparison": "level"},
+			"'level' on a database rule compares cache_hit_ratio's level only",
+		),
 	],
 )
 def test_bad_rules_are_refused_naming_the_field(fields, rule_text):
@@ -131,3 +136,21 @@ def test_cron_and_matchers_are_checked():
 	matchers, errors = r.parse_matchers("rule=slow\ninstance=/api/*", "silence")
 	assert not errors and r.matchers_match(matchers, {"rule": "slow", "instance": "/api/method/x"})
 	assert not r.matchers_match(matchers, {"rule": "slow", "instance": "/app"})
+
+
+def test_a_database_rule_compares_a_figure_or_the_cache_ratio_level():
+	rule = r.validate({"name": "big", "source": "database", "metric": "total_mb", "threshold": 500})
+	assert r.breaches(rule, r.Observation("total_mb", 501.0)) and not r.breaches(
+		rule, r.Observation("total_mb", 499.0)
+	)
+	cache = r.validate(
+		{
+			"name": "cache",
+			"source": "database",
+			"metric": "cache_hit_ratio",
+			"comparison": "level",
+			"level": "warning",
+		}
+	)
+	assert r.breaches(cache, r.Observation("cache_hit_ratio", 0.9, "warning"))
+	assert not r.breaches(cache, r.Observation("cache_hit_ratio", 0.999, "healthy"))

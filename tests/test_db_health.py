@@ -10,6 +10,8 @@ import pytest
 
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import config
+from verenigingen_perf.utils.performance.alerts import rules as alert_rules
+from verenigingen_perf.utils.performance.alerts import sources as alert_sources
 from verenigingen_perf.utils.performance.database import snapshot
 from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT
 
@@ -154,6 +156,13 @@ def test_a_slow_statement_without_an_index_gets_one_named_until_the_index_exists
 	assert evidence["rows_examined"] >= 12 * 3000
 	scan = FULL_SCAN[frappe.db.db_type]
 	assert any(step["type"] == scan and step["table"] == "vperf_test_db_slow" for step in evidence["plan"])
+	# a database alert rule watches the latest snapshot's figures
+	rule = alert_rules.validate(
+		{"name": "index wanted", "source": "database", "metric": "missing_indexes", "threshold": 0}
+	)
+	now = frappe.utils.now_datetime()
+	(observed,) = alert_sources.observations(rule, alert_sources.read([rule], config.get_config(), now), now)
+	assert observed.value == len(of_kind(data, "missing_index")) and alert_rules.breaches(rule, observed)
 	# no literal of a statement is kept anywhere in the snapshot
 	stored = frappe.db.get_value(DATABASE_SNAPSHOT, data["name"], "snapshot")
 	assert "member-secret" not in stored

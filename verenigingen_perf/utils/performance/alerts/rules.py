@@ -25,13 +25,26 @@ from typing import Any
 
 from croniter import croniter
 
-SOURCES = ("health", "operation", "monitor", "regressions", "anomalies")
+SOURCES = ("health", "operation", "monitor", "regressions", "anomalies", "database")
 COMPARISONS = (">", ">=", "<", "<=", "level")
 LEVELS = ("warning", "critical")
 SEVERITIES = ("warning", "critical")
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 # the metrics an operation rule may watch (read from the detail rows of the last minutes)
 OPERATION_METRICS = ("p50_ms", "p95_ms", "p99_ms", "error_rate", "count", "statements_per_call")
+# the figures of the latest database health snapshot a database rule may watch (database/)
+DATABASE_METRICS = (
+	"cache_hit_ratio",
+	"connections_used_ratio",
+	"long_running",
+	"recommendations",
+	"missing_indexes",
+	"unused_indexes",
+	"fragmented_tables",
+	"total_mb",
+)
+# sources whose observations carry a level from the configuration ("level" comparisons)
+LEVELLED_SOURCES = ("health", "monitor", "database")
 # operation rules look back at most a day (longer trends are the regression detector's)
 MAX_WINDOW_MINUTES = 1440
 # labels every instance carries (a rule's own labels may not redefine them)
@@ -157,6 +170,10 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 		field_error(
 			"metric", f"an operation rule watches one of {', '.join(OPERATION_METRICS)}, got {metric[:40]!r}"
 		)
+	elif source == "database" and metric not in DATABASE_METRICS:
+		field_error(
+			"metric", f"a database rule watches one of {', '.join(DATABASE_METRICS)}, got {metric[:40]!r}"
+		)
 	elif source in ("health", "monitor") and not metric:
 		field_error(
 			"metric", "must name a health component (or score) or a monitor signal (a glob is allowed)"
@@ -164,8 +181,13 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 	comparison = data.get("comparison") or ">"
 	if comparison not in COMPARISONS:
 		field_error("comparison", f"must be one of {', '.join(COMPARISONS)}, got {str(comparison)[:20]!r}")
-	if comparison == "level" and source not in ("health", "monitor"):
-		field_error("comparison", "'level' compares a health component's or a monitor signal's level only")
+	if comparison == "level" and source not in LEVELLED_SOURCES:
+		field_error(
+			"comparison",
+			"'level' compares a health component's, a monitor signal's or the database cache ratio's level only",
+		)
+	elif comparison == "level" and source == "database" and metric != "cache_hit_ratio":
+		field_error("comparison", "'level' on a database rule compares cache_hit_ratio's level only")
 	level = data.get("level") or "critical"
 	if level not in LEVELS:
 		field_error("level", f"must be one of {', '.join(LEVELS)}, got {str(level)[:20]!r}")

@@ -1,6 +1,7 @@
 """What alert rules watch, read once per evaluation pass for all rules (so a pass's statements do not
 grow with the number of rules): the health report, the monitor's last sample, the detail rows of the
-last minutes, open regressions and recent anomalies. Each rule then picks its observations."""
+last minutes, open regressions, recent anomalies and the latest database health snapshot. Each rule
+then picks its observations."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class Readings:
 	hourly: list[dict[str, Any]] = field(default_factory=list)
 	regressions: list[dict[str, Any]] = field(default_factory=list)
 	anomalies: list[dict[str, Any]] = field(default_factory=list)
+	# the latest database health snapshot's figures (database_figures), None without a snapshot
+	database: dict[str, tuple[float | None, str | None]] | None = None
 
 
 def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Readings:
@@ -81,7 +84,36 @@ def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Reading
 			filters={"period_start": (">=", now - 2 * HOUR)},
 			fields=["operation", "metric", "period_start", "score"],
 		)
+	if "database" in needed:
+		from verenigingen_perf.utils.performance.database import snapshot
+
+		latest = snapshot.latest()
+		readings.database = database_figures(latest, config) if latest else None
 	return readings
+
+
+def database_figures(
+	data: dict[str, Any], config: PerformanceConfig
+) -> dict[str, tuple[float | None, str | None]]:
+	"""What a database rule may watch in one snapshot: each figure with its level, when it has one."""
+	from verenigingen_perf.utils.performance.database import recommend
+
+	connections = data.get("connections") or {}
+	ratio = (data.get("cache") or {}).get("ratio")
+	kinds = [r["kind"] for r in data.get("recommendations") or []]
+	used = None
+	if connections.get("max_connections"):
+		used = (connections.get("connected") or 0) / connections["max_connections"]
+	return {
+		"cache_hit_ratio": (ratio, recommend.cache_level(ratio, config.database)),
+		"connections_used_ratio": (used, None),
+		"long_running": (len(data.get("long_running") or []), None),
+		"recommendations": (len(kinds), None),
+		"missing_indexes": (kinds.count("missing_index"), None),
+		"unused_indexes": (kinds.count("unused_index"), None),
+		"fragmented_tables": (kinds.count("fragmentation"), None),
+		"total_mb": (sum(t.get("total_bytes") or 0 for t in data.get("tables") or []) / 2**20, None),
+	}
 
 
 # operation rules up to this window read the detail rows ("now"); longer ones the complete hourly
@@ -123,6 +155,11 @@ def observations(rule: Rule, readings: Readings, now: datetime) -> list[Observat
 		return _operations(rule, readings.detail, now)
 	if rule.source == "regressions":
 		return _records(rule, readings.regressions, "change_value", ("operation", "metric"))
+	if rule.source == "database":
+		if readings.database is None or readings.database[rule.metric][0] is None:
+			return []
+		value, level = readings.database[rule.metric]
+		return [Observation(rule.metric, value, level)]
 	return _records(rule, readings.anomalies, "score", ("operation", "metric", "period_start"))
 
 

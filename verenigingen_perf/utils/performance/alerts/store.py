@@ -306,6 +306,15 @@ SHIPPED_RULES = (
 		"severity": "critical",
 	},
 	{
+		"name": "Database cache hit ratio low",
+		"description": "The latest database snapshot's cache hit ratio is below db_cache_hit_warning.",
+		"source": "database",
+		"metric": "cache_hit_ratio",
+		"comparison": "level",
+		"level": "warning",
+		"severity": "warning",
+	},
+	{
 		"name": "New regression",
 		"description": "Detection opened a regression (one alert per operation and metric).",
 		"source": "regressions",

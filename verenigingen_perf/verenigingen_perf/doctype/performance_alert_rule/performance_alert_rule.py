@@ -30,7 +30,7 @@ class PerformanceAlertRule(Document):
 		repeat_interval_minutes: DF.Int
 		rule_name: DF.Data
 		severity: DF.Literal["warning", "critical"]
-		source: DF.Literal["health", "operation", "monitor", "regressions", "anomalies"]
+		source: DF.Literal["health", "operation", "monitor", "regressions", "anomalies", "database"]
 		threshold: DF.Float
 		window_minutes: DF.Int
 	# end: auto-generated types
