@@ -9,7 +9,7 @@ import frappe
 import pytest
 
 from verenigingen_perf.install import PERFORMANCE_MANAGER
-from verenigingen_perf.utils.performance import config
+from verenigingen_perf.utils.performance import config, job_reports, monitoring
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.alerts import sources as alert_sources
 from verenigingen_perf.utils.performance.database import snapshot
@@ -281,6 +281,18 @@ def test_a_scheduled_snapshot_judges_the_cache_since_the_previous_one(site, db_h
 	assert cache["basis"] == f"since the previous snapshot {first['name']} ({first['taken_at']})"
 	assert cache["delta_read_requests"] > 0 and 0 <= cache["ratio"] <= 1
 	assert cache["ratio"] == round(1 - cache["delta_reads"] / cache["delta_read_requests"], 6)
+
+
+def test_the_scheduled_snapshot_reports_to_the_meta_monitoring(site, db_health, run_scheduled_job):
+	run_scheduled_job("verenigingen_perf.utils.performance.database.snapshot.snapshot_job")
+	report = job_reports.read().by_job["snapshot"]
+	latest = snapshot.latest()
+	assert report["status"] == "ok" and report["snapshot"] == latest["name"]
+	assert report["tables"] == len(latest["tables"]) and report["recommendations"] == len(
+		latest["recommendations"]
+	)
+	sample = monitoring.collect(config.get_config())
+	assert sample["snapshot_lag_s"] == 0
 
 
 METHODS = (

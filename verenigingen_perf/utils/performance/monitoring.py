@@ -45,6 +45,7 @@ JOBS = {
 	"detection": "verenigingen_perf.utils.performance.detection.job.detection_job",
 	"alerts": "verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job",
 	"otlp": "verenigingen_perf.utils.performance.export.otlp.export_job",
+	"snapshot": "verenigingen_perf.utils.performance.database.snapshot.snapshot_job",
 }
 # the parts the heartbeat answers for, and the signals that make each stale
 HEARTBEAT_PARTS = {

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import frappe
 from frappe import _
 
-from verenigingen_perf.utils.performance import internal_errors
+from verenigingen_perf.utils.performance import internal_errors, job_reports
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.database import collectors, compare, recommend
 from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT
@@ -37,15 +38,40 @@ _SUMMARY_FIELDS = (
 )
 
 
-def snapshot_job() -> None:
-	"""Scheduled daily (long queue): one snapshot. A failure is logged with its traceback and raised."""
+@dataclass
+class SnapshotReport:
+	status: str = "ok"
+	snapshot: str | None = None
+	statements: int = 0
+	tables: int = 0
+	recommendations: int = 0
+	duration_s: float = 0.0
+	errors: list[str] = field(default_factory=list)
+
+
+def snapshot_job() -> dict[str, Any]:
+	"""Scheduled daily (long queue): one snapshot, its report recorded for the meta-monitoring (the
+	`snapshot_job_lag` signal). A failure is logged with its traceback, recorded and raised."""
+	return job_reports.run_and_record(
+		"snapshot", run_snapshot, lambda errors: SnapshotReport(status="failed", errors=errors)
+	)
+
+
+def run_snapshot() -> SnapshotReport:
 	try:
-		take(SCHEDULED)
+		data = take(SCHEDULED)
 		frappe.db.commit()
 	except Exception as e:
 		frappe.db.rollback()
 		internal_errors.report("database snapshot job", e, may_raise=False)
 		raise
+	return SnapshotReport(
+		snapshot=data["name"],
+		statements=len(data.get("statements") or []),
+		tables=len(data.get("tables") or []),
+		recommendations=len(data["recommendations"]),
+		duration_s=data["duration_s"],
+	)
 
 
 def take(kind: str, config: PerformanceConfig | None = None) -> dict[str, Any]:
