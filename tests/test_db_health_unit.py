@@ -238,3 +238,24 @@ def test_postgres_recommendations_are_written_in_its_dialect():
 	assert (
 		found["subject"] == "PostgreSQL shared buffers" and "shared_buffers (now 128 MB)" in found["action"]
 	)
+
+
+def test_postgres_statements_of_one_shape_are_merged():
+	def entry(digest, count, total, peak, sent):
+		return {
+			"digest": digest,
+			"shape": "select a from t where b = ?",
+			"count": count,
+			"total_ms": total,
+			"max_ms": peak,
+			"rows_sent": sent,
+			"mean_ms": total / count,
+		}
+
+	other = {**entry("9", 1, 1.0, 1.0, 1), "shape": "select 1"}
+	merged = collect_postgres.merged_by_shape(
+		[entry("1", 10, 50.0, 9.0, 3), other, entry("2", 30, 30.0, 2.0, 5)]
+	)
+	assert [m["digest"] for m in merged] == ["1", "9"]
+	assert merged[0]["count"] == 40 and merged[0]["total_ms"] == 80.0 and merged[0]["max_ms"] == 9.0
+	assert merged[0]["rows_sent"] == 8 and merged[0]["mean_ms"] == 2.0

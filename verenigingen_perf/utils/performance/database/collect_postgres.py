@@ -239,23 +239,27 @@ def _indexes(config: DatabaseHealthConfig) -> list[dict[str, Any]]:
 	]
 
 
-def _has_statements_view() -> bool:
-	return bool(
-		frappe.db.sql(
-			"""select 1 from pg_extension where extname = 'pg_stat_statements'
-			and exists (select 1 from pg_settings where name = 'shared_preload_libraries'
-				and setting like '%%pg_stat_statements%%')"""
-		)
-	)
+def _statements_unavailable() -> str | None:
+	"""Why pg_stat_statements cannot be read here, or None when it can. Whether the server preloads
+	it is a superuser-only setting: the view is tried instead, inside a savepoint."""
+	if not frappe.db.sql("select 1 from pg_extension where extname = 'pg_stat_statements'"):
+		return "the pg_stat_statements extension is not created in the site's database"
+	frappe.db.savepoint(_SAVEPOINT)
+	try:
+		frappe.db.sql("select 1 from pg_stat_statements limit 1")
+	except Exception as e:
+		frappe.db.rollback(save_point=_SAVEPOINT)
+		return str(e).splitlines()[0][:200]
+	frappe.db.release_savepoint(_SAVEPOINT)
+	return None
 
 
 def _statements(
 	config: DatabaseHealthConfig, tables: dict[str, dict[str, Any]], unavailable: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
-	if not _has_statements_view():
-		unavailable.append(
-			{"what": "statements", "why": "pg_stat_statements is not loaded", "how": _ENABLE["statements"]}
-		)
+	why = _statements_unavailable()
+	if why:
+		unavailable.append({"what": "statements", "why": why, "how": _ENABLE["statements"]})
 		return []
 	since = frappe.db.sql("select stats_reset from pg_stat_statements_info")
 	counted_since = str(since[0][0]) if since and since[0][0] else None
@@ -288,11 +292,30 @@ def _statements(
 				"_readable": readable,
 			}
 		)
+	statements = merged_by_shape(statements)
 	_explain_candidates(statements, config, tables)
 	for statement in statements:
 		statement.pop("_text", None)
 		statement.pop("_readable", None)
 	return statements
+
+
+def merged_by_shape(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+	"""One entry per shape: pg_stat_statements keeps one per statement and table *identity*, so a
+	table dropped and created again (or a search path) splits a statement's figures. The first entry
+	(the most time) keeps its id and text."""
+	by_shape: dict[str, dict[str, Any]] = {}
+	for statement in statements:
+		kept = by_shape.get(statement["shape"])
+		if kept is None:
+			by_shape[statement["shape"]] = statement
+			continue
+		kept["count"] += statement["count"]
+		kept["total_ms"] = round(kept["total_ms"] + statement["total_ms"], 3)
+		kept["max_ms"] = max(kept["max_ms"], statement["max_ms"])
+		kept["rows_sent"] += statement["rows_sent"]
+		kept["mean_ms"] = round(kept["total_ms"] / kept["count"], 3) if kept["count"] else None
+	return list(by_shape.values())
 
 
 def _scan_rows(table: dict[str, Any] | None) -> float | None:
