@@ -232,6 +232,9 @@ class _Pending:
 	limit: int
 	entry: dict[str, Any]
 	monitoring: MonitoringConfig
+	# the site that measured it and its capture-errors counter: a flush may run for another site
+	site: str = ""
+	errors_key: str | None = None
 
 	def payload(self) -> bytes:
 		return orjson.dumps(clean_entry(self.entry, self.monitoring), default=str)
@@ -292,7 +295,9 @@ class _Flusher:
 				except Exception as error:
 					# one bad entry costs itself, never the batch or the thread
 					self._count_drops(item.dropped_key, 1)
-					internal_errors.report("buffer.encode", error, may_raise=False)
+					internal_errors.report(
+						"buffer.encode", error, may_raise=False, site=item.site, count_key=item.errors_key
+					)
 					continue
 				by_key.setdefault((item.key, item.dropped_key, item.stats_key, item.limit), []).append(
 					payload
@@ -349,22 +354,23 @@ atexit.register(lambda: _flusher.flush())
 
 def add(entry: dict[str, Any], monitoring: MonitoringConfig) -> None:
 	"""Queue a finished measurement (request path: no I/O, no serialising here)."""
-	keys = _site_keys()
+	site = getattr(frappe.local, "site", None) or ""
+	keys = _site_keys(site)
 	_flusher.add(
-		_Pending(keys[0], keys[1], keys[2], monitoring.buffer_max_entries, entry, monitoring),
+		_Pending(keys[0], keys[1], keys[2], monitoring.buffer_max_entries, entry, monitoring, site, keys[3]),
 		monitoring.flush_interval_ms,
 	)
 
 
-_keys_by_site: dict[str, tuple[str, str, str]] = {}
+_keys_by_site: dict[str, tuple[str, str, str, str]] = {}
 
 
-def _site_keys() -> tuple[str, str, str]:
-	"""(buffer, dropped, flusher statistics) keys of the current site, built once per site and process."""
-	site = getattr(frappe.local, "site", None) or ""
+def _site_keys(site: str) -> tuple[str, str, str, str]:
+	"""(buffer, dropped, flusher statistics, capture errors) keys of the current site, built once per
+	site and process."""
 	keys = _keys_by_site.get(site)
 	if keys is None:
-		keys = _keys_by_site[site] = (buffer_key(), dropped_key(), flusher_stats_key())
+		keys = _keys_by_site[site] = (buffer_key(), dropped_key(), flusher_stats_key(), internal_errors_key())
 	return keys
 
 
