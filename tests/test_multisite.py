@@ -415,3 +415,19 @@ def test_each_site_is_scraped_by_its_host_with_its_own_token(sites):
 				assert f'site="{other.name}"' not in exposition.text
 				assert operation[other.name] not in exposition.text
 				assert scrape(site.name, tokens[other.name]).status_code in (401, 403)
+
+
+def test_the_flusher_flushes_as_often_as_the_most_demanding_site_asks(sites):
+	"""One process's flusher serves every site: a site with a long `flush_interval_ms` measured last
+	does not hold back the measurements of a site that asked for a short one (the defect: the interval
+	of the site measured last governed the thread)."""
+	eager, patient, _third = sites
+	eager.run(config.update_config, {"flush_interval_ms": 50})
+	patient.run(config.update_config, {"flush_interval_ms": 60_000})
+	eager.run(queue, f"test.multisite.eager.{capture.new_id()}", 1)
+	patient.run(queue, f"test.multisite.patient.{capture.new_id()}", 1)
+	assert buffer._flusher.interval_s == 0.05
+	eager.run(config.update_config, {"flush_interval_ms": 200})
+	eager.run(queue, f"test.multisite.eager.{capture.new_id()}", 1)
+	assert buffer._flusher.interval_s == 0.2
+	patient.run(buffer.flush)

@@ -246,6 +246,10 @@ class _Flusher:
 		self.lock = threading.Lock()
 		self.wake = threading.Event()
 		self.interval_s = 0.2
+		# each site's flush_interval_ms: the thread flushes as often as the most demanding site served
+		# by this process asks (one site's long interval must not hold back another's measurements)
+		self.interval_s_by_site: dict[str, float] = {}
+		self.interval_lock = threading.Lock()
 		self.pid = 0
 		self.thread: threading.Thread | None = None
 		self.unreported_drops: dict[str, int] = {}
@@ -255,7 +259,12 @@ class _Flusher:
 			self._count_drops(pending.dropped_key, 1)
 			return
 		self.queue.append(pending)
-		self.interval_s = interval_ms / 1000
+		seconds = interval_ms / 1000
+		if self.interval_s_by_site.get(pending.site) != seconds:
+			# rare (a site's first measurement, a changed setting): the request path takes no lock else
+			with self.interval_lock:
+				self.interval_s_by_site[pending.site] = seconds
+				self.interval_s = min(self.interval_s_by_site.values())
 		if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
 			self._start()
 
