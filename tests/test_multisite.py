@@ -10,6 +10,8 @@ App defects these tests found and that are fixed:
   site's sampling rate, exclusions, buffer bound, even `monitoring_enabled`); it is kept per site now.
 - the flusher counted a measurement it could not encode under the site its thread happened to work for
   (or nowhere, in its own thread); it is counted under the site that measured it now.
+- the flusher thread slept for the `flush_interval_ms` of the site measured last, so a site with a long
+  interval held back the measurements of every other site of the process; it follows the shortest now.
 """
 
 import time

@@ -14,6 +14,9 @@ Browser fixtures (`desk_browser`, `desk_page(user)`): Debian's Chromium (VPERF_C
 /usr/bin/chromium) driven by Playwright, on the same server as `http`. On a bench the browser asks for
 the site by its name (resolved to the server's address), as the bench tells its sites apart by Host.
 
+Several sites (`bench_sites(n)`, `run_workers`): n more SQLite sites in the dev runtime's sites folder,
+served by the same web server (by Host), sharing its Redis and one burst worker; skipped on a bench.
+
 This module imports nothing of the runtime layer in bench mode.
 """
 
