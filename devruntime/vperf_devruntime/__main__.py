@@ -115,6 +115,30 @@ def cmd_vperf(args: argparse.Namespace) -> None:
 	vperf.main(args.vperf_args, prog_name="vperf", obj={"sites": [site.site_name(args.db)]})
 
 
+def cmd_sites(args: argparse.Namespace) -> None:
+	"""Create or migrate several SQLite sites in the one sites folder (as a bench hosts them)."""
+	env = site.ensure_named_sites(args.names, backend=args.db, fresh=args.fresh)
+	print(json.dumps({"env": env, "sites": args.names}, indent=1, sort_keys=True))
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+	"""One scheduler tick for each named site: its due scheduled jobs are enqueued on the shared queues
+	(as `bench schedule` does for every site of a bench); `worker` runs them, each on its own site."""
+	import frappe
+	from frappe.utils.scheduler import enqueue_events
+	from vperf_devruntime import fixes
+
+	os.environ.update(site.site_env(args.db))
+	for name in args.names:
+		with fixes.on_site(name):
+			frappe.init(site=name, force=True)
+			frappe.connect()
+			enqueued = enqueue_events() or []
+			frappe.db.commit()
+			print(json.dumps({"site": frappe.local.site, "enqueued": sorted(enqueued)}))
+			frappe.destroy()
+
+
 def cmd_stop(args: argparse.Namespace) -> None:
 	for stopped in services.stop_all(site.WORK):
 		print(f"stopped {stopped}")
@@ -148,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
 	add("worker", cmd_worker, "run queued background jobs, then exit").add_argument("--queue", default=None)
 	vperf = add("vperf", cmd_vperf, "the app's bench commands, e.g. `vperf report --since 24h`")
 	vperf.add_argument("vperf_args", nargs=argparse.REMAINDER)
+	sites = add("sites", cmd_sites, "create or migrate SQLite sites in the one sites folder (a bench's)")
+	sites.add_argument("names", nargs="+", help="site names, as their Host (e.g. a.vperf.localhost)")
+	sites.add_argument("--fresh", action="store_true")
+	schedule = add("schedule", cmd_schedule, "enqueue the due scheduled jobs of each named site")
+	schedule.add_argument("names", nargs="+")
 	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
 	args = parser.parse_args(argv)
 	args.fn(args)

@@ -4,10 +4,13 @@ Every fix carries a one-line comment naming the monoframe defect it works around
 app knows about these; on a real bench none of this is loaded.
 """
 
+import contextlib
+import contextvars
 import json
 import os
 import sys
 import types
+from collections.abc import Iterator
 
 _applied = False
 
@@ -30,6 +33,7 @@ def apply() -> None:
 	_fix_argument_types(monoframe)
 	_fix_sqlite_querybuilder(monoframe)
 	_fix_bench_commands(monoframe)
+	_fix_multi_site(monoframe)
 
 
 def hidden_apps() -> list[str]:
@@ -121,20 +125,60 @@ def _fix_multi_app(monoframe) -> None:
 	monoframe.setup_module_map = setup_module_map
 
 
+# the site a context works for when it names one (frappe.init(site=...), a job's site, a request's
+# Host); unset, a process works for its default site (DEVRUNTIME_SITE_PATH / DEVRUNTIME_SITE_NAME)
+_site: contextvars.ContextVar[str | None] = contextvars.ContextVar("devruntime_site", default=None)
+
+
+def sites_path() -> str:
+	"""The sites folder (a bench's sites/): DEVRUNTIME_SITES_PATH, else the default site's parent."""
+	return os.environ.get("DEVRUNTIME_SITES_PATH") or os.path.dirname(
+		os.environ.get("DEVRUNTIME_SITE_PATH", "")
+	)
+
+
+def named_site_path(site: str | None) -> str | None:
+	"""The folder of a site of the sites folder (one holding site_config.json), else None."""
+	if not site or site == os.environ.get("DEVRUNTIME_SITE_NAME") or os.sep in site or site.startswith("."):
+		return None
+	path = os.path.join(sites_path(), site)
+	return path if os.path.isfile(os.path.join(path, "site_config.json")) else None
+
+
+def current_site_path() -> str:
+	"""The folder of the site this context works for."""
+	return named_site_path(_site.get()) or os.environ.get("DEVRUNTIME_SITE_PATH", "")
+
+
+@contextlib.contextmanager
+def on_site(site: str | None) -> Iterator[None]:
+	"""Every frappe.init() in this context (and the threads it starts after) initialises `site`."""
+	token = _site.set(site)
+	try:
+		yield
+	finally:
+		_site.reset(token)
+
+
 def _fix_site_context(monoframe) -> None:
 	original_init = monoframe.init
 
-	def init(*args, force=False, **kwargs):
+	def init(site=None, sites_path=None, *args, force=False, **kwargs):
 		# defect: init takes no site or sites_path and uses the working directory as the site folder
+		# (the runtime has one sites folder, sites_path(): `sites_path` names no other)
 		already = getattr(monoframe.local, "initialised", None) and not force
-		original_init(force=force)
 		if already:
 			return
-		site_path = os.environ.get("DEVRUNTIME_SITE_PATH")
+		chosen = site or _site.get() or _site_of_request(monoframe)
+		with on_site(chosen if named_site_path(chosen) else None):
+			original_init(force=force)
+			site_path = current_site_path()
 		if site_path:
 			monoframe.local.site_path = site_path
 		# defect: frappe.local.site is missing
-		monoframe.local.site = os.environ.get("DEVRUNTIME_SITE_NAME", "monoframe")
+		monoframe.local.site = (
+			chosen if named_site_path(chosen) else os.environ.get("DEVRUNTIME_SITE_NAME", "monoframe")
+		)
 		monoframe.local.sites_path = os.path.dirname(monoframe.local.site_path)
 
 	monoframe.init = init
@@ -145,7 +189,7 @@ def site_config() -> dict:
 
 	defect: site_config.json is ignored and frappe.conf takes no custom keys.
 	"""
-	path = os.path.join(os.environ.get("DEVRUNTIME_SITE_PATH", ""), "site_config.json")
+	path = os.path.join(current_site_path(), "site_config.json")
 	config = {}
 	if os.path.exists(path):
 		with open(path) as f:
@@ -486,3 +530,48 @@ def _fix_bench_commands(monoframe) -> None:
 	commands.get_site = get_site
 	sys.modules["monoframe.commands"] = commands
 	monoframe.commands = commands
+
+
+def _site_of_request(monoframe) -> str | None:
+	"""The site a request asks for, as Frappe's `frappe.app` chooses it: the X-Frappe-Site-Name header,
+	else the Host without its port. One that names no site of the sites folder gets the default site."""
+	request = getattr(monoframe.local, "request", None)
+	if request is None:
+		return None
+	named = request.headers.get("X-Frappe-Site-Name") or request.headers.get("X-Monoframe-Site-Name")
+	return named or request.host.rsplit(":", 1)[0]
+
+
+def _fix_multi_site(monoframe) -> None:
+	"""defect: monoframe is single-tenant: one configuration per process, every job and name on the
+	one site. A bench serves several sites from one process and one Redis."""
+	import monoframe.config as config
+	import monoframe.utils.background_jobs as background_jobs
+
+	by_site: dict[str, dict] = {}
+
+	def _cached_config():
+		# defect: the configuration a request reads is cached once per process, whatever its site
+		path = current_site_path()
+		if path not in by_site:
+			by_site[path] = config._load_config()
+		return by_site[path]
+
+	def clear_site_config_cache():
+		by_site.clear()
+
+	def get_site_name() -> str:
+		# defect: get_site_name always answers 'monoframe' (job ids, a job's site, logs)
+		return getattr(monoframe.local, "site", None) or "monoframe"
+
+	original_execute_job = background_jobs.execute_job
+
+	def execute_job(site, method, event, job_name, kwargs, user=None, is_async=True, retry=0):
+		# defect: a worker runs every job on its own default site, not on the site that enqueued it
+		with on_site(site if is_async else _site.get()):
+			return original_execute_job(site, method, event, job_name, kwargs, user, is_async, retry)
+
+	config._cached_config = _cached_config
+	config.clear_site_config_cache = clear_site_config_cache
+	monoframe.get_site_name = get_site_name
+	background_jobs.execute_job = execute_job

@@ -14,6 +14,9 @@ Browser fixtures (`desk_browser`, `desk_page(user)`): Debian's Chromium (VPERF_C
 /usr/bin/chromium) driven by Playwright, on the same server as `http`. On a bench the browser asks for
 the site by its name (resolved to the server's address), as the bench tells its sites apart by Host.
 
+Several sites (`bench_sites(n)`, `run_workers`): n more SQLite sites in the dev runtime's sites folder,
+served by the same web server (by Host), sharing its Redis and one burst worker; skipped on a bench.
+
 This module imports nothing of the runtime layer in bench mode.
 """
 
@@ -413,6 +416,110 @@ def in_threads(site: Any) -> Callable[..., None]:
 			thread.join(timeout=timeout_s)
 		assert not errors, errors
 		frappe.db.rollback()
+
+	return _run
+
+
+# the sites `bench_sites(n)` hosts next to the dev site, named as their Host (as a bench names them)
+BENCH_SITE_NAMES = tuple(f"site{i}.vperf.localhost" for i in range(1, 9))
+
+
+@dataclass
+class BenchSite:
+	"""One of several sites of the dev runtime's sites folder, served by the same web server process
+	(chosen by the Host header), sharing its Redis and its workers."""
+
+	name: str
+	base_url: str
+
+	def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+		"""`fn(*args, **kwargs)` connected to this site, as Administrator, in a thread of its own (so the
+		test's own site connection is untouched); returns its result or raises its error."""
+		import frappe
+
+		outcome: dict[str, Any] = {}
+
+		def work() -> None:
+			try:
+				frappe.init(site=self.name, force=True)
+				frappe.connect()
+				frappe.set_user("Administrator")
+				frappe.flags.in_test = True
+				outcome["result"] = fn(*args, **kwargs)
+				frappe.db.commit()
+			except BaseException as e:  # handed to the test's thread
+				outcome["error"] = e
+			finally:
+				frappe.destroy()
+
+		thread = threading.Thread(target=work, name=f"on {self.name}")
+		thread.start()
+		thread.join(timeout=300)
+		assert not thread.is_alive(), f"work on {self.name} did not end within 300 s"
+		if "error" in outcome:
+			raise outcome["error"]
+		return outcome.get("result")
+
+	def http(self) -> HttpClient:
+		"""A requests session logged in as this site's Administrator, addressing the site by Host."""
+		from vperf_devruntime.site import ADMIN_PASSWORD
+
+		session = requests.Session()
+		session.headers["Host"] = self.name
+		response = session.post(
+			f"{self.base_url}/api/method/login",
+			data={"usr": "Administrator", "pwd": ADMIN_PASSWORD},
+			timeout=30,
+		)
+		assert response.status_code == 200, f"login on {self.name} failed: {response.text[:300]}"
+		return HttpClient(self.base_url, "Administrator", session)
+
+	def run_scheduled_job(self, method: str) -> Any:
+		"""One of the app's scheduled jobs, run now through this site's Scheduled Job Type."""
+		import frappe
+
+		return self.run(lambda: frappe.get_doc("Scheduled Job Type", {"method": method}).execute())
+
+
+@pytest.fixture(scope="session")
+def bench_sites(site: Any, site_env: dict[str, str], server_url: str) -> Callable[[int], list[BenchSite]]:
+	"""`bench_sites(n)`: n SQLite sites with the app installed in the dev runtime's sites folder (created
+	once, migrated on later runs), served by the session's one web server by their Host header, sharing
+	its Redis (one database for all of them, as a bench's sites share one) and its background workers.
+
+	Only the dev runtime creates sites: on a bench the tests using this are skipped."""
+	if bench_mode():
+		pytest.skip("creating sites is only done on the dev runtime (a bench's sites are the operator's)")
+	ready: list[str] = []
+
+	def _sites(count: int) -> list[BenchSite]:
+		if not 1 <= count <= len(BENCH_SITE_NAMES):
+			raise ValueError(f"bench_sites: 1 to {len(BENCH_SITE_NAMES)} sites, got {count}")
+		names = list(BENCH_SITE_NAMES[:count])
+		missing = [name for name in names if name not in ready]
+		if missing:
+			subprocess.run(_runtime_command("sites", *missing), check=True, capture_output=True, text=True)
+			ready.extend(missing)
+		return [BenchSite(name, server_url) for name in names]
+
+	return _sites
+
+
+@pytest.fixture
+def run_workers(site: Any, site_env: dict[str, str]) -> Callable[[], None]:
+	"""Run every queued background job of every site to completion in one burst worker process, as a
+	bench's shared workers do (each job on the site that enqueued it); dev runtime only."""
+	if bench_mode():
+		pytest.skip("the dev runtime's burst worker; a bench runs its own workers")
+
+	def _run() -> None:
+		subprocess.run(
+			_runtime_command("worker"),
+			env={**os.environ, **site_env},
+			check=True,
+			capture_output=True,
+			timeout=300,
+		)
 
 	return _run
 

@@ -212,3 +212,78 @@ def connect(backend: str) -> None:
 	os.environ.update(site_env(backend))
 	frappe.init(force=True)
 	frappe.connect()
+
+
+# --- several sites on one bench ----------------------------------------------------------------------
+# A bench's sites folder holds one folder per site, named as its Host; these SQLite sites live next to
+# the backends' sites in <work>/sites and share their process, Redis and workers, as a bench's do.
+
+
+def named_site_path(name: str) -> Path:
+	return WORK / "sites" / name
+
+
+def named_site_db(name: str) -> str:
+	"""The site's database name: its SQLite file and the prefix of its Redis keys (Frappe's
+	`make_key`), so it must differ between the sites of one Redis."""
+	return "vperf_site_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _check_site_name(name: str) -> None:
+	if not name or name.startswith(".") or "/" in name or name in BACKENDS or name == "assets":
+		raise ValueError(f"site name: a host name such as a.vperf.localhost, got {name!r}")
+
+
+def ensure_named_sites(
+	names: list[str], backend: str = "sqlite", fresh: bool = False, quiet: bool = True
+) -> dict[str, str]:
+	"""Create (with the app installed) or migrate each SQLite site of `names` in the sites folder, as
+	`bench new-site` and `bench migrate` do for each site of a bench. Returns the process environment
+	that serves them (the `backend` site's, with its Redis, and the sites folder): the sites are chosen
+	per request (Host), per job (its site) or by `frappe.init(site=...)`."""
+	from vperf_devruntime import fixes
+
+	env = {**site_env(backend), "DEVRUNTIME_SITES_PATH": str(WORK / "sites")}
+	os.environ.update(env)
+	for name in names:
+		_check_site_name(name)
+		path = named_site_path(name)
+		if fresh and path.exists():
+			shutil.rmtree(path)
+		path.mkdir(parents=True, exist_ok=True)
+		config_file = path / "site_config.json"
+		existing = json.loads(config_file.read_text()) if config_file.exists() else {}
+		config = {**_site_config("sqlite", env, existing), "db_name": named_site_db(name)}
+		config_file.write_text(json.dumps(config, indent=1, sort_keys=True))
+		(path / "logs").mkdir(exist_ok=True)
+		marker = path / ".installed"
+		with fixes.on_site(name), _output_to(path / "logs" / "install.log" if quiet else None):
+			if marker.exists():
+				migrate()
+			else:
+				_create_named(name)
+				marker.write_text(APP)
+	return env
+
+
+def _create_named(name: str) -> None:
+	"""`create()` for a site of the sites folder (the context's site, see fixes.on_site)."""
+	import frappe
+	from frappe.installer import install_app, install_db
+
+	frappe.init(site=name, force=True)
+	(named_site_path(name) / "db" / f"{named_site_db(name)}.db").unlink(missing_ok=True)
+	install_db(
+		db_name=named_site_db(name),
+		admin_password=ADMIN_PASSWORD,
+		verbose=False,
+		force=True,
+		db_type="sqlite",
+		setup=True,
+	)
+	frappe.flags.in_test = False
+	install_app("monoframe", verbose=False)
+	install_app(APP, verbose=False)
+	_after_install_site()
+	frappe.db.commit()
+	frappe.destroy()

@@ -232,6 +232,9 @@ class _Pending:
 	limit: int
 	entry: dict[str, Any]
 	monitoring: MonitoringConfig
+	# the site that measured it and its capture-errors counter: a flush may run for another site
+	site: str = ""
+	errors_key: str | None = None
 
 	def payload(self) -> bytes:
 		return orjson.dumps(clean_entry(self.entry, self.monitoring), default=str)
@@ -243,6 +246,10 @@ class _Flusher:
 		self.lock = threading.Lock()
 		self.wake = threading.Event()
 		self.interval_s = 0.2
+		# each site's flush_interval_ms: the thread flushes as often as the most demanding site served
+		# by this process asks (one site's long interval must not hold back another's measurements)
+		self.interval_s_by_site: dict[str, float] = {}
+		self.interval_lock = threading.Lock()
 		self.pid = 0
 		self.thread: threading.Thread | None = None
 		self.unreported_drops: dict[str, int] = {}
@@ -252,7 +259,12 @@ class _Flusher:
 			self._count_drops(pending.dropped_key, 1)
 			return
 		self.queue.append(pending)
-		self.interval_s = interval_ms / 1000
+		seconds = interval_ms / 1000
+		if self.interval_s_by_site.get(pending.site) != seconds:
+			# rare (a site's first measurement, a changed setting): the request path takes no lock else
+			with self.interval_lock:
+				self.interval_s_by_site[pending.site] = seconds
+				self.interval_s = min(self.interval_s_by_site.values())
 		if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
 			self._start()
 
@@ -292,7 +304,9 @@ class _Flusher:
 				except Exception as error:
 					# one bad entry costs itself, never the batch or the thread
 					self._count_drops(item.dropped_key, 1)
-					internal_errors.report("buffer.encode", error, may_raise=False)
+					internal_errors.report(
+						"buffer.encode", error, may_raise=False, site=item.site, count_key=item.errors_key
+					)
 					continue
 				by_key.setdefault((item.key, item.dropped_key, item.stats_key, item.limit), []).append(
 					payload
@@ -349,22 +363,23 @@ atexit.register(lambda: _flusher.flush())
 
 def add(entry: dict[str, Any], monitoring: MonitoringConfig) -> None:
 	"""Queue a finished measurement (request path: no I/O, no serialising here)."""
-	keys = _site_keys()
+	site = getattr(frappe.local, "site", None) or ""
+	keys = _site_keys(site)
 	_flusher.add(
-		_Pending(keys[0], keys[1], keys[2], monitoring.buffer_max_entries, entry, monitoring),
+		_Pending(keys[0], keys[1], keys[2], monitoring.buffer_max_entries, entry, monitoring, site, keys[3]),
 		monitoring.flush_interval_ms,
 	)
 
 
-_keys_by_site: dict[str, tuple[str, str, str]] = {}
+_keys_by_site: dict[str, tuple[str, str, str, str]] = {}
 
 
-def _site_keys() -> tuple[str, str, str]:
-	"""(buffer, dropped, flusher statistics) keys of the current site, built once per site and process."""
-	site = getattr(frappe.local, "site", None) or ""
+def _site_keys(site: str) -> tuple[str, str, str, str]:
+	"""(buffer, dropped, flusher statistics, capture errors) keys of the current site, built once per
+	site and process."""
 	keys = _keys_by_site.get(site)
 	if keys is None:
-		keys = _keys_by_site[site] = (buffer_key(), dropped_key(), flusher_stats_key())
+		keys = _keys_by_site[site] = (buffer_key(), dropped_key(), flusher_stats_key(), internal_errors_key())
 	return keys
 
 

@@ -32,30 +32,36 @@ TRACE_HEADER = "X-Vperf-Trace"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_local_config: tuple[float, PerformanceConfig] | None = None
+# per site: one process of a bench serves the requests and jobs of every site on it
+_local_config: dict[str, tuple[float, PerformanceConfig]] = {}
 _config_lock = threading.Lock()
 
 
+def _site() -> str:
+	return getattr(frappe.local, "site", None) or ""
+
+
 def current_config() -> PerformanceConfig:
-	"""The effective configuration, re-read from the shared cache at most every `config_refresh_s`.
+	"""The effective configuration of the current site, re-read from the shared cache at most every
+	`config_refresh_s`.
 
 	Requests must not pay a Redis round trip for it; a saved change reaches every worker within
 	that interval (and the saving worker at once).
 	"""
-	global _local_config
-	cached = _local_config
+	site = _site()
+	cached = _local_config.get(site)
 	now = time.monotonic()
 	if cached is not None and now < cached[0]:
 		return cached[1]
 	with _config_lock:
 		config = get_config()
-		_local_config = (now + config.monitoring.config_refresh_s, config)
+		_local_config[site] = (now + config.monitoring.config_refresh_s, config)
 		return config
 
 
 def forget_local_config() -> None:
-	global _local_config
-	_local_config = None
+	"""Forget this process's copy of the current site's configuration."""
+	_local_config.pop(_site(), None)
 
 
 # --- SQL counting ---------------------------------------------------------------------------------

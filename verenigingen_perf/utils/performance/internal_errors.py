@@ -33,21 +33,32 @@ def should_raise() -> bool:
 		return False
 
 
-def report(where: str, error: BaseException, *, may_raise: bool = True) -> None:
+def report(
+	where: str,
+	error: BaseException,
+	*,
+	may_raise: bool = True,
+	site: str | None = None,
+	count_key: str | None = None,
+) -> None:
 	"""Record an internal failure at `where`; re-raises it under tests unless `may_raise` is False
-	(a background thread must survive whatever happens)."""
-	_count()
+	(a background thread must survive whatever happens).
+
+	A failure with another site's measurement (the flusher sends every site's of its process) names
+	that `site` and its counter `count_key`: it is counted there, and only written to the log file, not
+	to the Error Log of the site the flushing thread happens to serve."""
+	_count(count_key)
 	if _due(where, error):
-		_log(where, error)
+		_log(where, error, to_error_log=site is None or site == getattr(frappe.local, "site", None))
 	if may_raise and should_raise():
 		raise error
 
 
-def _count() -> None:
+def _count(count_key: str | None = None) -> None:
 	from verenigingen_perf.utils.performance.redis_store import key, redis_client
 
 	try:
-		redis_client().incrby(key("capture_errors"), 1)
+		redis_client().incrby(count_key or key("capture_errors"), 1)
 	except Exception:
 		pass
 
@@ -63,10 +74,12 @@ def _due(where: str, error: BaseException) -> bool:
 		return True
 
 
-def _log(where: str, error: BaseException) -> None:
+def _log(where: str, error: BaseException, to_error_log: bool = True) -> None:
 	text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
 	title = f"verenigingen_perf: internal error in {where}"
 	_logger.error("%s\n%s", title, text)
+	if not to_error_log:
+		return
 	try:
 		# deferred: inserted by the framework's own job, so no request or hook writes to the database
 		frappe.log_error(title=title, message=text, defer_insert=True)
