@@ -1,4 +1,4 @@
-"""Command line of the dev/CI runtime: `python -m vperf_devruntime COMMAND [--db sqlite|mariadb]`."""
+"""Command line of the dev/CI runtime: `python -m vperf_devruntime COMMAND [--db sqlite|mariadb|postgres]`."""
 
 import argparse
 import json
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
 	add("worker", cmd_worker, "run queued background jobs, then exit").add_argument("--queue", default=None)
 	vperf = add("vperf", cmd_vperf, "the app's bench commands, e.g. `vperf report --since 24h`")
 	vperf.add_argument("vperf_args", nargs=argparse.REMAINDER)
-	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
+	add("stop", cmd_stop, "stop the Redis, MariaDB and PostgreSQL servers this layer started")
 	args = parser.parse_args(argv)
 	args.fn(args)
 
