@@ -1,5 +1,5 @@
-"""Database health on a real site, on each backend the runtime provides (MariaDB with performance_schema
-on, SQLite): planted tables (`vperf_test_db_*`, raw DDL, dropped afterwards) show up in snapshots as a
+"""Database health on a real site, on each backend with a collector (MariaDB with performance_schema
+on, SQLite; PostgreSQL has none yet, issue #17, and skips the tests that take snapshots): planted tables (`vperf_test_db_*`, raw DDL, dropped afterwards) show up in snapshots as a
 DBA would see them; the API is for System Managers only and refuses bad input."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import config
-from verenigingen_perf.utils.performance.database import snapshot
+from verenigingen_perf.utils.performance.database import collectors, snapshot
 from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT
 
 API = "verenigingen_perf.api.database"
@@ -33,6 +33,8 @@ def drop_tables():
 @pytest.fixture
 def db_health(default_settings):
 	"""Small thresholds (the planted tables are small), no snapshots, no planted tables; and back."""
+	if collectors.collector() is None:
+		pytest.skip(f"no database health collector for {frappe.db.db_type} yet (PostgreSQL: issue #17)")
 	drop_tables()
 	frappe.db.delete(DATABASE_SNAPSHOT)
 	config.update_config(

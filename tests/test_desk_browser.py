@@ -175,9 +175,11 @@ def test_the_dashboard_page_shows_the_answer_it_received(site, planted, make_use
 
 def test_a_system_manager_also_sees_the_database_section(site, planted, desk_login):
 	"""Statement shapes reveal the schema: only a System Manager's dashboard asks for them."""
-	from verenigingen_perf.utils.performance.database import snapshot
+	from verenigingen_perf.utils.performance.database import collectors, snapshot
 	from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT
 
+	if collectors.collector() is None:
+		pytest.skip(f"no database health collector for {frappe.db.db_type} yet (PostgreSQL: issue #17)")
 	config.update_config({"db_cache_sample_s": 0.1})
 	taken = snapshot.take(snapshot.ON_DEMAND)
 	frappe.db.commit()
