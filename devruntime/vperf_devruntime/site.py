@@ -162,7 +162,11 @@ def grant_postgres_monitoring(env: dict[str, str]) -> None:
 			f'--command=GRANT pg_read_all_stats TO "{env["DB_USER"]}"',
 		],
 		check=True,
-		env={**os.environ, "PGPASSWORD": services.POSTGRES_PASSWORD},
+		env={
+			**os.environ,
+			"PGPASSWORD": services.POSTGRES_PASSWORD,
+			"PGOPTIONS": "-c client_min_messages=warning",
+		},
 		stdout=subprocess.DEVNULL,
 	)
 
