@@ -72,7 +72,7 @@ def wipe(frappe, schema) -> None:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--rules", type=int, default=1000)
 	# the grouping part assumes 500 operations (10 groups of 50)
 	parser.add_argument("--operations", type=int, default=500, choices=(500,))

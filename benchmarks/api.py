@@ -1,7 +1,7 @@
 """API benchmark: dashboard (cold and cached), health check, a 10-member batch, and a flood of junk
 requests, measured.
 
-	devruntime/run bench api --db sqlite       (or --db mariadb; --rows 1000000 by default)
+	devruntime/run bench api --db sqlite       (or --db mariadb or postgres; --rows 1000000 by default)
 
 Destructive on the site it runs on: it empties Performance Metric and Performance Aggregate first.
 Loads 90 days of hourly and two years of daily aggregates for 50 operations (each row carries a real
@@ -234,7 +234,7 @@ def batch_phase(db: str) -> None:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--rows", type=int, default=1_000_000)
 	parser.add_argument("--operations", type=int, default=50)
 	parser.add_argument("--hourly-days", type=int, default=90)

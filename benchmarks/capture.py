@@ -1,7 +1,7 @@
 """Capture benchmark: what instrumentation adds to a request, against a direct row insert and a Redis
 push measured in the same run, and how fast the drain moves buffered rows into the database.
 
-	devruntime/run bench capture --db sqlite      (or --db mariadb)
+	devruntime/run bench capture --db sqlite      (or --db mariadb, --db postgres)
 
 The last line printed is one JSON object with the figures.
 """
@@ -120,7 +120,7 @@ def clean_up() -> None:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--ops", type=int, default=10_000)
 	parser.add_argument("--inserts", type=int, default=1_000)
 	parser.add_argument("--drain-rows", type=int, default=100_000)

@@ -84,7 +84,7 @@ def main() -> None:
 	parser = argparse.ArgumentParser(
 		description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
 	)
-	parser.add_argument("--db", default="mariadb", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="mariadb", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--tables", type=int, default=200)
 	parser.add_argument("--rows", type=int, default=1_000_000)
 	parser.add_argument("--keep", action="store_true")

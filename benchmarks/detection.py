@@ -405,7 +405,7 @@ def score(ops, plan: Plan, opened, anomalies, naive, evaluated: int) -> dict:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--operations", type=int, default=500)
 	parser.add_argument("--days", type=int, default=90)
 	parser.add_argument("--evaluate-days", type=int, default=14)

@@ -88,7 +88,7 @@ def measure(frappe, prometheus, config, capture, scrapes: int) -> dict:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--operations", type=int, default=500)
 	parser.add_argument("--days", type=int, default=90)
 	parser.add_argument("--scrapes", type=int, default=50)

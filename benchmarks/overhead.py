@@ -315,7 +315,7 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--db", default="mariadb", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="mariadb", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--rounds", type=int, default=30)
 	parser.add_argument("--seconds", type=int, default=5)
 	parser.add_argument("--clients", type=int, default=4)

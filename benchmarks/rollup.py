@@ -1,6 +1,6 @@
 """Rollup and retention benchmark: throughput, memory, percentile accuracy and storage, measured.
 
-	devruntime/run bench rollup --db sqlite --rows 1000000      (or --db mariadb)
+	devruntime/run bench rollup --db sqlite --rows 1000000      (or --db mariadb, --db postgres)
 
 Destructive on the site it runs on: it empties Performance Metric and Performance Aggregate first.
 Generates `--rows` detail rows with a heavy-tailed duration distribution over 50 operations and 7 days
@@ -165,7 +165,7 @@ def aggregate_phase(db: str, now: str) -> None:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb"))
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
 	parser.add_argument("--rows", type=int, default=1_000_000)
 	parser.add_argument("--operations", type=int, default=50)
 	parser.add_argument("--days", type=int, default=7)

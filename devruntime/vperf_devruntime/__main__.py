@@ -1,4 +1,4 @@
-"""Command line of the dev/CI runtime: `python -m vperf_devruntime COMMAND [--db sqlite|mariadb]`."""
+"""Command line of the dev/CI runtime: `python -m vperf_devruntime COMMAND [--db sqlite|mariadb|postgres]`."""
 
 import argparse
 import json
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
 	sites.add_argument("--fresh", action="store_true")
 	schedule = add("schedule", cmd_schedule, "enqueue the due scheduled jobs of each named site")
 	schedule.add_argument("names", nargs="+")
-	add("stop", cmd_stop, "stop the Redis and MariaDB servers this layer started")
+	add("stop", cmd_stop, "stop the Redis, MariaDB and PostgreSQL servers this layer started")
 	args = parser.parse_args(argv)
 	args.fn(args)
 

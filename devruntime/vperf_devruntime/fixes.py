@@ -32,6 +32,7 @@ def apply() -> None:
 	_fix_setup_complete(monoframe)
 	_fix_argument_types(monoframe)
 	_fix_sqlite_querybuilder(monoframe)
+	_fix_postgres_indexes(monoframe)
 	_fix_bench_commands(monoframe)
 	_fix_multi_site(monoframe)
 
@@ -413,6 +414,44 @@ def _fix_sqlite_querybuilder(monoframe) -> None:
 		return conn
 
 	SQLiteDatabase.get_connection = get_connection
+
+
+def _fix_postgres_indexes(monoframe) -> None:
+	from monoframe.database.postgres.schema import PostgresTable
+
+	original_alter = PostgresTable.alter
+
+	def create_indexes(self):
+		# defect: a field's search index is named after the bare field, and PostgreSQL index names
+		# are unique per schema: a second table's index on a field of the same name is never created
+		_ensure_postgres_search_indexes(monoframe, self)
+
+	def alter(self):
+		# defect: the same bare names when a search index is added to an existing table
+		original_alter(self)
+		_ensure_postgres_search_indexes(monoframe, self)
+
+	PostgresTable.create_indexes = create_indexes
+	PostgresTable.alter = alter
+
+
+# a single-column index on this table's column, whatever its name
+_POSTGRES_COLUMN_INDEX = """select 1 from pg_index i join pg_class t on t.oid = i.indrelid
+	join pg_attribute a on a.attrelid = t.oid and a.attnum = i.indkey[0]
+	where t.relname = %s and t.relnamespace = current_schema()::regnamespace and a.attname = %s
+	and i.indnatts < 2"""
+
+
+def _ensure_postgres_search_indexes(monoframe, table) -> None:
+	for col in table.columns.values():
+		kind = monoframe.db.type_map.get(col.fieldtype)
+		if not col.set_index or not kind or kind[0] in ("text", "longtext"):
+			continue
+		if not monoframe.db.sql(_POSTGRES_COLUMN_INDEX, (table.table_name, col.fieldname)):
+			monoframe.db.sql(
+				f'CREATE INDEX IF NOT EXISTS "{table.table_name}_{col.fieldname}_index" '
+				f'ON "{table.table_name}" ("{col.fieldname}")'
+			)
 
 
 def _install_app(monoframe, installer, name: str, set_as_patched: bool, force: bool) -> None:

@@ -1,6 +1,6 @@
 """Pytest fixtures for integration tests, on the dev runtime's site or on a real bench site.
 
-Dev runtime (default): the site of the backend named by DEVRUNTIME_DB (sqlite or mariadb) is created
+Dev runtime (default): the site of the backend named by DEVRUNTIME_DB (sqlite, mariadb or postgres) is created
 or migrated, and its real web server is started on 127.0.0.1 for the session.
 
 Real bench site: set VPERF_BENCH_SITES (the bench's sites folder) and VPERF_BENCH_SITE (the site

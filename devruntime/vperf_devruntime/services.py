@@ -1,12 +1,14 @@
-"""Loopback-only Redis and MariaDB servers for the throwaway dev/CI site, started and stopped here.
+"""Loopback-only Redis, MariaDB and PostgreSQL servers for the throwaway dev/CI site, started and stopped here.
 
 State (ports, pids) lives in the runtime's work folder; every call is idempotent: a live server is
 reused, a dead one is started again on a free port.
 """
 
 import contextlib
+import glob
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -17,6 +19,12 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 MARIADB_ROOT_PASSWORD = "devruntime-root"
+POSTGRES_SUPERUSER = "postgres"
+POSTGRES_PASSWORD = "devruntime-root"
+# PostgreSQL refuses to run as root: as root, its processes run as this user (Debian's package creates it)
+POSTGRES_OS_USER = "postgres"
+# how each server is told to stop: PostgreSQL's SIGTERM waits for every client to disconnect first
+_STOP_SIGNAL = {"postgres": signal.SIGINT}
 
 
 @dataclass
@@ -182,11 +190,120 @@ def ensure_mariadb(work: Path) -> Service:
 	return service
 
 
+def _postgres_bin(program: str) -> str:
+	"""A program of Debian's newest installed PostgreSQL (its server binaries are not on PATH)."""
+	found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"), key=_major_version)
+	if not found:
+		raise RuntimeError(f"{program} not found: run devruntime/setup.sh (installs Debian's postgresql)")
+	return found[-1]
+
+
+def _major_version(path: str) -> int:
+	return int(Path(path).parts[4]) if Path(path).parts[4].isdigit() else 0
+
+
+def _postgres_user() -> dict:
+	"""Popen's arguments that run a PostgreSQL program as a non-root user when this process is root."""
+	if os.geteuid() != 0:
+		return {}
+	return {"user": POSTGRES_OS_USER, "group": pwd.getpwnam(POSTGRES_OS_USER).pw_gid, "extra_groups": []}
+
+
+def _own_for_postgres(path: Path) -> None:
+	if os.geteuid() == 0:
+		account = pwd.getpwnam(POSTGRES_OS_USER)
+		os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def ensure_postgres(work: Path) -> Service:
+	current = _load(work, "postgres")
+	if current and current.alive():
+		return current
+	data = work / "postgres"
+	datadir = data / "data"
+	data.mkdir(parents=True, exist_ok=True)
+	_own_for_postgres(data)
+	if not (datadir / "PG_VERSION").exists():
+		_initdb(data, datadir)
+	port = free_port()
+	with open(data / "postgres.log", "ab") as log:
+		proc = _start_postgres(datadir, data, port, log)
+	_wait_for_port(port, proc, "postgres")
+	service = Service("postgres", proc.pid, port)
+	_save(work, service)
+	return service
+
+
+def _start_postgres(datadir: Path, data: Path, port: int, log) -> subprocess.Popen:
+	return subprocess.Popen(
+		[
+			_postgres_bin("postgres"),
+			"-D",
+			str(datadir),
+			"-p",
+			str(port),
+			"-c",
+			f"listen_addresses={LOOPBACK}",
+			# its socket stays in its own folder, away from a system cluster's /var/run/postgresql
+			"-c",
+			f"unix_socket_directories={data}",
+			# the statement statistics an operator's postgresql.conf turns on for the database health
+			# snapshot; `track=all` also counts the statements run inside functions
+			"-c",
+			"shared_preload_libraries=pg_stat_statements",
+			"-c",
+			"pg_stat_statements.track=all",
+			"-c",
+			"pg_stat_statements.max=20000",
+			# throwaway data: no fsync per commit, as MariaDB's innodb_flush_log_at_trx_commit=2
+			"-c",
+			"synchronous_commit=off",
+			"-c",
+			"shared_buffers=256MB",
+			"-c",
+			"max_connections=200",
+			"-c",
+			"logging_collector=off",
+		],
+		stdout=subprocess.DEVNULL,
+		stderr=log,
+		start_new_session=True,
+		**_postgres_user(),
+	)
+
+
+def _initdb(data: Path, datadir: Path) -> None:
+	"""A new cluster: superuser `postgres` with a password, password logins over TCP only."""
+	password_file = data / "superuser-password"
+	password_file.write_text(POSTGRES_PASSWORD + "\n")
+	_own_for_postgres(password_file)
+	try:
+		subprocess.run(
+			[
+				_postgres_bin("initdb"),
+				"-D",
+				str(datadir),
+				"-U",
+				POSTGRES_SUPERUSER,
+				f"--pwfile={password_file}",
+				"--auth-local=peer",
+				"--auth-host=scram-sha-256",
+				"--encoding=UTF8",
+				"--locale=C.UTF-8",
+			],
+			check=True,
+			stdout=subprocess.DEVNULL,
+			**_postgres_user(),
+		)
+	finally:
+		password_file.unlink(missing_ok=True)
+
+
 def stop(work: Path, name: str) -> Service | None:
 	"""Stop one server this layer started; returns what it was (so it can be started again)."""
 	service = _load(work, name)
 	if service and service.alive():
-		os.kill(service.pid, signal.SIGTERM)
+		os.kill(service.pid, _STOP_SIGNAL.get(name, signal.SIGTERM))
 		for _ in range(100):
 			try:
 				os.kill(service.pid, 0)
@@ -200,7 +317,7 @@ def stop(work: Path, name: str) -> Service | None:
 def stop_all(work: Path) -> list[str]:
 	"""Stop every server this layer started (by the pid it recorded)."""
 	stopped = []
-	for name in ("redis", "mariadb"):
+	for name in ("redis", "mariadb", "postgres"):
 		service = stop(work, name)
 		if service:
 			stopped.append(f"{name} (pid {service.pid})")

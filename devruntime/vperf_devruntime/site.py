@@ -1,7 +1,8 @@
 """The throwaway dev/CI site: one per database backend, created once, then migrated on every run.
 
 A site is a folder `<work>/sites/<backend>/` holding site_config.json (read through the
-MONOFRAME_EXTRA_CONFIG hook, as a bench site's is), the SQLite file or a MariaDB database, and logs.
+MONOFRAME_EXTRA_CONFIG hook, as a bench site's is), the SQLite file or a MariaDB or PostgreSQL
+database, and logs.
 `site_env()` is the process environment that points the runtime at it; every process that talks to
 the site (this CLI, the web server, workers, pytest) runs with it.
 """
@@ -16,13 +17,13 @@ from pathlib import Path
 
 from vperf_devruntime import services
 
-BACKENDS = ("sqlite", "mariadb")
+BACKENDS = ("sqlite", "mariadb", "postgres")
 APP = "verenigingen_perf"
 ADMIN_PASSWORD = "admin"
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("DEVRUNTIME_WORK", REPO / ".devruntime"))
-# separate Redis databases per backend, so the two sites never read each other's cache
-REDIS_DB = {"sqlite": (0, 1), "mariadb": (2, 3)}
+# separate Redis databases per backend, so the sites never read each other's cache
+REDIS_DB = {"sqlite": (0, 1), "mariadb": (2, 3), "postgres": (4, 5)}
 
 
 def site_path(backend: str) -> Path:
@@ -52,6 +53,9 @@ def site_env(backend: str) -> dict[str, str]:
 	if backend == "mariadb":
 		mariadb = services.ensure_mariadb(WORK)
 		env.update(DB_HOST=services.LOOPBACK, DB_PORT=str(mariadb.port), DB_USER=site_name(backend))
+	if backend == "postgres":
+		postgres = services.ensure_postgres(WORK)
+		env.update(DB_HOST=services.LOOPBACK, DB_PORT=str(postgres.port), DB_USER=site_name(backend))
 	return env
 
 
@@ -75,6 +79,15 @@ def _site_config(backend: str, env: dict[str, str], existing: dict) -> dict:
 			db_password=existing.get("db_password") or secrets.token_hex(12),
 			root_login="root",
 			root_password=services.MARIADB_ROOT_PASSWORD,
+		)
+	if backend == "postgres":
+		config.update(
+			db_host=env["DB_HOST"],
+			db_port=int(env["DB_PORT"]),
+			db_user=env["DB_USER"],
+			db_password=existing.get("db_password") or secrets.token_hex(12),
+			root_login=services.POSTGRES_SUPERUSER,
+			root_password=services.POSTGRES_PASSWORD,
 		)
 	# keys a developer added by hand (e.g. verenigingen_perf_environment) survive a re-run
 	return {**existing, **config}
@@ -107,6 +120,8 @@ def ensure_site(backend: str, fresh: bool = False, quiet: bool = True) -> dict[s
 			_installed_marker(backend).write_text(APP)
 	if backend == "mariadb":
 		grant_monitoring(env)
+	if backend == "postgres":
+		grant_postgres_monitoring(env)
 	return env
 
 
@@ -127,6 +142,32 @@ def grant_monitoring(env: dict[str, str]) -> None:
 			f"GRANT SELECT ON mysql.innodb_index_stats TO {user}; GRANT PROCESS ON *.* TO {user};",
 		],
 		check=True,
+	)
+
+
+def grant_postgres_monitoring(env: dict[str, str]) -> None:
+	"""What an operator does for the database health snapshot on PostgreSQL (README, "Database
+	health"): the statement statistics extension in the site's database (the server preloads it), and
+	the site's role may read every session's statistics and statement text (`pg_read_all_stats`)."""
+	subprocess.run(
+		[
+			"psql",
+			f"--host={env['DB_HOST']}",
+			f"--port={env['DB_PORT']}",
+			f"--username={services.POSTGRES_SUPERUSER}",
+			f"--dbname={site_name('postgres')}",
+			"--quiet",
+			"--set=ON_ERROR_STOP=1",
+			"--command=CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+			f'--command=GRANT pg_read_all_stats TO "{env["DB_USER"]}"',
+		],
+		check=True,
+		env={
+			**os.environ,
+			"PGPASSWORD": services.POSTGRES_PASSWORD,
+			"PGOPTIONS": "-c client_min_messages=warning",
+		},
+		stdout=subprocess.DEVNULL,
 	)
 
 

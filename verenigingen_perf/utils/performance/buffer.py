@@ -555,7 +555,10 @@ def _mariadb_type(column: str) -> str:
 def _postgres_value(column: str, i: int) -> str:
 	cast = {**dict.fromkeys(_DATETIMES, "timestamp(6)"), **dict.fromkeys(_INTEGERS, "bigint")}
 	cast.update(dict.fromkeys(_FLOATS, "double precision"))
-	return f"(row->>{i})::{cast[column]}" if column in cast else f"row->>{i}"
+	# the index in parentheses: Frappe's PostgreSQL layer quotes a number written after `>` or `=`
+	# (`row->>'3'` would read an object's key "3", which an array has not)
+	element = f"row ->> ({i})"
+	return f"({element})::{cast[column]}" if column in cast else element
 
 
 _COLUMN_LIST = ", ".join(f"`{c}`" for c in _ROW_COLUMNS)

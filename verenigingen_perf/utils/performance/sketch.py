@@ -167,7 +167,11 @@ class Summary:
 			"sketch": self.bins.dumps(),
 		}
 		values.update(zip(QUANTILES, self.quantiles(tuple(QUANTILES.values())), strict=True))
-		return values
+		# plain Python numbers: durations may come in as numpy scalars, which no database driver
+		# adapts as numbers (psycopg2 writes numpy 2's float64 as `np.float64(...)`, invalid SQL)
+		return {
+			key: value.item() if isinstance(value, np.generic) else value for key, value in values.items()
+		}
 
 	@classmethod
 	def from_values(cls, values: dict) -> Summary:

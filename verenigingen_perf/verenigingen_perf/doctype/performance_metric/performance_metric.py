@@ -47,6 +47,20 @@ def on_doctype_update() -> None:
 	frappe.db.add_index("Performance Metric", ["operation", "started_at"])
 	# the desk's trace view reads one trace's spans
 	frappe.db.add_index("Performance Metric", ["trace_id"])
-	# the rollup reads by ingestion time (creation), the retention job deletes by it
-	if not frappe.db.get_column_index("tabPerformance Metric", "creation", unique=False):
-		frappe.db.add_index("Performance Metric", ["creation"])
+	# the rollup reads by ingestion time (creation), the retention job deletes by it; MariaDB's and
+	# SQLite's tables come with a creation index, PostgreSQL's without (a name of its own: PostgreSQL
+	# index names are unique per schema, and another table may have a "creation_index")
+	if not frappe.db.multisql(_CREATION_INDEX_SQL, ("tabPerformance Metric",)):
+		frappe.db.add_index("Performance Metric", ["creation"], index_name="vperf_metric_creation")
+
+
+# any index that leads with `creation`, whatever the framework named it
+_CREATION_INDEX_SQL = {
+	"mariadb": """select 1 from information_schema.statistics where table_schema = database()
+		and table_name = %s and column_name = 'creation' and seq_in_index = 1""",
+	"postgres": """select 1 from pg_index i join pg_class t on t.oid = i.indrelid
+		join pg_attribute a on a.attrelid = t.oid and a.attnum = i.indkey[0]
+		where t.relname = %s and t.relnamespace = current_schema()::regnamespace and a.attname = 'creation'""",
+	"sqlite": """select 1 from pragma_index_list(%s) as l join pragma_index_info(l.name) as c
+		where c.name = 'creation' and c.seqno = 0""",
+}
