@@ -1,14 +1,15 @@
 """Database health benchmark: one on-demand snapshot on a site with `--tables` (200) extra tables and a
 `--rows` (1,000,000) row detail table (Performance Metric).
 
-	devruntime/run bench db_health --db mariadb      (or --db sqlite)
+	devruntime/run bench db_health --db mariadb      (or --db postgres, --db sqlite)
 
 Creates the tables `vperf_bench_db_NNN` (a few rows each, an index each) and tops Performance Metric up
 to `--rows` rows named `vperf-bench-db-*` (inserted by one SQL statement), takes one snapshot with every
 statement it runs recorded, then removes what it added (`--keep` leaves it). Prints the snapshot's
 duration, its statements, and which of them read a data table: the collectors read information_schema,
-performance_schema, mysql.innodb_index_stats, status and EXPLAIN (MariaDB) or pragmas and dbstat
-(SQLite), so `data_table_statements` must be 0 (EXPLAIN plans a statement, it does not run it).
+performance_schema, mysql.innodb_index_stats, status and EXPLAIN (MariaDB), the statistics views,
+catalogues and generic plans (PostgreSQL) or pragmas and dbstat (SQLite), so `data_table_statements`
+must be 0 (EXPLAIN plans a statement, it does not run it).
 The last line printed is one JSON object with the figures.
 """
 
@@ -32,7 +33,10 @@ ROW_PREFIX = "vperf-bench-db-"
 # what the collectors may read: catalogues, counters, plans
 _CATALOGUE = re.compile(
 	r"^\s*(explain|show|pragma)\b|information_schema|performance_schema|innodb_index_stats|dbstat|sqlite_master"
-	r"|sqlite_version",
+	r"|sqlite_version"
+	# PostgreSQL: statistics views and catalogues, the generic plan's statements and its savepoint
+	r"|\bpg_(stat_\w+|class|index|attribute|stats|settings|extension|database|backend_pid|postmaster_start_time)\b"
+	r"|^\s*(prepare|deallocate|set local|reset|savepoint|release savepoint|rollback to savepoint)\b",
 	re.I,
 )
 
@@ -61,6 +65,10 @@ def top_up_details(rows: int) -> int:
 					select concat('{ROW_PREFIX}', seq), now(), now(), 'Administrator', 'Administrator',
 					concat('/api/method/bench.op', mod(seq, 50)), 'api', now(), mod(seq, 997), mod(seq, 31), 'ok'
 					from seq_1_to_{missing}""",
+				"postgres": f"""insert into `tab{METRIC}` ({columns})
+					select '{ROW_PREFIX}' || n, now(), now(), 'Administrator', 'Administrator',
+					'/api/method/bench.op' || mod(n, 50), 'api', now(), mod(n, 997), mod(n, 31), 'ok'
+					from generate_series(1, {missing}) as n""",
 				"sqlite": f"""insert into `tab{METRIC}` ({columns})
 					with recursive s(n) as (select 1 union all select n + 1 from s where n < {missing})
 					select '{ROW_PREFIX}' || n, datetime('now'), datetime('now'), 'Administrator', 'Administrator',
@@ -123,7 +131,7 @@ def main() -> None:
 					"tables": len(data["tables"]),
 					"detail_rows": detail_rows,
 					"snapshot_s": round(elapsed, 3),
-					"sample_s": data.get("cache", {}).get("interval_s") if args.db == "mariadb" else None,
+					"sample_s": data.get("cache", {}).get("interval_s") if args.db != "sqlite" else None,
 					"snapshot_s_without_sample": round(
 						elapsed - ((data.get("cache") or {}).get("first_reading") or {}).get("interval_s", 0),
 						3,
