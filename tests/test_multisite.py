@@ -14,6 +14,9 @@ App defects these tests found and that are fixed:
   interval held back the measurements of every other site of the process; it follows the shortest now.
 """
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -24,7 +27,7 @@ import orjson
 import pytest
 import requests
 from frappe.utils.password import remove_encrypted_password
-from vperf_devruntime.pytest_plugin import BenchSite, bench_mode
+from vperf_devruntime.pytest_plugin import BenchSite, backend, bench_mode
 
 from tests import planting
 from verenigingen_perf.utils.performance import (
@@ -433,3 +436,38 @@ def test_the_flusher_flushes_as_often_as_the_most_demanding_site_asks(sites):
 	eager.run(queue, f"test.multisite.eager.{capture.new_id()}", 1)
 	assert buffer._flusher.interval_s == 0.2
 	patient.run(buffer.flush)
+
+
+def test_a_bench_command_given_several_sites_runs_on_each_of_them(sites):
+	"""`bench --site all vperf ...` hands the command every site: each answers for itself (the defect:
+	only the first site's figures, unnamed, were printed)."""
+	names = [site.name for site in sites]
+	for i, site in enumerate(sites):
+		site.run(queue_and_flush, f"cmd.site{i}", i + 1)
+	command = [sys.executable, "-m", "vperf_devruntime", "vperf", "--db", backend()]
+	for name in names:
+		command += ["--site", name]
+	listed = subprocess.run(
+		[*command, "status", "--json"], capture_output=True, text=True, check=False, timeout=300
+	)
+	assert listed.returncode == 0, listed.stderr[-2000:]
+	answers = [json.loads(line) for line in listed.stdout.splitlines()]
+	assert [a["site"] for a in answers] == names and all(a["signals"] for a in answers)
+	drained = subprocess.run([*command, "drain"], capture_output=True, text=True, check=False, timeout=300)
+	assert drained.returncode == 0, drained.stderr[-2000:]
+	assert [line for line in drained.stdout.splitlines() if line.startswith("== ")] == [
+		f"== {n} ==" for n in names
+	]
+	for i, site in enumerate(sites):
+		assert site.run(operations_stored) >= {f"cmd.site{i}"}
+		assert not {f"cmd.site{j}" for j in range(len(sites)) if j != i} & site.run(operations_stored)
+	# a command that writes one site's file or output refuses several
+	refused = subprocess.run(
+		[*command, "export-alert-rules"], capture_output=True, text=True, check=False, timeout=300
+	)
+	assert refused.returncode == 2 and "one site at a time" in refused.stderr
+
+
+def queue_and_flush(operation: str, count: int) -> None:
+	queue(operation, count)
+	buffer.flush()

@@ -39,7 +39,7 @@ def update_baselines(context, app_name: str, pytest_args: tuple[str, ...]) -> No
 	app's baselines file (tests/performance_baselines.json) instead of comparing."""
 	import frappe
 
-	site = get_site(context)
+	site = _one_site(context)
 	frappe.init(site=site)
 	checkout = os.path.dirname(frappe.get_app_path(app_name))
 	sites_path = os.path.abspath(frappe.local.sites_path)
@@ -61,7 +61,7 @@ def export_alert_rules(context) -> None:
 
 	from verenigingen_perf.utils.performance.alerts import store
 
-	frappe.init(site=get_site(context))
+	frappe.init(site=_one_site(context))
 	frappe.connect()
 	try:
 		click.echo(store.export_rules(), nl=False)
@@ -78,7 +78,7 @@ def import_alert_rules(context, path: str) -> None:
 
 	from verenigingen_perf.utils.performance.alerts import rules, store
 
-	frappe.init(site=get_site(context))
+	frappe.init(site=_one_site(context))
 	frappe.connect()
 	try:
 		with open(path, encoding="utf-8") as f:
@@ -94,16 +94,47 @@ def import_alert_rules(context, path: str) -> None:
 		frappe.destroy()
 
 
+def _sites(context) -> list[str]:
+	"""The sites the command was given, as Frappe's own commands take them (`--site all` gives every
+	site of the bench); the framework's error when none was."""
+	return list(getattr(context, "sites", None) or []) or [get_site(context)]
+
+
+def _one_site(context) -> str:
+	"""The only site of a command that reads or writes one site's file or output."""
+	sites = _sites(context)
+	if len(sites) > 1:
+		raise click.UsageError(f"works on one site at a time, got {len(sites)}: name one with --site")
+	return sites[0]
+
+
 @contextmanager
-def _site(context) -> Iterator[None]:
+def _connected(site: str) -> Iterator[None]:
 	import frappe
 
-	frappe.init(site=get_site(context))
+	frappe.init(site=site)
 	frappe.connect()
 	try:
 		yield
 	finally:
 		frappe.destroy()
+
+
+def _each_site(context, as_json: bool = False) -> Iterator[tuple[str, str | None]]:
+	"""Each site in turn, with the name its output carries: None for a single site (the output as it
+	is); with several, a heading per site in text, and the site in each JSON object (one per line)."""
+	sites = _sites(context)
+	for site in sites:
+		if len(sites) > 1 and not as_json:
+			click.echo(f"== {site} ==")
+		yield site, site if len(sites) > 1 else None
+
+
+def _echo_answer_json(data: dict[str, Any], site: str | None) -> None:
+	if site is None:
+		_echo_json(data)
+	else:
+		click.echo(json.dumps({"site": site, **data}, default=str, sort_keys=True))
 
 
 def _number(value: Any) -> str:
@@ -169,10 +200,15 @@ def status(context, as_json: bool) -> None:
 	from verenigingen_perf.utils.performance import monitoring
 	from verenigingen_perf.utils.performance.config import get_config
 
-	with _site(context):
-		answer = monitoring.status(get_config(), 1)
+	for site, named in _each_site(context, as_json):
+		with _connected(site):
+			answer = monitoring.status(get_config(), 1)
+		_print_status(answer, as_json, named)
+
+
+def _print_status(answer: dict[str, Any], as_json: bool, site: str | None) -> None:
 	if as_json:
-		_echo_json(answer)
+		_echo_answer_json(answer, site)
 		return
 	click.echo(f"Monitoring: {answer['level']} (measured at {answer['measured_at']})")
 	click.echo(
@@ -200,10 +236,15 @@ def health_command(context, as_json: bool) -> None:
 	from verenigingen_perf.utils.performance import health
 	from verenigingen_perf.utils.performance.config import get_config
 
-	with _site(context):
-		answer = health.system_health(get_config())
+	for site, named in _each_site(context, as_json):
+		with _connected(site):
+			answer = health.system_health(get_config())
+		_print_health(answer, as_json, named)
+
+
+def _print_health(answer: dict[str, Any], as_json: bool, site: str | None) -> None:
 	if as_json:
-		_echo_json(answer)
+		_echo_answer_json(answer, site)
 		return
 	click.echo(f"Health: {_number(answer['score'])} ({answer['level']}): {answer['message']}")
 	click.echo(
@@ -247,13 +288,18 @@ def report(context, window: timedelta, limit: int | None, as_json: bool) -> None
 	from verenigingen_perf.utils.performance.config import get_config
 	from verenigingen_perf.utils.performance.timeutil import format_datetime
 
-	with _site(context):
-		since = frappe.utils.now_datetime() - window
-		operations = health.slowest_since(since, limit or get_config().analysis.slowest_operations)
+	for site, named in _each_site(context, as_json):
+		with _connected(site):
+			since = frappe.utils.now_datetime() - window
+			operations = health.slowest_since(since, limit or get_config().analysis.slowest_operations)
+		_print_report(format_datetime(since), operations, as_json, named)
+
+
+def _print_report(since: str, operations: list[dict[str, Any]], as_json: bool, site: str | None) -> None:
 	if as_json:
-		_echo_json({"since": format_datetime(since), "operations": operations})
+		_echo_answer_json({"since": since, "operations": operations}, site)
 		return
-	click.echo(f"Slowest operations since {format_datetime(since)} (whole hours, from the hourly aggregates)")
+	click.echo(f"Slowest operations since {since} (whole hours, from the hourly aggregates)")
 	if not operations:
 		click.echo("no data: no operation was aggregated in that time")
 		return
@@ -272,14 +318,21 @@ def report(context, window: timedelta, limit: int | None, as_json: bool) -> None
 
 
 def _run_job(context, title: str, run: Callable[[], dict[str, Any]]) -> None:
-	with _site(context):
-		try:
-			answer = run()
-		except Exception as error:
-			click.echo(f"{title} failed: {type(error).__name__}: {error}", err=True)
-			sys.exit(1)
-		# times are shown in the site's time zone: while the site is still open
-		_echo_report(title, answer)
+	"""The job on each site in turn; a site whose job fails does not stop the others, the command
+	then exits with 1."""
+	failed = False
+	for site, _named in _each_site(context):
+		with _connected(site):
+			try:
+				answer = run()
+			except Exception as error:
+				click.echo(f"{title} failed: {type(error).__name__}: {error}", err=True)
+				failed = True
+				continue
+			# times are shown in the site's time zone: while the site is still open
+			_echo_report(title, answer)
+	if failed:
+		sys.exit(1)
 
 
 @vperf.command("drain")

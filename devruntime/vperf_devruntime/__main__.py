@@ -112,7 +112,8 @@ def cmd_vperf(args: argparse.Namespace) -> None:
 	os.environ.update(site.site_env(args.db))
 	from verenigingen_perf.commands import vperf
 
-	vperf.main(args.vperf_args, prog_name="vperf", obj={"sites": [site.site_name(args.db)]})
+	# `--site NAME` (repeatable) as bench's `--site`: named sites of the sites folder; else the backend's
+	vperf.main(args.vperf_args, prog_name="vperf", obj={"sites": args.site or [site.site_name(args.db)]})
 
 
 def cmd_sites(args: argparse.Namespace) -> None:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
 	add("execute", cmd_execute, "run a scheduled job now").add_argument("method")
 	add("worker", cmd_worker, "run queued background jobs, then exit").add_argument("--queue", default=None)
 	vperf = add("vperf", cmd_vperf, "the app's bench commands, e.g. `vperf report --since 24h`")
+	vperf.add_argument("--site", action="append", help="a named site (repeat for several, as on a bench)")
 	vperf.add_argument("vperf_args", nargs=argparse.REMAINDER)
 	sites = add("sites", cmd_sites, "create or migrate SQLite sites in the one sites folder (a bench's)")
 	sites.add_argument("names", nargs="+", help="site names, as their Host (e.g. a.vperf.localhost)")
