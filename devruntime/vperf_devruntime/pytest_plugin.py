@@ -260,26 +260,23 @@ def admin_password() -> str | None:
 	return ADMIN_PASSWORD
 
 
-_admin_sid: str | None = None
-
-
 def _administrator_session() -> str:
-	"""A session of Administrator created on the site itself, as Frappe's own API tests do."""
-	global _admin_sid
-	if _admin_sid is None:
-		import frappe
-		from frappe.auth import CookieManager, LoginManager
-		from frappe.utils import set_request
+	"""A new session of Administrator created on the site itself, as Frappe's own API tests do. One per
+	client: a session the browser opened the desk with holds a CSRF token, which Frappe then asks of
+	every POST of that session (an HTTP client sharing it was refused; seen on a v15 bench)."""
+	import frappe
+	from frappe.auth import CookieManager, LoginManager
+	from frappe.utils import set_request
 
-		set_request(path="/")
-		frappe.local.cookie_manager = CookieManager()
-		frappe.local.login_manager = LoginManager()
-		frappe.local.login_manager.login_as("Administrator")
-		_admin_sid = frappe.session.sid
-		frappe.db.commit()
-		frappe.local.request = None
-		frappe.set_user("Administrator")
-	return _admin_sid
+	set_request(path="/")
+	frappe.local.cookie_manager = CookieManager()
+	frappe.local.login_manager = LoginManager()
+	frappe.local.login_manager.login_as("Administrator")
+	sid = frappe.session.sid
+	frappe.db.commit()
+	frappe.local.request = None
+	frappe.set_user("Administrator")
+	return sid
 
 
 @pytest.fixture
