@@ -142,10 +142,12 @@ def test_unknown_methods_and_missing_pages_never_become_operations_of_their_own(
 	assert {row["operation"] for row in rows} <= {"(unknown method)", "(not found)", "(failed page)"}
 
 
-def test_requests_refused_before_the_hooks_are_counted(site, http, make_user, overrides):
+def test_requests_refused_before_the_hooks_are_counted(site, http, overrides):
 	"""A desk session's POST without its CSRF token is refused by the framework before any hook runs:
 	it cannot be measured, but it is counted."""
-	client = http(make_user("System Manager"))
+	# a session of its own (one per client); a new System Manager's first desk page does not answer on
+	# the dev runtime since its multi-site fixes (open defect of the runtime, not seen on a v15 bench)
+	client = http("Administrator")
 	# opening the desk gives the session its CSRF token; from then on every POST must carry it
 	assert client.session.get(f"{client.base_url}/app", timeout=60).status_code == 200
 	before = buffer.state().unmeasured_requests
