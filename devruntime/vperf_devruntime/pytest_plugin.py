@@ -312,6 +312,17 @@ def run_scheduled_job(site: Any) -> Callable[[str], None]:
 	return _run
 
 
+def _burst_worker(site_env: dict[str, str]) -> None:
+	"""Every queued job run to completion by one burst worker of the runtime (each on its own site)."""
+	subprocess.run(
+		_runtime_command("worker"),
+		env={**os.environ, **site_env},
+		check=True,
+		capture_output=True,
+		timeout=300,
+	)
+
+
 @pytest.fixture
 def run_background_jobs(site: Any, site_env: dict[str, str]) -> Callable[[], None]:
 	"""Run the queued background jobs to completion (dev: a burst worker; bench: its own workers)."""
@@ -345,13 +356,7 @@ def run_background_jobs(site: Any, site_env: dict[str, str]) -> Callable[[], Non
 					break
 				time.sleep(0.25)
 			return
-		subprocess.run(
-			_runtime_command("worker"),
-			env={**os.environ, **site_env},
-			check=True,
-			capture_output=True,
-			timeout=300,
-		)
+		_burst_worker(site_env)
 
 	return _run
 
@@ -530,13 +535,7 @@ def run_workers(site: Any, site_env: dict[str, str]) -> Callable[[], None]:
 		pytest.skip("the dev runtime's burst worker; a bench runs its own workers")
 
 	def _run() -> None:
-		subprocess.run(
-			_runtime_command("worker"),
-			env={**os.environ, **site_env},
-			check=True,
-			capture_output=True,
-			timeout=300,
-		)
+		_burst_worker(site_env)
 
 	return _run
 

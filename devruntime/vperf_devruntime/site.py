@@ -202,6 +202,14 @@ def create() -> None:
 		db_user=frappe.conf.get("db_user"),
 		setup=True,
 	)
+	_install_apps_and_close()
+
+
+def _install_apps_and_close() -> None:
+	"""The framework and the app on a site just made, as `bench new-site` and `install-app` do."""
+	import frappe
+	from frappe.installer import install_app
+
 	frappe.flags.in_test = False
 	install_app("monoframe", verbose=False)
 	install_app(APP, verbose=False)
@@ -322,9 +330,4 @@ def _create_named(name: str) -> None:
 		db_type="sqlite",
 		setup=True,
 	)
-	frappe.flags.in_test = False
-	install_app("monoframe", verbose=False)
-	install_app(APP, verbose=False)
-	_after_install_site()
-	frappe.db.commit()
-	frappe.destroy()
+	_install_apps_and_close()
