@@ -3,10 +3,11 @@
 import time
 
 import frappe
+import orjson
 import pytest
 from vperf_devruntime.pytest_plugin import bench_mode
 
-from verenigingen_perf.utils.performance import buffer, capture, config
+from verenigingen_perf.utils.performance import buffer, capture, config, timeutil
 
 TESTING = "verenigingen_perf.api.testing"
 DRAIN_WAIT_S = 60
@@ -346,7 +347,7 @@ def test_a_drain_that_died_is_taken_over_without_loss_or_duplicates(site, overri
 		keys=[buffer.buffer_key(), buffer.claim_list_key(dead_before_release), buffer.claims_key()],
 		args=[10, dead_before_release, time.time() - 60],
 	)
-	buffer.insert_rows(buffer._rows(items)[0])
+	buffer.insert_rows(buffer._rows(items, frappe.utils.now(), timeutil.system_zone())[0])
 	frappe.db.commit()
 	report = buffer.drain()
 	assert report.claims_taken_over >= 2
@@ -354,6 +355,47 @@ def test_a_drain_that_died_is_taken_over_without_loss_or_duplicates(site, overri
 	assert dead_before_insert.encode() not in claims and dead_before_release.encode() not in claims
 	names = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
 	assert sorted(names) == sorted(e["name"] for e in entries)
+
+
+def test_a_failed_insert_gives_the_batch_claimed_ahead_back_in_order(site, overrides, monkeypatch):
+	"""The drain claims the next batch while it inserts one: when the insert fails, that batch goes
+	back to the head of the buffer at once; the failed one stays claimed until it is taken over."""
+	overrides(drain_batch_size=10, drain_claim_timeout_s=3600)
+	buffer.drain()
+	operation = f"test.failed-drain.{capture.new_id()}"
+	entries = synthetic_entries(30, operation)
+	push(entries)
+	client = buffer.redis_client()
+
+	def ours(raw_items: list[bytes]) -> list[str]:
+		names = (orjson.loads(raw) for raw in raw_items)
+		return [entry["name"] for entry in names if entry["operation"] == operation]
+
+	buffered = ours(client.lrange(buffer.buffer_key(), 0, -1))
+	assert sorted(buffered) == sorted(e["name"] for e in entries)
+	claims_before = set(client.hkeys(buffer.claims_key()))
+
+	def database_gone(rows: list[tuple]) -> None:
+		raise RuntimeError("the database went away")
+
+	monkeypatch.setattr(buffer, "insert_rows", database_gone)
+	with pytest.raises(RuntimeError, match="went away"):
+		buffer.drain()
+	monkeypatch.undo()
+
+	(failed_claim,) = set(client.hkeys(buffer.claims_key())) - claims_before
+	failed = ours(client.lrange(buffer.claim_list_key(failed_claim.decode()), 0, -1))
+	assert failed and failed == buffered[: len(failed)]
+	assert ours(client.lrange(buffer.buffer_key(), 0, -1)) == buffered[len(failed) :]
+
+	buffer.drain()
+	stored = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
+	assert sorted(stored) == sorted(buffered[len(failed) :])
+	# once the failed claim is old enough, the next drain takes it over
+	client.hset(buffer.claims_key(), failed_claim, time.time() - 7200)
+	assert buffer.drain().claims_taken_over >= 1
+	stored = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
+	assert sorted(stored) == sorted(buffered)
 
 
 def test_a_full_buffer_drops_and_counts(site, overrides):

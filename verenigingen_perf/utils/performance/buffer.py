@@ -22,9 +22,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import frappe
 import orjson
@@ -44,7 +45,7 @@ from verenigingen_perf.utils.performance.schema import (
 	OPERATION_TYPES,
 	PAGE,
 )
-from verenigingen_perf.utils.performance.timeutil import from_epoch
+from verenigingen_perf.utils.performance.timeutil import format_datetime, from_epoch, system_zone
 
 JOB_META_KEY = "verenigingen_perf_trace"
 COLUMNS = (
@@ -95,6 +96,17 @@ for i = 1, #items, 1000 do
 end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return items
+"""
+
+# KEYS: buffer, claim list, claims; ARGV: claim id
+_GIVE_BACK = """
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = #items, 1, -1 do
+	redis.call('LPUSH', KEYS[1], items[i])
+end
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return #items
 """
 
 _TAKE_OVER = """
@@ -469,28 +481,91 @@ class DrainReport:
 	errors: list[str] = dataclasses.field(default_factory=list)
 
 
+@dataclass
+class _Batch:
+	"""A claimed batch, its entries made into rows (and how many of them were malformed)."""
+
+	claim_id: str
+	items: list[bytes]
+	rows: list[tuple]
+	malformed: int
+
+
+@dataclass(frozen=True)
+class _Claimer:
+	"""Claims the next batch and makes its rows, in the drain's prefetching thread: everything it
+	needs is read in the job's own thread first (the framework's per-site state is not visible from
+	another thread)."""
+
+	claim: Any  # the registered _CLAIM script (redis-py's scripts are safe across threads)
+	buffer_key: str
+	claims_key: str
+	batch_size: int
+	zone: ZoneInfo
+
+	def next_batch(self, claim_id: str, claim_list: str) -> _Batch | None:
+		items = self.claim(
+			keys=[self.buffer_key, claim_list, self.claims_key], args=[self.batch_size, claim_id, time.time()]
+		)
+		if not items:
+			return None
+		# stamped after the claim, as the rollup's watermark expects (see rollup.py)
+		created = format_datetime(from_epoch(time.time(), self.zone))
+		return _Batch(claim_id, items, *_rows(items, created, self.zone))
+
+
 def drain(max_batches: int | None = None) -> DrainReport:
-	"""Move buffered measurements into Performance Metric rows; safe to run concurrently."""
+	"""Move buffered measurements into Performance Metric rows; safe to run concurrently.
+
+	While one batch is inserted, a second thread claims the next and makes its rows: the database
+	works while Python parses (the drivers release the GIL while they wait), so a drain takes about
+	as long as its inserts instead of inserts and parsing one after the other."""
 	started = time.monotonic()
 	config = get_config()
 	monitoring = config.monitoring
 	report = DrainReport()
+	zone = system_zone()
 	for claim_id in _stale_claims(monitoring):
-		_insert_claim(claim_id, _read_claim(claim_id), report, config.export)
+		items = _read_claim(claim_id)
+		_insert_batch(_Batch(claim_id, items, *_rows(items, frappe.utils.now(), zone)), report, config.export)
 		report.claims_taken_over += 1
-	claim = redis_client().register_script(_CLAIM)
-	while max_batches is None or report.batches < max_batches:
+	claimer = _Claimer(
+		redis_client().register_script(_CLAIM), buffer_key(), claims_key(), monitoring.drain_batch_size, zone
+	)
+
+	def prefetch(pool: ThreadPoolExecutor) -> Future:
 		claim_id = os.urandom(8).hex()
-		items = claim(
-			keys=[buffer_key(), claim_list_key(claim_id), claims_key()],
-			args=[monitoring.drain_batch_size, claim_id, time.time()],
-		)
-		if not items:
-			break
-		_insert_claim(claim_id, items, report, config.export)
+		return pool.submit(claimer.next_batch, claim_id, claim_list_key(claim_id))
+
+	with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vperf-drain") as pool:
+		batch = prefetch(pool).result() if max_batches is None or max_batches > 0 else None
+		while batch is not None:
+			more = max_batches is None or report.batches + 1 < max_batches
+			following = prefetch(pool) if more else None
+			try:
+				_insert_batch(batch, report, config.export)
+			except BaseException:
+				if following is not None:
+					_give_back(following)
+				raise
+			batch = following.result() if following is not None else None
 	report.duration_s = round(time.monotonic() - started, 3)
 	report.buffered_after = int(redis_client().llen(buffer_key()))
 	return report
+
+
+def _give_back(claimed: Future) -> None:
+	"""A batch claimed ahead of a failed insert goes back to the head of the buffer, in order, at
+	once (left claimed, it would wait `drain_claim_timeout_s` for the next drain to take it over)."""
+	try:
+		batch = claimed.result()
+		if batch is not None:
+			redis_client().register_script(_GIVE_BACK)(
+				keys=[buffer_key(), claim_list_key(batch.claim_id), claims_key()], args=[batch.claim_id]
+			)
+	except Exception:
+		# the claim stays behind and is taken over later: nothing is lost
+		pass
 
 
 def _stale_claims(monitoring: MonitoringConfig) -> list[str]:
@@ -511,8 +586,8 @@ def _read_claim(claim_id: str) -> list[bytes]:
 	return redis_client().lrange(claim_list_key(claim_id), 0, -1)
 
 
-def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport, export: ExportConfig) -> None:
-	rows, malformed = _rows(items)
+def _insert_batch(batch: _Batch, report: DrainReport, export: ExportConfig) -> None:
+	claim_id, items, rows, malformed = batch.claim_id, batch.items, batch.rows, batch.malformed
 	insert_rows(rows)
 	frappe.db.commit()
 	# the database copy is committed: the OTLP export gets the spans from here, never from the
@@ -532,14 +607,16 @@ def _insert_claim(claim_id: str, items: list[bytes], report: DrainReport, export
 	report.malformed += malformed
 
 
-_STANDARD = ("creation", "modified", "owner", "modified_by", "docstatus")
-_ROW_COLUMNS = ("name", *_STANDARD, *COLUMNS)
+# what a row carries (see `detail_row`); the columns every row has alike are written by the INSERT
+_ROW_COLUMNS = ("name", "creation", *COLUMNS)
+_INSERTED_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *COLUMNS)
 # rows per INSERT: the rows travel as one JSON parameter (the driver escapes one string per chunk
 # instead of one value per column and row, which was most of the drain's time)
 _INSERT_CHUNK = 5000
-_DATETIMES = ("creation", "modified", "started_at")
-_INTEGERS = ("docstatus", "query_count", "rss_growth_kb", "http_status")
+_DATETIMES = ("creation", "started_at")
+_INTEGERS = ("query_count", "rss_growth_kb", "http_status")
 _FLOATS = ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us")
+_INSERTED_BY = "'Administrator'"
 
 
 def _mariadb_type(column: str) -> str:
@@ -561,14 +638,23 @@ def _postgres_value(column: str, i: int) -> str:
 	return f"({element})::{cast[column]}" if column in cast else element
 
 
-_COLUMN_LIST = ", ".join(f"`{c}`" for c in _ROW_COLUMNS)
+def _select_list(values: list[str]) -> str:
+	"""The INSERT's select list from the row's own values (in `_ROW_COLUMNS` order): `modified` is
+	the creation, owner and modifier the Administrator, docstatus 0."""
+	name, creation, *measured = values
+	return ", ".join((name, creation, creation, _INSERTED_BY, _INSERTED_BY, "0", *measured))
+
+
+_COLUMN_LIST = ", ".join(f"`{c}`" for c in _INSERTED_COLUMNS)
+_JSON_TABLE_COLUMNS = ", ".join(f"`{c}` {_mariadb_type(c)} PATH '$[{i}]'" for i, c in enumerate(_ROW_COLUMNS))
 _INSERT_SQL = {
-	"mariadb": f"INSERT IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT * FROM JSON_TABLE(%s, '$[*]' "
-	f"COLUMNS ({', '.join(f'`{c}` {_mariadb_type(c)} PATH {chr(39)}$[{i}]{chr(39)}' for i, c in enumerate(_ROW_COLUMNS))})) AS measurements",
-	"sqlite": f"INSERT OR IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT "
-	f"{', '.join(f'value ->> {i}' for i in range(len(_ROW_COLUMNS)))} FROM json_each(%s)",
-	"postgres": f"INSERT INTO `tab{METRIC}` ({_COLUMN_LIST}) SELECT "
-	f"{', '.join(_postgres_value(c, i) for i, c in enumerate(_ROW_COLUMNS))} "
+	"mariadb": f"INSERT IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) "
+	f"SELECT {_select_list([f'`{c}`' for c in _ROW_COLUMNS])} "
+	f"FROM JSON_TABLE(%s, '$[*]' COLUMNS ({_JSON_TABLE_COLUMNS})) AS measurements",
+	"sqlite": f"INSERT OR IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) "
+	f"SELECT {_select_list([f'value ->> {i}' for i in range(len(_ROW_COLUMNS))])} FROM json_each(%s)",
+	"postgres": f"INSERT INTO `tab{METRIC}` ({_COLUMN_LIST}) "
+	f"SELECT {_select_list([_postgres_value(c, i) for i, c in enumerate(_ROW_COLUMNS)])} "
 	"FROM jsonb_array_elements(%s::jsonb) AS row ON CONFLICT (name) DO NOTHING",
 }
 
@@ -592,35 +678,43 @@ _NUMBERS = {
 	**dict.fromkeys(("query_count", "rss_growth_kb", "http_status"), int),
 	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us"), float),
 }
+_CONVERTERS = tuple((column, _NUMBERS.get(column)) for column in COLUMNS)
 
 
 def detail_row(name: str, created: str, values: dict[str, Any]) -> tuple:
 	"""One Performance Metric row in the column order `insert_rows` writes (`started_at` and
 	`created` already formatted as database datetimes). A number that is missing is 0: the columns
 	are NOT NULL, and SQLite's INSERT OR IGNORE would drop such a row without a word."""
+	get = values.get
 	return (
 		name,
 		created,
-		created,
-		"Administrator",
-		"Administrator",
-		0,
-		*(_NUMBERS[c](values.get(c) or 0) if c in _NUMBERS else values.get(c) for c in COLUMNS),
+		*[convert(get(column) or 0) if convert else get(column) for column, convert in _CONVERTERS],
 	)
 
 
-def _rows(items: list[bytes]) -> tuple[list[tuple], int]:
-	now = frappe.utils.now()
+def _rows(items: list[bytes], created: str, zone: ZoneInfo) -> tuple[list[tuple], int]:
+	"""The rows of a batch's entries, stamped `created` (no framework call: it runs in the drain's
+	prefetching thread), and how many entries were malformed."""
+	# a batch repeats a few hundred names: each is cleaned once
+	clean_names: dict[str, str] = {}
 	rows, malformed = [], 0
 	for raw in items:
 		try:
 			entry = orjson.loads(raw)
 			# stored as Frappe stores datetimes: naive, in the system time zone
-			started: datetime = from_epoch(float(entry["started_at"]))
+			started = from_epoch(float(entry["started_at"]), zone)
 			entry["started_at"] = started.isoformat(sep=" ", timespec="microseconds")
-			entry["operation"] = operations.clean_name(entry["operation"])
+			operation = entry["operation"]
+			if isinstance(operation, str):
+				cleaned = clean_names.get(operation)
+				if cleaned is None:
+					cleaned = clean_names[operation] = operations.clean_name(operation)
+			else:
+				cleaned = operations.clean_name(operation)
+			entry["operation"] = cleaned
 			entry["operation_type"], entry["status"] = upgraded_type_and_status(entry)
-			rows.append(detail_row(str(entry["name"])[:32], now, entry))
+			rows.append(detail_row(str(entry["name"])[:32], created, entry))
 		except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, OverflowError, OSError):
 			malformed += 1
 	return rows, malformed

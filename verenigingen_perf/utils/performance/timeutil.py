@@ -40,9 +40,10 @@ def system_zone() -> ZoneInfo:
 	return ZoneInfo(frappe.utils.get_system_timezone())
 
 
-def from_epoch(epoch: float) -> datetime:
-	"""A Unix time as a stored datetime (naive, system time zone)."""
-	return datetime.fromtimestamp(epoch, system_zone()).replace(tzinfo=None)
+def from_epoch(epoch: float, zone: ZoneInfo | None = None) -> datetime:
+	"""A Unix time as a stored datetime (naive, system time zone; a loop over many passes the
+	`system_zone()` it looked up once)."""
+	return datetime.fromtimestamp(epoch, zone or system_zone()).replace(tzinfo=None)
 
 
 def to_epoch(moment: datetime) -> float:
