@@ -42,6 +42,17 @@ def test_settings_controller_is_the_apps(site):
 	assert type(doc).__module__.startswith("verenigingen_perf.")
 
 
+def test_postgres_leaves_room_on_the_pages_of_the_tables_every_fold_rewrites(site):
+	if frappe.db.db_type != "postgres":
+		pytest.skip("MariaDB and SQLite update rows in place")
+	install.after_migrate()
+	for doctype in ("Performance Aggregate", "Performance Export Counter"):
+		(options,) = frappe.db.sql("select reloptions from pg_class where relname = %s", (f"tab{doctype}",))[
+			0
+		]
+		assert "fillfactor=70" in (options or []), (doctype, options)
+
+
 def test_migrate_keeps_the_role(site):
 	frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
 	frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)

@@ -231,10 +231,17 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	# rows that started in that hour, ingested now (hours later)
 	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
 	late = [
-		(*r[:6], operation, *r[7:8], timeutil.format_datetime(hour + timedelta(minutes=5)), *r[9:])
-		for r in late
+		buffer.detail_row(
+			values["name"],
+			timeutil.format_datetime(now - timedelta(minutes=30)),
+			{
+				**values,
+				"operation": operation,
+				"started_at": timeutil.format_datetime(hour + timedelta(minutes=5)),
+			},
+		)
+		for values in map(buffer.row_values, late)
 	]
-	late = [(r[0], timeutil.format_datetime(now - timedelta(minutes=30)), *r[2:]) for r in late]
 	insert(late)
 	ingested[some_hour_key] += 7
 	report = rollup.run_rollup(now + timedelta(hours=1))

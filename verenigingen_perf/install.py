@@ -4,7 +4,7 @@ rollup's state row, and removing everything the app added when it is uninstalled
 import frappe
 from frappe import _
 
-from verenigingen_perf.utils.performance import config, dashboard, redis_store
+from verenigingen_perf.utils.performance import config, dashboard, redis_store, storage
 from verenigingen_perf.utils.performance.rollup import ensure_state_row
 from verenigingen_perf.utils.performance.schema import ROLLUP_STATE, SETTINGS
 
@@ -32,6 +32,7 @@ def before_install() -> None:
 
 
 def after_install() -> None:
+	storage.leave_room_for_updates()
 	ensure_roles()
 	ensure_state_row()
 	install_shipped_rules()
@@ -39,6 +40,7 @@ def after_install() -> None:
 
 
 def after_migrate() -> None:
+	storage.leave_room_for_updates()
 	ensure_roles()
 	ensure_state_row()
 	install_shipped_rules()

@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from verenigingen_perf.utils.performance import internal_errors, job_reports, operations
+from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
 from verenigingen_perf.utils.performance.config import ExportConfig, MonitoringConfig, get_config
 from verenigingen_perf.utils.performance.export import otlp
 from verenigingen_perf.utils.performance.redis_store import key as _key
@@ -607,56 +608,16 @@ def _insert_batch(batch: _Batch, report: DrainReport, export: ExportConfig) -> N
 	report.malformed += malformed
 
 
-# what a row carries (see `detail_row`); the columns every row has alike are written by the INSERT
-_ROW_COLUMNS = ("name", "creation", *COLUMNS)
-_INSERTED_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *COLUMNS)
-# rows per INSERT: the rows travel as one JSON parameter (the driver escapes one string per chunk
-# instead of one value per column and row, which was most of the drain's time)
-_INSERT_CHUNK = 5000
-_DATETIMES = ("creation", "started_at")
-_INTEGERS = ("query_count", "rss_growth_kb", "http_status")
-_FLOATS = ("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us")
-_INSERTED_BY = "'Administrator'"
-
-
-def _mariadb_type(column: str) -> str:
-	if column in _DATETIMES:
-		return "DATETIME(6)"
-	if column in _INTEGERS:
-		return "BIGINT"
-	if column in _FLOATS:
-		return "DOUBLE"
-	return "LONGTEXT" if column in ("error", "context") else "VARCHAR(140)"
-
-
-def _postgres_value(column: str, i: int) -> str:
-	cast = {**dict.fromkeys(_DATETIMES, "timestamp(6)"), **dict.fromkeys(_INTEGERS, "bigint")}
-	cast.update(dict.fromkeys(_FLOATS, "double precision"))
-	# the index in parentheses: Frappe's PostgreSQL layer quotes a number written after `>` or `=`
-	# (`row->>'3'` would read an object's key "3", which an array has not)
-	element = f"row ->> ({i})"
-	return f"({element})::{cast[column]}" if column in cast else element
-
-
-def _select_list(values: list[str]) -> str:
-	"""The INSERT's select list from the row's own values (in `_ROW_COLUMNS` order): `modified` is
-	the creation, owner and modifier the Administrator, docstatus 0."""
-	name, creation, *measured = values
-	return ", ".join((name, creation, creation, _INSERTED_BY, _INSERTED_BY, "0", *measured))
-
-
-_COLUMN_LIST = ", ".join(f"`{c}`" for c in _INSERTED_COLUMNS)
-_JSON_TABLE_COLUMNS = ", ".join(f"`{c}` {_mariadb_type(c)} PATH '$[{i}]'" for i, c in enumerate(_ROW_COLUMNS))
-_INSERT_SQL = {
-	"mariadb": f"INSERT IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) "
-	f"SELECT {_select_list([f'`{c}`' for c in _ROW_COLUMNS])} "
-	f"FROM JSON_TABLE(%s, '$[*]' COLUMNS ({_JSON_TABLE_COLUMNS})) AS measurements",
-	"sqlite": f"INSERT OR IGNORE INTO `tab{METRIC}` ({_COLUMN_LIST}) "
-	f"SELECT {_select_list([f'value ->> {i}' for i in range(len(_ROW_COLUMNS))])} FROM json_each(%s)",
-	"postgres": f"INSERT INTO `tab{METRIC}` ({_COLUMN_LIST}) "
-	f"SELECT {_select_list([_postgres_value(c, i) for i, c in enumerate(_ROW_COLUMNS)])} "
-	"FROM jsonb_array_elements(%s::jsonb) AS row ON CONFLICT (name) DO NOTHING",
+_KINDS: dict[str, Kind] = {
+	**dict.fromkeys(("operation", "operation_type", "status", "user", "trace_id", "parent_span"), "text"),
+	**dict.fromkeys(("error", "context"), "long text"),
+	"started_at": "datetime",
+	**dict.fromkeys(("query_count", "rss_growth_kb", "http_status"), "integer"),
+	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us"), "float"),
 }
+# a re-drained claim inserts nothing twice: rows already stored are skipped by name
+_DETAIL_ROWS = BulkWrite(METRIC, tuple((column, _KINDS[column]) for column in COLUMNS), chunk=5000)
+_ROW_COLUMNS = ("name", "creation", *COLUMNS)
 
 
 def row_values(row: tuple) -> dict[str, Any]:
@@ -665,26 +626,20 @@ def row_values(row: tuple) -> dict[str, Any]:
 
 
 def insert_rows(rows: list[tuple]) -> None:
-	"""Multi-row INSERT that skips names already present (a re-drained claim inserts nothing twice).
-
-	Written out rather than through `frappe.db.bulk_insert`, whose query builder renders every value
-	as a term object (six times slower at these volumes, see benchmarks/capture.py): the rows travel
-	as one JSON parameter that the database unpacks (JSON_TABLE, json_each, jsonb_array_elements)."""
-	for start in range(0, len(rows), _INSERT_CHUNK):
-		frappe.db.multisql(_INSERT_SQL, (orjson.dumps(rows[start : start + _INSERT_CHUNK]).decode(),))
+	"""Rows as `detail_row` builds them, in as few statements as `bulk` allows; names already
+	stored are skipped (a re-drained claim inserts nothing twice)."""
+	_DETAIL_ROWS.write(rows)
 
 
-_NUMBERS = {
-	**dict.fromkeys(("query_count", "rss_growth_kb", "http_status"), int),
-	**dict.fromkeys(("duration_ms", "db_time_ms", "peak_rss_mb", "peak_alloc_kb", "capture_us"), float),
-}
-_CONVERTERS = tuple((column, _NUMBERS.get(column)) for column in COLUMNS)
+_NUMBERS = {"integer": int, "float": float}
+_CONVERTERS = tuple((column, _NUMBERS.get(_KINDS[column])) for column in COLUMNS)
 
 
 def detail_row(name: str, created: str, values: dict[str, Any]) -> tuple:
 	"""One Performance Metric row in the column order `insert_rows` writes (`started_at` and
 	`created` already formatted as database datetimes). A number that is missing is 0: the columns
-	are NOT NULL, and SQLite's INSERT OR IGNORE would drop such a row without a word."""
+	are NOT NULL (MariaDB's INSERT IGNORE would store 0 with a mere warning, the others would refuse
+	the whole batch)."""
 	get = values.get
 	return (
 		name,

@@ -35,6 +35,7 @@ import frappe
 import redis
 
 from verenigingen_perf.utils.performance import buffer, job_reports
+from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.export import counter_store
 from verenigingen_perf.utils.performance.schema import (
@@ -77,6 +78,28 @@ AGGREGATE_COLUMNS = (
 	"memory_max_mb",
 	"sketch",
 )
+_AGGREGATE_KINDS: dict[str, Kind] = {
+	**dict.fromkeys(("operation", "operation_type", "granularity"), "text"),
+	"period_start": "datetime",
+	**dict.fromkeys(("count", "error_count", "client_error_count", "query_sum", "query_max"), "integer"),
+	**dict.fromkeys(
+		(
+			"p50_ms",
+			"p90_ms",
+			"p95_ms",
+			"p99_ms",
+			"duration_min_ms",
+			"duration_max_ms",
+			"duration_mean_ms",
+			"duration_sum_ms",
+			"query_mean",
+			"db_time_sum_ms",
+			"memory_max_mb",
+		),
+		"float",
+	),
+	"sketch": "long text",
+}
 # (operation type, operation, period start): what one aggregate row summarises
 BucketKey = tuple[str, str, datetime]
 
@@ -482,10 +505,8 @@ def merge_into_aggregates(granularity: str, summaries: dict[BucketKey, Summary])
 			"period_start": format_datetime(period),
 			**summary.as_values(),
 		}
-		rows.append(
-			(name, now, now, "Administrator", "Administrator", 0, *(values[c] for c in AGGREGATE_COLUMNS))
-		)
-	_upsert(rows)
+		rows.append((name, now, *(values[c] for c in AGGREGATE_COLUMNS)))
+	_AGGREGATE_ROWS.write(rows)
 	return len(rows)
 
 
@@ -493,8 +514,8 @@ def _existing_aggregates(names: list[str]) -> dict[str, dict[str, Any]]:
 	"""The stored rows of these names (one statement per thousand names)."""
 	columns = ", ".join(f"`{c}`" for c in ("name", *AGGREGATE_COLUMNS))
 	existing = {}
-	for start in range(0, len(names), _UPSERT_CHUNK):
-		chunk = names[start : start + _UPSERT_CHUNK]
+	for start in range(0, len(names), _READ_CHUNK):
+		chunk = names[start : start + _READ_CHUNK]
 		rows = frappe.db.sql(
 			f"select {columns} from `tab{AGGREGATE}` where name in ({', '.join(['%s'] * len(chunk))})",
 			chunk,
@@ -504,29 +525,12 @@ def _existing_aggregates(names: list[str]) -> dict[str, dict[str, Any]]:
 	return existing
 
 
-_UPSERT_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *AGGREGATE_COLUMNS)
-# columns an upsert refreshes on an existing row (creation and owner stay as first written)
-_REFRESHED = ("modified", *AGGREGATE_COLUMNS)
-# rows per upsert: 27 parameters a row stays under SQLite's 32,766-variable limit
-_UPSERT_CHUNK = 1000
-
-
-def _upsert_sql(rows: int) -> dict[str, str]:
-	"""One multi-row INSERT that updates rows already present: one statement per bucket instead of
-	one per aggregate."""
-	columns = ", ".join(f"`{c}`" for c in _UPSERT_COLUMNS)
-	placeholder = "(" + ", ".join(["%s"] * len(_UPSERT_COLUMNS)) + ")"
-	insert = f"insert into `tab{AGGREGATE}` ({columns}) values {', '.join([placeholder] * rows)}"
-	on_conflict = "on conflict (name) do update set " + ", ".join(f"`{c}`=excluded.`{c}`" for c in _REFRESHED)
-	return {
-		"mariadb": f"{insert} on duplicate key update "
-		+ ", ".join(f"`{c}`=values(`{c}`)" for c in _REFRESHED),
-		"sqlite": f"{insert} {on_conflict}",
-		"postgres": f"{insert} {on_conflict}",
-	}
-
-
-def _upsert(rows: list[tuple]) -> None:
-	for start in range(0, len(rows), _UPSERT_CHUNK):
-		chunk = rows[start : start + _UPSERT_CHUNK]
-		frappe.db.multisql(_upsert_sql(len(chunk)), [value for row in chunk for value in row])
+# names per read: keeps a statement's parameters well inside SQLite's limit
+_READ_CHUNK = 1000
+# one statement per bucket, not one per aggregate; an aggregate already stored gets the merged
+# figures (its creation and owner stay as first written)
+_AGGREGATE_ROWS = BulkWrite(
+	AGGREGATE,
+	tuple((column, _AGGREGATE_KINDS[column]) for column in AGGREGATE_COLUMNS),
+	update=AGGREGATE_COLUMNS,
+)

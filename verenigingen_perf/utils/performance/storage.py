@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import frappe
 
-from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC
+from verenigingen_perf.utils.performance.schema import AGGREGATE, EXPORT_COUNTER, METRIC
 
 TABLES = (METRIC, AGGREGATE)
 
@@ -23,6 +23,34 @@ _BYTES_SQL = {
 	"sqlite": """select coalesce(sum(pgsize), 0) from dbstat where name in (
 		select name from sqlite_master where tbl_name = %s)""",
 }
+
+
+# Every fold rewrites the hour's and the day's aggregates and the export counters. PostgreSQL writes
+# a new version of a row on each update: with room left on its page, the version stays there, takes
+# no new index entries and is pruned without VACUUM (a "HOT" update); on a full page it bloats the
+# table and every index until autovacuum runs (18% more aggregate bytes in the rollup benchmark).
+# MariaDB and SQLite update in place.
+_REWRITTEN_TABLES = (AGGREGATE, EXPORT_COUNTER)
+_PAGE_FILL_PERCENT = 70
+_ROOM_SQL = {
+	"postgres": "alter table `{table}` set (fillfactor = {percent})",
+	"mariadb": "select 1",
+	"sqlite": "select 1",
+}
+
+
+def leave_room_for_updates() -> None:
+	"""Run on install and migrate (a new table takes the setting when it is created or rebuilt)."""
+	# ALTER TABLE is DDL: no write of the caller's may be pending with it
+	frappe.db.commit()
+	for doctype in _REWRITTEN_TABLES:
+		frappe.db.multisql(
+			{
+				db: sql.format(table=f"tab{doctype}", percent=_PAGE_FILL_PERCENT)
+				for db, sql in _ROOM_SQL.items()
+			}
+		)
+	frappe.db.commit()
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import frappe
 
+from verenigingen_perf.utils.performance.bulk import BulkWrite
 from verenigingen_perf.utils.performance.export import counters
 from verenigingen_perf.utils.performance.schema import EXPORT_COUNTER, OVERFLOW_OPERATION
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary
@@ -96,36 +97,32 @@ def _read(where_names: list[str]) -> dict[counters.Key, counters.Counter]:
 	return result
 
 
-_ALL_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", *COLUMNS)
-_REFRESHED = ("modified", *COLUMNS)
-
-
-def _upsert_sql(rows: int) -> dict[str, str]:
-	columns = ", ".join(f"`{c}`" for c in _ALL_COLUMNS)
-	placeholder = "(" + ", ".join(["%s"] * len(_ALL_COLUMNS)) + ")"
-	insert = f"insert into `tab{EXPORT_COUNTER}` ({columns}) values {', '.join([placeholder] * rows)}"
-	on_conflict = "on conflict (name) do update set " + ", ".join(f"`{c}`=excluded.`{c}`" for c in _REFRESHED)
-	return {
-		"mariadb": f"{insert} on duplicate key update "
-		+ ", ".join(f"`{c}`=values(`{c}`)" for c in _REFRESHED),
-		"sqlite": f"{insert} {on_conflict}",
-		"postgres": f"{insert} {on_conflict}",
-	}
+# a counter already stored gets its new figures (its creation and owner stay as first written)
+_COUNTER_ROWS = BulkWrite(
+	EXPORT_COUNTER,
+	(
+		("operation_type", "text"),
+		("operation", "text"),
+		("exposed", "integer"),
+		("total_count", "float"),
+		("count", "float"),
+		("error_count", "float"),
+		("client_error_count", "float"),
+		("duration_sum_s", "float"),
+		("query_sum", "float"),
+		("sketch", "long text"),
+	),
+	update=COLUMNS,
+)
 
 
 def _upsert(rows: list[counters.Counter]) -> None:
 	now = frappe.utils.now()
-	for start in range(0, len(rows), _CHUNK):
-		chunk = rows[start : start + _CHUNK]
-		values = []
-		for c in chunk:
-			values += [
+	_COUNTER_ROWS.write(
+		[
+			(
 				counter_name(*c.key),
 				now,
-				now,
-				"Administrator",
-				"Administrator",
-				0,
 				c.operation_type,
 				c.operation,
 				int(c.exposed),
@@ -136,5 +133,7 @@ def _upsert(rows: list[counters.Counter]) -> None:
 				c.duration_sum_s,
 				c.query_sum,
 				c.bins.dumps(),
-			]
-		frappe.db.multisql(_upsert_sql(len(chunk)), values)
+			)
+			for c in rows
+		]
+	)
