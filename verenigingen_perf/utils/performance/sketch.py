@@ -278,20 +278,20 @@ class StoredSketchMerger:
 		return low_key - self.first_key
 
 	def quantiles(self, qs: tuple[float, ...], minimum: float, maximum: float) -> list[float]:
-		"""Exactly what `Summary.quantiles` reads from the merged sketch, straight from the bins."""
-		if self.bins is None:
+		"""Exactly what `Summary.quantiles` reads from the merged sketch, straight from the bins (the
+		occupied ones: the array keeps room for keys no value has reached)."""
+		occupied = np.flatnonzero(self.bins) if self.bins is not None else ()
+		if not len(occupied):
 			# only zeros (or nothing): every rank reads 0, kept inside the extremes
 			return [min(max(0.0, minimum), maximum) for _ in qs]
-		cumulative = np.cumsum(self.bins)
+		low, high = int(occupied[0]), int(occupied[-1])
+		cumulative = np.cumsum(self.bins[low : high + 1])
 		total = int(cumulative[-1]) + self.zero_count
-		last_key = self.first_key + int(np.flatnonzero(self.bins)[-1]) if cumulative[-1] else self.first_key
+		ranks = [q * (total - 1) - self.zero_count for q in qs]
+		indices = np.searchsorted(cumulative, ranks, side="right").tolist()
 		results = []
-		for q in qs:
-			rank = q * (total - 1) - self.zero_count
-			value = 0.0
-			if rank >= 0:
-				index = int(np.searchsorted(cumulative, rank, side="right"))
-				value = _MAPPING.value(self.first_key + index if index < len(cumulative) else last_key)
+		for rank, index in zip(ranks, indices, strict=True):
+			value = _MAPPING.value(self.first_key + low + min(index, high - low)) if rank >= 0 else 0.0
 			results.append(min(max(value, minimum), maximum))
 		return results
 
