@@ -564,9 +564,10 @@ def _give_back(claimed: Future) -> None:
 			redis_client().register_script(_GIVE_BACK)(
 				keys=[buffer_key(), claim_list_key(batch.claim_id), claims_key()], args=[batch.claim_id]
 			)
-	except Exception:
-		# the claim stays behind and is taken over later: nothing is lost
-		pass
+	except Exception as error:
+		# the claim stays behind and is taken over later: nothing is lost; the insert's own failure
+		# is the one the caller sees
+		internal_errors.report("buffer.drain.give_back", error, may_raise=False)
 
 
 def _stale_claims(monitoring: MonitoringConfig) -> list[str]:
