@@ -6,12 +6,14 @@ reused, a dead one is started again on a free port.
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -215,11 +217,35 @@ def _own_for_postgres(path: Path) -> None:
 		os.chown(path, account.pw_uid, account.pw_gid)
 
 
+def _reachable_by_others(folder: Path) -> bool:
+	"""Whether an account other than ours may pass through every folder down to `folder`."""
+	return all(os.stat(part).st_mode & stat.S_IXOTH for part in (folder, *folder.parents))
+
+
+def postgres_folder(work: Path) -> Path:
+	"""The cluster's folder: `postgres` in the runtime's folder, which the server's own account must
+	reach. In a checkout under a private folder (`mktemp -d`, /root) it cannot: the cluster then lives
+	in /var/tmp, in a folder named after the runtime's, and `postgres` in the runtime's folder links
+	to it."""
+	folder = work / "postgres"
+	if os.geteuid() != 0 or _reachable_by_others(work.resolve()):
+		return folder
+	digest = hashlib.sha1(str(work.resolve()).encode()).hexdigest()[:12]
+	outside = Path("/var/tmp") / f"vperf-devruntime-postgres-{digest}"
+	outside.mkdir(mode=0o700, exist_ok=True)
+	if not folder.is_symlink():
+		if folder.exists():
+			shutil.rmtree(folder)
+		folder.symlink_to(outside)
+	return outside
+
+
 def ensure_postgres(work: Path) -> Service:
 	current = _load(work, "postgres")
 	if current and current.alive():
 		return current
-	data = work / "postgres"
+	work.mkdir(parents=True, exist_ok=True)
+	data = postgres_folder(work)
 	datadir = data / "data"
 	data.mkdir(parents=True, exist_ok=True)
 	_own_for_postgres(data)
