@@ -78,28 +78,14 @@ AGGREGATE_COLUMNS = (
 	"memory_max_mb",
 	"sketch",
 )
-_AGGREGATE_KINDS: dict[str, Kind] = {
+# how the bulk upsert unpacks each column; every other one is a float
+_NOT_FLOAT: dict[str, Kind] = {
 	**dict.fromkeys(("operation", "operation_type", "granularity"), "text"),
 	"period_start": "datetime",
 	**dict.fromkeys(("count", "error_count", "client_error_count", "query_sum", "query_max"), "integer"),
-	**dict.fromkeys(
-		(
-			"p50_ms",
-			"p90_ms",
-			"p95_ms",
-			"p99_ms",
-			"duration_min_ms",
-			"duration_max_ms",
-			"duration_mean_ms",
-			"duration_sum_ms",
-			"query_mean",
-			"db_time_sum_ms",
-			"memory_max_mb",
-		),
-		"float",
-	),
 	"sketch": "long text",
 }
+_AGGREGATE_KINDS: dict[str, Kind] = {column: _NOT_FLOAT.get(column, "float") for column in AGGREGATE_COLUMNS}
 # (operation type, operation, period start): what one aggregate row summarises
 BucketKey = tuple[str, str, datetime]
 
