@@ -315,12 +315,18 @@ def push(entries: list[dict]) -> None:
 	buffer.flush()
 
 
+def freshly_buffered(kind: str, count: int) -> tuple[str, list[dict]]:
+	"""`count` measurements of a new operation in an otherwise drained buffer: the operation and them."""
+	buffer.drain()
+	operation = f"test.{kind}.{capture.new_id()}"
+	entries = synthetic_entries(count, operation)
+	push(entries)
+	return operation, entries
+
+
 def test_two_concurrent_drains_land_every_measurement_exactly_once(site, overrides, in_threads):
 	overrides(drain_batch_size=25)
-	buffer.drain()
-	operation = f"test.concurrent-drain.{capture.new_id()}"
-	entries = synthetic_entries(1000, operation)
-	push(entries)
+	operation, entries = freshly_buffered("concurrent-drain", 1000)
 	in_threads(buffer.drain, count=2)
 	buffer.drain()
 	names = frappe.get_all("Performance Metric", filters={"operation": operation}, pluck="name")
@@ -330,10 +336,7 @@ def test_two_concurrent_drains_land_every_measurement_exactly_once(site, overrid
 
 def test_a_drain_that_died_is_taken_over_without_loss_or_duplicates(site, overrides):
 	overrides(drain_batch_size=10, drain_claim_timeout_s=10)
-	buffer.drain()
-	operation = f"test.dead-drain.{capture.new_id()}"
-	entries = synthetic_entries(30, operation)
-	push(entries)
+	operation, entries = freshly_buffered("dead-drain", 30)
 	client = buffer.redis_client()
 	claim = client.register_script(buffer._CLAIM)
 	dead_before_insert, dead_before_release = capture.new_id(), capture.new_id()
@@ -361,10 +364,7 @@ def test_a_failed_insert_gives_the_batch_claimed_ahead_back_in_order(site, overr
 	"""The drain claims the next batch while it inserts one: when the insert fails, that batch goes
 	back to the head of the buffer at once; the failed one stays claimed until it is taken over."""
 	overrides(drain_batch_size=10, drain_claim_timeout_s=3600)
-	buffer.drain()
-	operation = f"test.failed-drain.{capture.new_id()}"
-	entries = synthetic_entries(30, operation)
-	push(entries)
+	operation, entries = freshly_buffered("failed-drain", 30)
 	client = buffer.redis_client()
 
 	def ours(raw_items: list[bytes]) -> list[str]:
