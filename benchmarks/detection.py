@@ -1,37 +1,61 @@
-"""Detection benchmark: are the regression and anomaly detectors right on data shaped like a site's?
+"""Detection benchmark: are the regression and anomaly detectors right on data shaped like a site's,
+including data that does not share the detectors' own assumptions?
 
-Generates `--days` (90) days of hourly aggregates with real sketches for `--operations` (500)
-operations, stores them as the rollup would, plants regressions, statement rises and anomalies in
-the last `--evaluate-days` (14) days, and runs the detection job hour by hour over those days as the
-scheduler would (`detection.job.run_detection(now=...)`). It then scores what the job recorded against
-what was planted, and scores the naive rule of the replaced system (p95 above the baseline by 5%, no
-significance) on the same data and baselines.
+For each seed (`--seeds`, comma-separated), generates `--days` days of hourly aggregates with real
+sketches for `--operations` operations, stores them as the rollup would, plants regressions,
+statement rises and anomalies in the last `--evaluate-days` (14) days, and runs the detection job
+hour by hour over those days as the scheduler would (`detection.job.run_detection(now=...)`). It
+then scores what the job recorded against what was planted, and scores the naive rule of the
+replaced system (p95 above the baseline by 5%, no significance) on the same data and baselines.
+Each seed's figures are printed on a line of their own; the last line is one JSON object with the
+figures pooled over the seeds.
 
-The traffic: each operation's mean volume is log-uniform from 5 to 5,000 requests an hour, with a
-daily cycle (quiet nights) and a weekly one (quiet weekends), Poisson counts; durations are a
-log-normal body with a 3% slow tail (5x the median), every hour scaled by a small random factor
-(2% spread) and a load effect; statements per call are a fixed path plus extra statements on a 5%
-cache-miss branch; error rates from 0.01% to 1%. Each hour's sketch is the multinomial draw of its
-count over the sketch's bins, as DDSketch would hold the durations.
+Two generators (`--generator`):
 
-Planted: regressions (durations x1.10, x1.20 or x1.50 from a random hour on), statement rises (+1, +2
-or +5 per call), count spikes (x3 for one hour) and error bursts (25% of one hour's requests), the
-anomalies only in hours expecting at least `--anomaly-min-expected` requests (below that a spike is
-not distinguishable from Poisson noise by anyone).
+- `simple`: the data the detectors were first designed on. Each operation's mean volume is
+  log-uniform from 5 to 5,000 requests an hour, with a daily cycle (quiet nights) and a weekly one
+  (quiet weekends), Poisson counts; durations are a log-normal body with a 3% slow tail (5x the
+  median), fixed for the whole run, every hour scaled by a small random factor (2% spread) and a
+  load effect; statements per call are a fixed path plus extra statements on a 5% cache-miss branch;
+  error rates from 0.01% to 1%, binomial. Each hour's sketch is the multinomial draw of its count
+  over the sketch's bins.
+- `hard`: what real sites do and the detectors do not assume. Counts are negative-binomial with a
+  variance 3 to 10 times the mean (per operation); 15% of the operations are batch operations whose
+  requests come in bursts (a quarter of the hours hold all of an hour's traffic, the others none).
+  Each operation's median follows a slow random walk (0.3% to 1% a day) and moves by a small real
+  change at each weekly deploy (Tuesday 10:00; normal, mean +0.5%, spread 2%, within +-4%), which
+  must not alert. The share of slow-path requests (5x to 10x the median, 1.5% to 4% of requests)
+  rises by 1x to 3x every morning (peak at 08:30): tails change with the hour. Busy hours are slower
+  by a per-operation load effect (up to 4% at the daily peak), and every hour by a 2% random factor.
+  Error counts are binomial with an hour-to-hour spread of the rate (log-normal, 0.7). Durations are
+  drawn one by one and counted into the sketch's keys. The site-wide rows "(all operations)" are
+  stored as the rollup stores them (every operation's hour merged), so their p95 moves with the
+  traffic mix.
+
+Planted, in the evaluated days: regressions (`simple`: durations x1.10, x1.20 or x1.50; `hard`:
+x1.20, x1.50 or x2.00 of every duration, or of the slow path only: "tail" regressions, `--tail-
+regressions` of them), from a random hour on; statement rises (+1, +2 or +5 per call); count spikes
+(x3 for one hour) and error bursts (25% of one hour's requests), the anomalies only in hours
+expecting at least `--anomaly-min-expected` requests and only on operations that are not batch
+operations. Regressions are planted on operations of at least 200 requests an hour (mean) for two
+thirds of them (`--busy-share`), on any operation for the rest.
 
 Scoring: a regression is found when the job opens a record for its operation and a duration metric
-(statement rises: the statements metric) within 3 hours of its start; recall for +20% and +50% counts
-regressions of operations with >= 200 requests an hour in those 3 hours (an operation averaging 200
-has 50 at night: `*_by_mean_volume` counts by the daily mean instead, and is reported too). A false
-alarm is a regression record opened on an operation and metric where nothing was planted (and, for
-operations with a planted change, before it started), per 1,000 operation-hours evaluated. Anomaly
-recall counts planted anomalies recorded in their hour (count spikes as `count`, bursts as
-`error_rate`); anomaly precision is the share of the other records that are at a planted anomaly's
-hour, leaving out p95 records on an operation whose planted regression is under way (a real change,
-which the regression detector reports; counted apart as `p95_anomalies_at_planted_regressions`).
-The naive rule's alarms are the hours its condition starts to hold (after not holding) per operation.
-
-Last line: one JSON object with the figures.
+(statement rises: the statements metric) within `--detection-hours` (6) hours of its start; recall
+counts regressions of operations expecting at least 200 requests an hour on average over those
+hours ("busy"; `*_by_mean_volume` counts by the daily mean volume instead), pooled over the seeds,
+with its Clopper-Pearson 95% interval. A false alarm is a regression record opened on an operation
+and metric where nothing was planted (or before the planted change started), per 1,000
+operation-hours free of any planted change (the hours of an operation after its regression or
+statement rise starts are left out of the denominator); records of the site-wide rows are counted
+apart (explained while at least 5% of the site's requests run a planted whole regression, else
+false). The naive rule gets the same episode handling as the detector: an alarm when its condition
+starts to hold and no alarm of that operation is open, closed once the condition has not held for
+`regression_resolve_hours` hours. Anomaly recall counts planted anomalies recorded in their hour
+(count spikes as `count`, bursts as `error_rate`). The anomaly records of an operation whose
+planted regression is under way are reported apart, as anomaly records per planted regression;
+so are the site-wide rows' (unexplained: no planted anomaly of that kind in that hour); anomaly
+precision is the share of the other records at a planted anomaly's operation and hour.
 """
 
 from __future__ import annotations
@@ -42,7 +66,7 @@ import math
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,10 +84,41 @@ MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 LOW_KEY, HIGH_KEY = MAPPING.key(0.05), MAPPING.key(600_000.0)
 KEY_VALUES = np.array([MAPPING.value(k) for k in range(LOW_KEY, HIGH_KEY + 1)])
 LOG_GAMMA = math.log((1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY))
-REGRESSION_FACTORS = (1.10, 1.20, 1.50)
 STATEMENT_RISES = (1, 2, 5)
 HIGH_VOLUME = 200
-DETECTION_HOURS = 3
+SITE_WIDE = "(all operations)"
+OPERATION_TYPE = "api"
+# the share of the site's requests under a planted whole regression that explains a site-wide record
+SITE_WIDE_EXPLAINED_SHARE = 0.05
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+	return 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def seasonality(at: datetime) -> float:
+	"""Traffic relative to the operation's mean: quiet nights, busy office hours, quiet weekends."""
+	daily = 0.25 + 1.5 * math.exp(-(((at.hour + 0.5 - 13.0) / 4.0) ** 2))
+	weekly = 0.45 if at.weekday() >= 5 else 1.0
+	return daily * weekly
+
+
+@dataclass
+class Regression:
+	start: datetime
+	factor: float
+	# "whole": every duration; "tail": the slow path's durations only
+	kind: str = "whole"
+
+
+@dataclass
+class Plan:
+	"""What was planted, for scoring."""
+
+	regressions: dict[str, Regression] = field(default_factory=dict)
+	statement_rises: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+	# (operation, hour) -> "count" or "error_rate"
+	anomalies: dict[tuple[str, datetime], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,16 +130,66 @@ class Operation:
 	statements: int
 	miss_statements: int
 	error_rate: float
-	probabilities: np.ndarray = field(repr=False)
-	regression: tuple[datetime, float] | None = None
-	statement_rise: tuple[datetime, int] | None = None
+	batch: bool = False
+	probabilities: np.ndarray | None = field(default=None, repr=False)
 
 
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-	return 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+def _choose_regressed(
+	ops: list[Operation], count: int, busy_share: float, rng: np.random.Generator, taken: set[int]
+) -> list[int]:
+	"""`count` operations not taken yet, `busy_share` of them busy ones (mean volume >= HIGH_VOLUME)."""
+	free = [i for i in rng.permutation(len(ops)) if i not in taken and not ops[i].batch]
+	busy = [i for i in free if ops[i].volume >= HIGH_VOLUME]
+	wanted_busy = min(round(count * busy_share), len(busy))
+	chosen = busy[:wanted_busy]
+	rest = [i for i in free if i not in set(chosen)]
+	chosen += rest[: count - len(chosen)]
+	taken.update(chosen)
+	return chosen
 
 
-def bin_probabilities(median_ms: float, sigma: float) -> np.ndarray:
+def plant(
+	ops: list[Operation],
+	eval_start: datetime,
+	end: datetime,
+	rng: np.random.Generator,
+	args,
+	factors: tuple[float, ...],
+) -> Plan:
+	plan = Plan()
+	hours = int((end - eval_start) / HOUR)
+	taken: set[int] = set()
+	latest = hours - args.detection_hours
+
+	def start() -> datetime:
+		return eval_start + HOUR * int(rng.integers(0, latest))
+
+	for i, index in enumerate(_choose_regressed(ops, args.regressions, args.busy_share, rng, taken)):
+		plan.regressions[ops[index].name] = Regression(start(), factors[i % len(factors)], "whole")
+	for i, index in enumerate(_choose_regressed(ops, args.tail_regressions, args.busy_share, rng, taken)):
+		plan.regressions[ops[index].name] = Regression(start(), factors[i % len(factors)], "tail")
+	for i, index in enumerate(_choose_regressed(ops, args.statement_rises, 0.0, rng, taken)):
+		plan.statement_rises[ops[index].name] = (start(), STATEMENT_RISES[i % len(STATEMENT_RISES)])
+	kinds = ("count", "error_rate")
+	candidates = [op for op in ops if not op.batch]
+	while len(plan.anomalies) < args.anomalies:
+		op = candidates[int(rng.integers(len(candidates)))]
+		at = eval_start + HOUR * int(rng.integers(0, hours))
+		if op.volume * seasonality(at) >= args.anomaly_min_expected:
+			plan.anomalies.setdefault((op.name, at), kinds[len(plan.anomalies) % 2])
+	return plan
+
+
+def _bins_of(counts: np.ndarray, low: int) -> StoredSketchMerger:
+	bins = StoredSketchMerger()
+	bins.add((0, LOW_KEY + low, counts.astype(np.int64)))
+	return bins
+
+
+# --- the simple generator ----------------------------------------------------------------------------
+
+
+def simple_bin_probabilities(median_ms: float, sigma: float) -> np.ndarray:
 	"""P(a duration falls in each key's bin): 97% log-normal body, 3% tail at 5x the median."""
 	edges = np.sqrt(KEY_VALUES[:-1] * KEY_VALUES[1:])
 	logs = np.log(edges)
@@ -95,99 +200,216 @@ def bin_probabilities(median_ms: float, sigma: float) -> np.ndarray:
 	return np.diff(cdf)
 
 
-def seasonality(at: datetime) -> float:
-	"""Traffic relative to the operation's mean: quiet nights, busy office hours, quiet weekends."""
-	daily = 0.25 + 1.5 * math.exp(-(((at.hour + 0.5 - 13.0) / 4.0) ** 2))
-	weekly = 0.45 if at.weekday() >= 5 else 1.0
-	return daily * weekly
+class SimpleTraffic:
+	"""Poisson counts, fixed duration distributions with 2% hour jitter (the detectors' assumptions)."""
 
+	factors = (1.10, 1.20, 1.50)
 
-def operations(count: int, rng: np.random.Generator) -> list[Operation]:
-	ops = []
-	for i in range(count):
-		median_ms = float(np.exp(rng.uniform(math.log(5), math.log(500))))
-		sigma = float(rng.uniform(0.4, 1.0))
-		ops.append(
-			Operation(
-				name=f"/api/method/bench.detection.op_{i:03d}",
-				volume=float(np.exp(rng.uniform(math.log(5), math.log(5000)))),
-				median_ms=median_ms,
-				sigma=sigma,
-				statements=int(rng.integers(3, 60)),
-				miss_statements=int(rng.integers(1, 6)),
-				error_rate=float(np.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))),
-				probabilities=bin_probabilities(median_ms, sigma),
+	def __init__(self, args, rng: np.random.Generator, start: datetime, eval_start: datetime, end: datetime):
+		self.rng = rng
+		self.ops = []
+		for i in range(args.operations):
+			median_ms = float(np.exp(rng.uniform(math.log(5), math.log(500))))
+			sigma = float(rng.uniform(0.4, 1.0))
+			self.ops.append(
+				Operation(
+					name=f"/api/method/bench.detection.op_{i:03d}",
+					volume=float(np.exp(rng.uniform(math.log(5), math.log(5000)))),
+					median_ms=median_ms,
+					sigma=sigma,
+					statements=int(rng.integers(3, 60)),
+					miss_statements=int(rng.integers(1, 6)),
+					error_rate=float(np.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))),
+					probabilities=simple_bin_probabilities(median_ms, sigma),
+				)
 			)
+		self.plan = plant(self.ops, eval_start, end, rng, args, self.factors)
+
+	def expected_volume(self, op: Operation, at: datetime) -> float:
+		return op.volume * seasonality(at)
+
+	def hour_rows(self, at: datetime) -> list[tuple[str, dict]]:
+		rows = []
+		for op in self.ops:
+			values = self._hour_values(op, at)
+			if values is not None:
+				rows.append((op.name, values))
+		return rows
+
+	def _hour_values(self, op: Operation, at: datetime) -> dict | None:
+		rng, plan = self.rng, self.plan
+		season = seasonality(at)
+		anomaly = plan.anomalies.get((op.name, at))
+		count = int(rng.poisson(op.volume * season * (3 if anomaly == "count" else 1)))
+		if not count:
+			return None
+		scale = float(rng.normal(0.0, 0.02)) + 0.02 * (season - 1.0)
+		regression = plan.regressions.get(op.name)
+		if regression and at >= regression.start:
+			scale += math.log(regression.factor)
+		shift = round(scale / LOG_GAMMA)
+		counts = rng.multinomial(count, op.probabilities)
+		nonzero = np.flatnonzero(counts)
+		low, high = int(nonzero[0]), int(nonzero[-1])
+		bins = StoredSketchMerger()
+		bins.add((0, LOW_KEY + low + shift, counts[low : high + 1].astype(np.int64)))
+		values_ms = KEY_VALUES[low : high + 1] * math.exp(shift * LOG_GAMMA)
+		duration_sum = float(np.dot(counts[low : high + 1], values_ms))
+		misses = int(rng.binomial(count, 0.05))
+		rise = plan.statement_rises.get(op.name)
+		extra = rise[1] if rise and at >= rise[0] else 0
+		error_rate = 0.25 if anomaly == "error_rate" else op.error_rate
+		summary = Summary(
+			count=count,
+			error_count=int(rng.binomial(count, error_rate)),
+			duration_min_ms=float(values_ms[0]),
+			duration_max_ms=float(values_ms[-1]),
+			duration_sum_ms=duration_sum,
+			query_sum=count * (op.statements + extra) + misses * op.miss_statements,
+			query_max=op.statements + extra + (op.miss_statements if misses else 0),
+			db_time_sum_ms=0.3 * duration_sum,
+			bins=bins,
 		)
-	return ops
+		return summary.as_values()
+
+
+# --- the hard generator ------------------------------------------------------------------------------
+
+# Tuesday 10:00: the weekly deploy
+DEPLOY_WEEKDAY, DEPLOY_HOUR = 1, 10
 
 
 @dataclass
-class Plan:
-	"""What was planted, for scoring."""
-
-	regressions: dict[str, tuple[datetime, float]] = field(default_factory=dict)
-	statement_rises: dict[str, tuple[datetime, int]] = field(default_factory=dict)
-	# (operation, hour) -> "count" or "error_rate"
-	anomalies: dict[tuple[str, datetime], str] = field(default_factory=dict)
-
-
-def plant(ops: list[Operation], eval_start: datetime, end: datetime, rng: np.random.Generator, args) -> Plan:
-	plan = Plan()
-	hours = int((end - eval_start) / HOUR)
-	chosen = rng.permutation(len(ops))
-	regressed = chosen[: args.regressions]
-	risen = chosen[args.regressions : args.regressions + args.statement_rises]
-	for i, index in enumerate(regressed):
-		start = eval_start + HOUR * int(rng.integers(args.baseline_hours_before, hours - DETECTION_HOURS))
-		ops[index].regression = (start, REGRESSION_FACTORS[i % len(REGRESSION_FACTORS)])
-		plan.regressions[ops[index].name] = ops[index].regression
-	for i, index in enumerate(risen):
-		start = eval_start + HOUR * int(rng.integers(args.baseline_hours_before, hours - DETECTION_HOURS))
-		ops[index].statement_rise = (start, STATEMENT_RISES[i % len(STATEMENT_RISES)])
-		plan.statement_rises[ops[index].name] = ops[index].statement_rise
-	kinds = ("count", "error_rate")
-	while len(plan.anomalies) < args.anomalies:
-		op = ops[int(rng.integers(len(ops)))]
-		at = eval_start + HOUR * int(rng.integers(0, hours))
-		if op.volume * seasonality(at) >= args.anomaly_min_expected:
-			plan.anomalies.setdefault((op.name, at), kinds[len(plan.anomalies) % 2])
-	return plan
+class HardOperation(Operation):
+	dispersion: float = 1.0
+	slow_share: float = 0.03
+	slow_peak: float = 1.0
+	slow_factor: float = 5.0
+	load_effect: float = 0.0
+	# log of the median's level in each hour of the run: the random walk and the deploys' changes
+	log_level: np.ndarray | None = field(default=None, repr=False)
 
 
-def hour_values(op: Operation, at: datetime, plan: Plan, rng: np.random.Generator) -> dict | None:
-	"""One hour's aggregate row of `op`, as the rollup stores it (None: no request that hour)."""
-	season = seasonality(at)
-	anomaly = plan.anomalies.get((op.name, at))
-	count = int(rng.poisson(op.volume * season * (3 if anomaly == "count" else 1)))
-	if not count:
-		return None
-	scale = float(rng.normal(0.0, 0.02)) + 0.02 * (season - 1.0)
-	if op.regression and at >= op.regression[0]:
-		scale += math.log(op.regression[1])
-	shift = round(scale / LOG_GAMMA)
-	counts = rng.multinomial(count, op.probabilities)
-	nonzero = np.flatnonzero(counts)
-	low, high = int(nonzero[0]), int(nonzero[-1])
-	bins = StoredSketchMerger()
-	bins.add((0, LOW_KEY + low + shift, counts[low : high + 1].astype(np.int64)))
-	values_ms = KEY_VALUES[low : high + 1] * math.exp(shift * LOG_GAMMA)
-	duration_sum = float(np.dot(counts[low : high + 1], values_ms))
-	misses = int(rng.binomial(count, 0.05))
-	rise = op.statement_rise[1] if op.statement_rise and at >= op.statement_rise[0] else 0
-	error_rate = 0.25 if anomaly == "error_rate" else op.error_rate
-	summary = Summary(
-		count=count,
-		error_count=int(rng.binomial(count, error_rate)),
-		duration_min_ms=float(values_ms[0]),
-		duration_max_ms=float(values_ms[-1]),
-		duration_sum_ms=duration_sum,
-		query_sum=count * (op.statements + rise) + misses * op.miss_statements,
-		query_max=op.statements + rise + (op.miss_statements if misses else 0),
-		db_time_sum_ms=0.3 * duration_sum,
-		bins=bins,
-	)
-	return summary.as_values()
+class HardTraffic:
+	"""Overdispersed, bursty counts; drifting medians; deploys' small real changes; tails that change
+	with the hour; a load effect; the site-wide rows (see the module's docstring)."""
+
+	factors = (1.20, 1.50, 2.00)
+	# a quarter of a batch operation's hours hold its traffic
+	batch_active_share = 0.25
+
+	def __init__(self, args, rng: np.random.Generator, start: datetime, eval_start: datetime, end: datetime):
+		self.rng, self.start = rng, start
+		hours = int((end - start) / HOUR)
+		deploys = np.array(
+			[
+				(start + HOUR * h).weekday() == DEPLOY_WEEKDAY and (start + HOUR * h).hour == DEPLOY_HOUR
+				for h in range(hours)
+			]
+		)
+		self.ops = []
+		for i in range(args.operations):
+			median_ms = float(np.exp(rng.uniform(math.log(5), math.log(500))))
+			daily_drift = float(rng.uniform(0.003, 0.01))
+			walk = np.cumsum(rng.normal(0.0, daily_drift / math.sqrt(24), hours))
+			changes = np.clip(rng.normal(0.005, 0.02, hours), -0.04, 0.04) * deploys
+			self.ops.append(
+				HardOperation(
+					name=f"/api/method/bench.detection.op_{i:03d}",
+					volume=float(np.exp(rng.uniform(math.log(5), math.log(5000)))),
+					median_ms=median_ms,
+					sigma=float(rng.uniform(0.4, 1.0)),
+					statements=int(rng.integers(3, 60)),
+					miss_statements=int(rng.integers(1, 6)),
+					error_rate=float(np.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))),
+					batch=bool(rng.random() < 0.15),
+					dispersion=float(rng.uniform(3.0, 10.0)),
+					slow_share=float(rng.uniform(0.015, 0.04)),
+					slow_peak=float(rng.uniform(1.0, 3.0)),
+					slow_factor=float(rng.uniform(5.0, 10.0)),
+					load_effect=float(rng.uniform(0.0, 0.04)),
+					log_level=walk + np.cumsum(changes),
+				)
+			)
+		self.plan = plant(self.ops, eval_start, end, rng, args, self.factors)
+		self.log_edges = np.log(np.sqrt(KEY_VALUES[:-1] * KEY_VALUES[1:]))
+
+	def expected_volume(self, op: Operation, at: datetime) -> float:
+		return op.volume * seasonality(at)
+
+	def _count(self, op: HardOperation, at: datetime, multiplier: float) -> int:
+		mean = op.volume * seasonality(at) * multiplier
+		if op.batch:
+			if self.rng.random() >= self.batch_active_share:
+				return 0
+			mean /= self.batch_active_share
+		if mean <= 0:
+			return 0
+		# negative binomial with variance dispersion x mean
+		return int(self.rng.negative_binomial(mean / (op.dispersion - 1.0), 1.0 / op.dispersion))
+
+	def hour_rows(self, at: datetime) -> list[tuple[str, dict]]:
+		rows = []
+		site = np.zeros(len(KEY_VALUES), dtype=np.int64)
+		site_summary = Summary()
+		for op in self.ops:
+			summary = self._hour_summary(op, at, site)
+			if summary is not None:
+				rows.append((op.name, summary.as_values()))
+				site_summary.merge(summary)
+		if site_summary.count:
+			rows.append((SITE_WIDE, site_summary.as_values()))
+		return rows
+
+	def _hour_summary(self, op: HardOperation, at: datetime, site: np.ndarray) -> Summary | None:
+		rng, plan = self.rng, self.plan
+		anomaly = plan.anomalies.get((op.name, at))
+		count = self._count(op, at, 3.0 if anomaly == "count" else 1.0)
+		if not count:
+			return None
+		season = seasonality(at)
+		index = int((at - self.start) / HOUR)
+		log_median = (
+			math.log(op.median_ms)
+			+ float(op.log_level[index])
+			+ math.log1p(op.load_effect * max(season - 1.0, 0.0) / 0.75)
+			+ float(rng.normal(0.0, 0.02))
+		)
+		share = op.slow_share * (1.0 + (op.slow_peak - 1.0) * math.exp(-(((at.hour + 0.5 - 8.5) / 1.5) ** 2)))
+		slow = int(rng.binomial(count, min(share, 0.5)))
+		log_slow = log_median + math.log(op.slow_factor)
+		regression = plan.regressions.get(op.name)
+		if regression and at >= regression.start:
+			log_slow += math.log(regression.factor)
+			if regression.kind == "whole":
+				log_median += math.log(regression.factor)
+		durations = np.concatenate(
+			(rng.normal(log_median, op.sigma, count - slow), rng.normal(log_slow, op.sigma * 0.6, slow))
+		)
+		keys = np.clip(np.searchsorted(self.log_edges, durations), 0, len(KEY_VALUES) - 1)
+		counts = np.bincount(keys, minlength=len(KEY_VALUES))
+		nonzero = np.flatnonzero(counts)
+		low, high = int(nonzero[0]), int(nonzero[-1])
+		values_ms = np.exp(durations)
+		duration_sum = float(values_ms.sum())
+		misses = int(rng.binomial(count, 0.05))
+		rise = plan.statement_rises.get(op.name)
+		extra = rise[1] if rise and at >= rise[0] else 0
+		rate = 0.25 if anomaly == "error_rate" else min(op.error_rate * float(rng.lognormal(0.0, 0.7)), 1.0)
+		return Summary(
+			count=count,
+			error_count=int(rng.binomial(count, rate)),
+			duration_min_ms=float(KEY_VALUES[low]),
+			duration_max_ms=float(KEY_VALUES[high]),
+			duration_sum_ms=duration_sum,
+			query_sum=count * (op.statements + extra) + misses * op.miss_statements,
+			query_max=op.statements + extra + (op.miss_statements if misses else 0),
+			db_time_sum_ms=0.3 * duration_sum,
+			bins=_bins_of(counts[low : high + 1], low),
+		)
+
+
+GENERATORS = {"simple": SimpleTraffic, "hard": HardTraffic}
 
 
 # --- the run on a site ------------------------------------------------------------------------------
@@ -215,7 +437,7 @@ def wipe() -> None:
 	frappe.db.commit()
 
 
-def store(ops: list[Operation], start: datetime, hours: int, plan: Plan, rng: np.random.Generator) -> int:
+def store(traffic, start: datetime, hours: int) -> int:
 	"""Every operation's hourly rows, inserted a day at a time as the rollup would have left them."""
 	import frappe
 
@@ -226,14 +448,13 @@ def store(ops: list[Operation], start: datetime, hours: int, plan: Plan, rng: np
 	stored = 0
 	for day in range(0, hours, 24):
 		values = []
-		for op in ops:
-			for h in range(day, min(day + 24, hours)):
-				at = start + HOUR * h
-				row = hour_values(op, at, plan, rng)
-				if row is None:
-					continue
-				row.update(operation=op.name, operation_type="api", granularity="hour", period_start=at)
-				name = rollup.aggregate_name("hour", at, "api", op.name)
+		for h in range(day, min(day + 24, hours)):
+			at = start + HOUR * h
+			for operation, row in traffic.hour_rows(at):
+				row.update(
+					operation=operation, operation_type=OPERATION_TYPE, granularity="hour", period_start=at
+				)
+				name = rollup.aggregate_name("hour", at, OPERATION_TYPE, operation)
 				values.append(
 					(
 						name,
@@ -269,17 +490,18 @@ def detected() -> tuple[dict[tuple[str, str], list[datetime]], list[tuple[str, d
 
 
 def naive_alarms(
-	ops: list[Operation], eval_hours: list[datetime], threshold: float, window_hours: int
+	eval_hours: list[datetime], threshold: float, window_hours: int
 ) -> dict[str, list[datetime]]:
 	"""The replaced system's rule on the same rows and the same rolling baselines' periods: the
-	window's p95 above the baseline's p95 by `threshold`, no significance; an alarm each time the
-	condition starts to hold."""
+	window's p95 above the baseline's p95 by `threshold`, no significance. Episodes as the detector
+	keeps them: an alarm when the condition holds and none of the operation's is open; it closes once
+	the condition has not held for `regression_resolve_hours` hours in a row."""
 	from verenigingen_perf.utils.performance.config import get_config
 	from verenigingen_perf.utils.performance.detection import baselines
 
 	config = get_config().detection
 	alarms: dict[str, list[datetime]] = defaultdict(list)
-	holding: dict[str, bool] = {}
+	open_since_clear: dict[str, int] = {}
 	reference: dict[str, float] = {}
 	reference_day = None
 	for hour in eval_hours:
@@ -296,147 +518,223 @@ def naive_alarms(
 		for (_type, name), acc in windows.items():
 			if name not in reference or not acc.summary.count:
 				continue
-			now_holds = acc.summary.quantile(0.95) > reference[name] * (1 + threshold)
-			if now_holds and not holding.get(name):
-				alarms[name].append(hour)
-			holding[name] = now_holds
+			holds = acc.summary.quantile(0.95) > reference[name] * (1 + threshold)
+			if name not in open_since_clear:
+				if holds:
+					alarms[name].append(hour)
+					open_since_clear[name] = 0
+				continue
+			open_since_clear[name] = 0 if holds else open_since_clear[name] + 1
+			if open_since_clear[name] >= config.regression_resolve_hours:
+				del open_since_clear[name]
 	return alarms
 
 
-def score(ops, plan: Plan, opened, anomalies, naive, evaluated: int) -> dict:
+def score(traffic, opened, anomalies, naive, eval_hours: list[datetime], detection_hours: int) -> dict:
+	"""One seed's counts (summed over seeds by `pool`) and its diagnostics."""
 	from verenigingen_perf.utils.performance.detection import rules
 
-	volume = {op.name: op.volume for op in ops}
+	plan: Plan = traffic.plan
+	by_name = {op.name: op for op in traffic.ops}
+	durations = tuple(rules.DURATION_METRICS)
 
 	def found(name: str, metrics, start: datetime) -> bool:
-		limit = start + HOUR * DETECTION_HOURS
+		limit = start + HOUR * detection_hours
 		return any(start <= h <= limit for m in metrics for h in opened.get((name, m), []))
-
-	by_name = {op.name: op for op in ops}
 
 	def busy(name: str, start: datetime) -> bool:
 		"""At least HIGH_VOLUME requests an hour expected in the hours the detector has to find it in."""
 		op = by_name[name]
-		hours = [op.volume * seasonality(start + HOUR * k) for k in range(DETECTION_HOURS)]
-		return sum(hours) / len(hours) >= HIGH_VOLUME
+		volumes = [traffic.expected_volume(op, start + HOUR * k) for k in range(detection_hours)]
+		return sum(volumes) / len(volumes) >= HIGH_VOLUME
 
-	recall, recall_by_mean = {}, {}
-	for factor in REGRESSION_FACTORS:
-		planted = [(n, s) for n, (s, f) in plan.regressions.items() if f == factor and busy(n, s)]
-		hits = sum(found(n, rules.DURATION_METRICS, s) for n, s in planted)
-		recall[factor] = (hits / len(planted) if planted else None, len(planted))
-		by_mean = [
-			(n, s) for n, (s, f) in plan.regressions.items() if f == factor and volume[n] >= HIGH_VOLUME
-		]
-		hits = sum(found(n, rules.DURATION_METRICS, s) for n, s in by_mean)
-		recall_by_mean[factor] = hits / len(by_mean) if by_mean else None
-	missed = [
-		{
-			"volume": round(volume[n]),
-			"start": str(s),
-			"first_detected_after_h": min(
-				((h - s) / HOUR for m in rules.DURATION_METRICS for h in opened.get((n, m), []) if h >= s),
-				default=None,
-			),
-			"opened_before_start": sorted(
-				m for m in rules.DURATION_METRICS if any(h < s for h in opened.get((n, m), []))
-			),
-		}
-		for n, (s, f) in plan.regressions.items()
-		if f == 1.20 and busy(n, s) and not found(n, rules.DURATION_METRICS, s)
-	]
-	rises = list(plan.statement_rises.items())
-	statement_hits = sum(found(n, [rules.STATEMENTS], s) for n, (s, _k) in rises)
-	false_alarms = 0
+	counts: dict[str, int] = Counter()
+	for name, regression in plan.regressions.items():
+		size = f"{regression.kind}_{round((regression.factor - 1) * 100)}pct"
+		hit = found(name, durations, regression.start)
+		if busy(name, regression.start):
+			counts[f"planted_busy_{size}"] += 1
+			counts[f"found_busy_{size}"] += hit
+			naive_hit = any(
+				regression.start <= h <= regression.start + HOUR * detection_hours
+				for h in naive.get(name, [])
+			)
+			counts[f"naive_found_busy_{size}"] += naive_hit
+			if not hit:
+				counts[f"missed_busy_{size}_open_before"] += any(
+					h < regression.start for m in durations for h in opened.get((name, m), [])
+				)
+		if by_name[name].volume >= HIGH_VOLUME:
+			counts[f"planted_mean_volume_{size}"] += 1
+			counts[f"found_mean_volume_{size}"] += hit
+	for name, (start, _rise) in plan.statement_rises.items():
+		counts["planted_statement_rises"] += 1
+		counts["found_statement_rises"] += found(name, [rules.STATEMENTS], start)
+
+	# the hours an operation runs a planted change are not hours in which it can raise a false alarm
+	def changed_from(name: str) -> datetime | None:
+		moments = [r.start for n, r in plan.regressions.items() if n == name]
+		moments += [s for n, (s, _k) in plan.statement_rises.items() if n == name]
+		return min(moments, default=None)
+
+	clean_hours = 0
+	for op in traffic.ops:
+		since = changed_from(op.name)
+		clean_hours += sum(since is None or h < since for h in eval_hours)
+	counts["clean_operation_hours"] = clean_hours
+
+	total_volume = {h: sum(traffic.expected_volume(op, h) for op in traffic.ops) for h in eval_hours}
+
+	def regressed_share(hour: datetime) -> float:
+		under = sum(
+			traffic.expected_volume(by_name[n], hour)
+			for n, r in plan.regressions.items()
+			if r.kind == "whole" and r.start <= hour
+		)
+		return under / total_volume[hour] if total_volume.get(hour) else 0.0
+
+	false_by_hour: Counter = Counter()
 	for (name, metric), hours in opened.items():
+		if name == SITE_WIDE:
+			for h in hours:
+				explained = metric in durations and regressed_share(h) >= SITE_WIDE_EXPLAINED_SHARE
+				counts["site_wide_records_explained" if explained else "site_wide_false_alarms"] += 1
+			continue
 		planted_at = None
-		if metric in rules.DURATION_METRICS and name in plan.regressions:
-			planted_at = plan.regressions[name][0]
+		if metric in durations and name in plan.regressions:
+			planted_at = plan.regressions[name].start
 		if metric == rules.STATEMENTS and name in plan.statement_rises:
 			planted_at = plan.statement_rises[name][0]
-		false_alarms += sum(planted_at is None or h < planted_at for h in hours)
-	naive_false = sum(
-		sum(name not in plan.regressions or h < plan.regressions[name][0] for h in hours)
-		for name, hours in naive.items()
-	)
-	naive_hits = {
-		factor: sum(
-			any(s <= h <= s + HOUR * DETECTION_HOURS for h in naive.get(n, []))
-			for n, (s, f) in plan.regressions.items()
-			if f == factor and busy(n, s)
-		)
-		for factor in REGRESSION_FACTORS
-	}
+		for h in hours:
+			if planted_at is None or h < planted_at:
+				counts["false_alarms"] += 1
+				counts[f"false_alarms_{metric}"] += 1
+				false_by_hour[h.hour] += 1
+				counts["false_alarms_deploy_day"] += (
+					h.weekday() == DEPLOY_WEEKDAY and h.hour >= DEPLOY_HOUR
+				) or (h.weekday() == DEPLOY_WEEKDAY + 1 and h.hour < DEPLOY_HOUR)
+	for name, hours in naive.items():
+		if name == SITE_WIDE:
+			continue
+		planted_at = plan.regressions[name].start if name in plan.regressions else None
+		counts["naive_false_alarms"] += sum(planted_at is None or h < planted_at for h in hours)
+
 	recorded = set(anomalies)
-	anomaly_hits = sum((n, h, kind) in recorded for (n, h), kind in plan.anomalies.items())
-	# p95 anomalies on an operation whose planted regression is under way are real changes: neither
-	# right nor wrong for the anomaly detector's precision, reported apart
-	at_regressions = [
-		a
-		for a in anomalies
-		if a[2] == rules.P95 and a[0] in plan.regressions and a[1] >= plan.regressions[a[0]][0]
-	]
-	judged = [a for a in anomalies if a not in at_regressions]
-	right = sum((n, h) in plan.anomalies for n, h, _m in judged)
-	per_1000 = 1000 / evaluated
+	for (name, hour), kind in plan.anomalies.items():
+		counts["planted_anomalies"] += 1
+		counts["found_anomalies"] += (name, hour, kind) in recorded
+	planted_kinds_at = {(hour, kind) for (_name, hour), kind in plan.anomalies.items()}
+	for name, hour, metric in anomalies:
+		if name == SITE_WIDE:
+			# the site's rows sum every operation's: a planted anomaly of the same kind that hour
+			# explains the site-wide one
+			counts["site_wide_anomaly_records"] += 1
+			counts["site_wide_anomaly_records_unexplained"] += (hour, metric) not in planted_kinds_at
+			continue
+		regression = plan.regressions.get(name)
+		if regression is not None and hour >= regression.start:
+			counts["anomaly_records_at_regressions"] += 1
+			continue
+		counts["anomaly_records_judged"] += 1
+		counts["anomaly_records_right"] += (name, hour) in plan.anomalies
+		if (name, hour) not in plan.anomalies:
+			counts[f"false_anomaly_records_{metric}"] += 1
+	counts["planted_regressions"] = len(plan.regressions)
+	counts["anomaly_records"] = len(anomalies)
 	return {
-		"regression_recall_10pct": recall[1.10][0],
-		"regression_recall_20pct": recall[1.20][0],
-		"regression_recall_50pct": recall[1.50][0],
-		"missed_20pct": missed,
-		# the same over operations whose mean volume (day and night) is >= 200 an hour, wherever
-		# in the day their regression began (a night's 50 requests an hour included)
-		"regression_recall_20pct_by_mean_volume": recall_by_mean[1.20],
-		"regression_recall_50pct_by_mean_volume": recall_by_mean[1.50],
-		"planted_high_volume_regressions": {f"{f:.2f}": recall[f][1] for f in REGRESSION_FACTORS},
-		"statement_rise_recall": statement_hits / len(rises) if rises else None,
-		"false_alarms": false_alarms,
-		"false_alarms_per_1000_operation_hours": round(false_alarms * per_1000, 3),
-		"naive_regression_recall_20pct": naive_hits[1.20] / recall[1.20][1] if recall[1.20][1] else None,
-		"naive_regression_recall_50pct": naive_hits[1.50] / recall[1.50][1] if recall[1.50][1] else None,
-		"naive_false_alarms_per_1000_operation_hours": round(naive_false * per_1000, 3),
-		"false_alarm_ratio_naive_to_ours": round(naive_false / false_alarms, 1) if false_alarms else None,
-		"anomaly_recall": anomaly_hits / len(plan.anomalies) if plan.anomalies else None,
-		"anomaly_precision": right / len(judged) if judged else None,
-		"anomalies_recorded": len(anomalies),
-		"p95_anomalies_at_planted_regressions": len(at_regressions),
+		"counts": dict(counts),
+		"false_alarms_by_hour_of_day": dict(sorted(false_by_hour.items())),
 	}
 
 
-def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
-	parser.add_argument("--operations", type=int, default=500)
-	parser.add_argument("--days", type=int, default=90)
-	parser.add_argument("--evaluate-days", type=int, default=14)
-	parser.add_argument("--regressions", type=int, default=150)
-	parser.add_argument("--statement-rises", type=int, default=30)
-	parser.add_argument("--anomalies", type=int, default=700)
-	parser.add_argument("--anomaly-min-expected", type=float, default=50)
-	parser.add_argument("--seed", type=int, default=42)
-	args = parser.parse_args()
-	args.baseline_hours_before = 0
-	connect_site(args.db)
+def clopper_pearson(hits: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+	"""The exact binomial interval of a proportion: the beta quantiles of Clopper and Pearson."""
+	from scipy.stats import beta
+
+	tail = (1 - confidence) / 2
+	low = float(beta.ppf(tail, hits, total - hits + 1)) if hits > 0 else 0.0
+	high = float(beta.ppf(1 - tail, hits + 1, total - hits)) if hits < total else 1.0
+	return low, high
+
+
+def pool(counts: Counter, factors: tuple[float, ...], kinds: tuple[str, ...]) -> dict:
+	"""The figures of the summed counts: recall with Clopper-Pearson intervals, rates, ratios."""
+
+	def ratio(numerator: float, denominator: float, digits: int = 3) -> float | None:
+		return round(numerator / denominator, digits) if denominator else None
+
+	figures: dict = {}
+	for kind in kinds:
+		for factor in factors:
+			size = f"{kind}_{round((factor - 1) * 100)}pct"
+			label = (
+				f"{round((factor - 1) * 100)}pct"
+				if kind == "whole"
+				else f"tail_{round((factor - 1) * 100)}pct"
+			)
+			planted, hits = counts[f"planted_busy_{size}"], counts[f"found_busy_{size}"]
+			figures[f"regression_recall_{label}"] = ratio(hits, planted)
+			figures[f"regression_recall_{label}_ci95"] = (
+				[round(x, 3) for x in clopper_pearson(hits, planted)] if planted else None
+			)
+			figures[f"planted_busy_{label}"] = planted
+			figures[f"missed_busy_{label}_under_an_open_record"] = counts[f"missed_busy_{size}_open_before"]
+			figures[f"naive_regression_recall_{label}"] = ratio(counts[f"naive_found_busy_{size}"], planted)
+			figures[f"regression_recall_{label}_by_mean_volume"] = ratio(
+				counts[f"found_mean_volume_{size}"], counts[f"planted_mean_volume_{size}"]
+			)
+	figures["statement_rise_recall"] = ratio(
+		counts["found_statement_rises"], counts["planted_statement_rises"]
+	)
+	per_1000 = 1000 / counts["clean_operation_hours"] if counts["clean_operation_hours"] else 0.0
+	figures["clean_operation_hours"] = counts["clean_operation_hours"]
+	figures["false_alarms"] = counts["false_alarms"]
+	figures["false_alarms_by_metric"] = {
+		key.removeprefix("false_alarms_"): value
+		for key, value in sorted(counts.items())
+		if key.startswith("false_alarms_") and not key.startswith("false_alarms_deploy")
+	}
+	figures["false_alarms_on_deploy_days"] = counts["false_alarms_deploy_day"]
+	figures["false_alarms_per_1000_operation_hours"] = round(counts["false_alarms"] * per_1000, 3)
+	figures["naive_false_alarms_per_1000_operation_hours"] = round(counts["naive_false_alarms"] * per_1000, 3)
+	figures["false_alarm_ratio_naive_to_ours"] = ratio(
+		counts["naive_false_alarms"], counts["false_alarms"], 1
+	)
+	figures["site_wide_false_alarms"] = counts["site_wide_false_alarms"]
+	figures["site_wide_records_explained"] = counts["site_wide_records_explained"]
+	figures["anomaly_recall"] = ratio(counts["found_anomalies"], counts["planted_anomalies"])
+	figures["anomaly_precision"] = ratio(counts["anomaly_records_right"], counts["anomaly_records_judged"])
+	figures["anomaly_records"] = counts["anomaly_records"]
+	figures["false_anomaly_records_by_metric"] = {
+		key.removeprefix("false_anomaly_records_"): value
+		for key, value in sorted(counts.items())
+		if key.startswith("false_anomaly_records_")
+	}
+	figures["site_wide_anomaly_records"] = counts["site_wide_anomaly_records"]
+	figures["site_wide_anomaly_records_unexplained"] = counts["site_wide_anomaly_records_unexplained"]
+	figures["anomaly_records_per_planted_regression"] = ratio(
+		counts["anomaly_records_at_regressions"], counts["planted_regressions"], 2
+	)
+	return figures
+
+
+def run_seed(seed: int, args, detection_config) -> tuple[dict, Counter, dict]:
 	import frappe
 
-	from verenigingen_perf.utils.performance import config as config_module
 	from verenigingen_perf.utils.performance import rollup
 	from verenigingen_perf.utils.performance.detection import job
 
-	config_module.reset_overrides()
-	frappe.db.commit()
-	detection_config = config_module.get_config().detection
-	rng = np.random.default_rng(args.seed)
+	rng = np.random.default_rng(seed)
 	end = frappe.utils.now_datetime().replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 	start = end - timedelta(days=args.days)
 	eval_start = end - timedelta(days=args.evaluate_days)
-	ops = operations(args.operations, rng)
-	plan = plant(ops, eval_start, end, rng, args)
+	traffic = GENERATORS[args.generator](args, rng, start, eval_start, end)
 	wipe()
 	started = time.monotonic()
-	rows = store(ops, start, args.days * 24, plan, rng)
+	rows = store(traffic, start, args.days * 24)
 	print(
-		f"stored {rows:,} hourly rows of {len(ops)} operations over {args.days} days in {time.monotonic() - started:.0f} s",
+		f"seed {seed}: stored {rows:,} hourly rows of {len(traffic.ops)} operations over {args.days} days "
+		f"in {time.monotonic() - started:.0f} s",
 		flush=True,
 	)
 	# the job starts where evaluation starts, as if it had run every hour before
@@ -456,27 +754,79 @@ def main() -> None:
 		report = job.run_detection(now=hour + HOUR + timedelta(minutes=5))
 		assert report.hours_evaluated == 1, report
 		(refresh_hours if report.baselines_refreshed else per_hour).append(report.seconds_per_hour[0])
-	print(f"evaluated {len(eval_hours)} hours", flush=True)
 	opened, anomalies = detected()
 	naive = naive_alarms(
-		ops, eval_hours, detection_config.regression_threshold, detection_config.regression_window_hours
+		eval_hours, detection_config.regression_threshold, detection_config.regression_window_hours
 	)
-	evaluated = len(ops) * len(eval_hours)
-	figures = {
-		"db": args.db,
-		"operations": len(ops),
-		"days": args.days,
+	scored = score(traffic, opened, anomalies, naive, eval_hours, args.detection_hours)
+	timing = {
 		"hourly_rows": rows,
-		"evaluated_hours": len(eval_hours),
 		"eval_s_per_hour": round(float(np.mean(per_hour)), 3),
 		"eval_s_per_hour_max": round(float(np.max(per_hour)), 3),
 		"eval_s_per_hour_with_baseline_refresh": round(float(np.mean(refresh_hours)), 3)
 		if refresh_hours
 		else None,
-		"planted_anomalies": len(plan.anomalies),
-		**score(ops, plan, opened, anomalies, naive, evaluated),
 	}
 	wipe()
+	return timing, Counter(scored["counts"]), scored
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+	parser.add_argument("--db", default="sqlite", choices=("sqlite", "mariadb", "postgres"))
+	parser.add_argument("--generator", default="simple", choices=tuple(GENERATORS))
+	parser.add_argument("--seeds", default="42", help="comma-separated seeds, one run each, figures pooled")
+	parser.add_argument("--operations", type=int, default=500)
+	parser.add_argument("--days", type=int, default=90)
+	parser.add_argument("--evaluate-days", type=int, default=14)
+	parser.add_argument("--regressions", type=int, default=150)
+	parser.add_argument("--tail-regressions", type=int, default=0)
+	parser.add_argument("--busy-share", type=float, default=2 / 3)
+	parser.add_argument("--statement-rises", type=int, default=30)
+	parser.add_argument("--anomalies", type=int, default=700)
+	parser.add_argument("--anomaly-min-expected", type=float, default=50)
+	parser.add_argument("--detection-hours", type=int, default=6)
+	args = parser.parse_args()
+	seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+	connect_site(args.db)
+	import frappe
+
+	from verenigingen_perf.utils.performance import config as config_module
+
+	config_module.reset_overrides()
+	frappe.db.commit()
+	detection_config = config_module.get_config().detection
+	generator = GENERATORS[args.generator]
+	kinds = ("whole", "tail") if args.tail_regressions else ("whole",)
+	pooled: Counter = Counter()
+	timings = []
+	for seed in seeds:
+		timing, counts, scored = run_seed(seed, args, detection_config)
+		pooled.update(counts)
+		timings.append(timing)
+		line = {
+			"seed": seed,
+			**timing,
+			**pool(counts, generator.factors, kinds),
+			"false_alarms_by_hour_of_day": scored["false_alarms_by_hour_of_day"],
+		}
+		print(json.dumps(line), flush=True)
+	figures = {
+		"db": args.db,
+		"generator": args.generator,
+		"seeds": seeds,
+		"operations": args.operations,
+		"days": args.days,
+		"evaluate_days": args.evaluate_days,
+		"detection_hours": args.detection_hours,
+		"hourly_rows": sum(t["hourly_rows"] for t in timings),
+		"eval_s_per_hour": round(float(np.mean([t["eval_s_per_hour"] for t in timings])), 3),
+		"eval_s_per_hour_max": max(t["eval_s_per_hour_max"] for t in timings),
+		"eval_s_per_hour_with_baseline_refresh": round(
+			float(np.mean([t["eval_s_per_hour_with_baseline_refresh"] or 0 for t in timings])), 3
+		),
+		**pool(pooled, generator.factors, kinds),
+	}
 	print(json.dumps(figures))
 
 
