@@ -88,7 +88,10 @@ def test_a_planted_regression_is_recorded_once_updated_and_resolved(site, detect
 	assert second.hours_evaluated == 4  # 05:00 to 08:00
 	found = regressions()
 	assert {r["metric"] for r in found} >= {"duration_p50", "duration_p95"}
-	assert all(r["status"] == "open" and r["first_detected"] == DAY + 6 * HOUR for r in found)
+	# found in the slowdown's first hours (the first window holds one slower hour of three)
+	assert all(
+		r["status"] == "open" and DAY + 6 * HOUR <= r["first_detected"] <= DAY + 7 * HOUR for r in found
+	)
 	assert all(r["last_confirmed"] == DAY + 8 * HOUR for r in found)
 	p95 = next(r for r in found if r["metric"] == "duration_p95")
 	assert 0.3 < p95["change_value"] < 0.7
@@ -345,3 +348,65 @@ def test_a_second_open_record_of_one_operation_and_metric_is_refused_by_the_data
 	# the transaction goes on after the refusal
 	assert frappe.db.count(REGRESSION, {"open_key": key}) == 1
 	frappe.db.commit()
+
+
+def test_a_regression_that_starts_under_an_open_record_is_not_lost(site, detection):
+	plant(DAY - timedelta(days=8), 8 * 24 + 6, 300)
+	plant(DAY + 6 * HOUR, 6, 300, slower=1.3, seed=2)
+	# a second, larger slowdown while the first record is still open
+	plant(DAY + 12 * HOUR, 4, 300, slower=1.3 * 1.5, seed=3)
+	detect(DAY + 5 * HOUR)
+	detect(DAY + 16 * HOUR)
+	p50 = frappe.get_all(
+		REGRESSION,
+		filters={"operation": OP, "metric": "duration_p50"},
+		fields=["name", "status", "first_detected", "resolved_at", "superseded_by", "level_value"],
+		order_by="first_detected",
+	)
+	assert [r["status"] for r in p50] == ["resolved", "open"]
+	first, second = p50
+	assert first["superseded_by"] == second["name"] and first["resolved_at"] == second["first_detected"]
+	assert DAY + 6 * HOUR <= first["first_detected"] < DAY + 9 * HOUR
+	assert DAY + 12 * HOUR <= second["first_detected"] < DAY + 15 * HOUR
+	# the first record's level is its slowdown's (the window wholly inside it), not the second's
+	assert 1.2 < first["level_value"] / 50.0 < 1.45
+
+
+def test_an_anomaly_of_an_open_regressions_change_is_folded_into_it(site, detection):
+	# steady traffic, then every request slower: the p95 anomaly of each hour is the regression's
+	plant(DAY - timedelta(days=8), 8 * 24 + 6, 300)
+	plant(DAY + 6 * HOUR, 6, 300, slower=1.6, seed=2)
+	detect(DAY + 5 * HOUR)
+	report = detect(DAY + 12 * HOUR)
+	open_p95 = frappe.get_all(
+		REGRESSION,
+		filters={"operation": OP, "metric": "duration_p95", "status": "open"},
+		fields=["first_detected", "folded_anomalies"],
+	)
+	assert len(open_p95) == 1
+	p95_anomalies = frappe.get_all(
+		ANOMALY, filters={"operation": OP, "metric": "p95_ms"}, pluck="period_start"
+	)
+	# only hours before the regression opened can hold a record of their own
+	assert all(start < open_p95[0]["first_detected"] for start in p95_anomalies)
+	assert open_p95[0]["folded_anomalies"] >= 3 and report.anomalies_folded >= 3
+
+
+def test_a_baseline_keeps_the_dispersion_and_day_to_day_spread_its_data_showed(site, detection):
+	bursty = "/api/method/test.detection.bursty"
+	plant(DAY - timedelta(days=8), 8 * 24, 300)
+	# one hour in three carries a batch's requests, the others none
+	plant(DAY - timedelta(days=8), 8 * 24, 600, operation=bursty, every=3, seed=4)
+	detect(DAY + HOUR)
+	stored = {
+		row["operation"]: row
+		for row in frappe.get_all(
+			BASELINE,
+			filters={"baseline_kind": "rolling"},
+			fields=["operation", "count_dispersion", "p50_day_spread", "error_rate_sd"],
+		)
+	}
+	# constant counts vary less than Poisson ones: no dispersion below 1
+	assert stored[OP]["count_dispersion"] == 1.0 and stored[OP]["p50_day_spread"] < 0.02
+	# an operation idle in most hours has no usual volume: its count is not judged, no dispersion
+	assert stored[bursty]["count_dispersion"] == 1.0

@@ -170,3 +170,156 @@ def test_an_error_rate_regression_needs_more_than_one_hours_burst():
 		rules.HourTotals(300, 3000, 0),
 	]
 	assert not {f.metric: f for f in rules.evaluate(baseline, burst, CONFIG)}["error_rate"].flagged
+
+
+# --- data that does not share the detectors' assumptions ------------------------------------------
+
+
+def day_of(rng, median: float, count: int, sigma: float = 0.6) -> Summary:
+	return summary_of(rng.lognormal(math.log(median), sigma, count))
+
+
+def test_the_excess_variance_is_what_sampling_does_not_explain():
+	assert statistics.excess_variance([1.0], [0.5]) == 0.0
+	# replicates as far apart as their sampling says: no excess
+	assert statistics.excess_variance([0.0, 0.1, -0.1], [0.01, 0.01, 0.01]) == pytest.approx(0.0, abs=1e-12)
+	assert statistics.excess_variance([0.0, 0.2, -0.2], [0.01, 0.01, 0.01]) == pytest.approx(0.03)
+	# pooled over groups, each weighing its degrees of freedom
+	pooled = statistics.pooled_excess_variance(
+		[([0.0, 0.2, -0.2], [0.01] * 3), ([0.0, 0.0], [0.0, 0.0]), ([1.0], [0.0])]
+	)
+	assert pooled == pytest.approx((0.04 * 2 - 0.01 * 2) / 3)
+
+
+def test_the_medians_sampling_spread_is_that_of_a_log_normal_median():
+	rng = np.random.default_rng(21)
+	sigma, count = 0.7, 4000
+	merger = day_of(rng, 50.0, count, sigma).bins
+	spread = statistics.quantile_log_sd(merger, 0.5, count, 0.0, math.inf)
+	# var(log median) = pi/2 * sigma^2 / n for log-normal values
+	assert spread == pytest.approx(math.sqrt(math.pi / 2) * sigma / math.sqrt(count), rel=0.15)
+
+
+def test_dispersion_is_the_mean_square_without_the_largest_and_at_least_one():
+	assert statistics.dispersion([]) == 1.0 and statistics.dispersion([5.0, 5.0]) == 1.0
+	assert statistics.dispersion([0.1, 0.2, -0.1]) == 1.0
+	assert statistics.dispersion([2.0, -2.0, 2.0, 30.0]) == pytest.approx(4.0)
+	averaged = rules.Dispersion(9.0, 1.0, 2.0).averaged(rules.Dispersion(2.0, 1.0, 2.0), 7)
+	assert averaged.count == pytest.approx(2.0 * 6 / 7 + 9.0 / 7) and averaged.p95_ms == pytest.approx(2.0)
+	assert rules.Dispersion(9.0).averaged(None, 7).count == 9.0
+
+
+def same_hours_of(rng, medians, count=900) -> rules.SameHours:
+	return rules.SameHours([day_of(rng, m, count) for m in medians])
+
+
+def test_a_window_is_judged_against_the_same_hours_of_day_not_the_whole_day():
+	rng = np.random.default_rng(31)
+	# the whole baseline is mostly quiet night hours at 40 ms; every morning runs at 50 ms
+	whole = baseline_of(rng.lognormal(math.log(40.0), 0.6, 30_000))
+	morning = window_of(rng.lognormal(math.log(50.0), 0.6, 900))
+	flat = {f.metric: f for f in rules.evaluate(whole, morning, CONFIG)}
+	assert flat["duration_p50"].flagged
+	mornings = same_hours_of(rng, [50.0] * 7)
+	judged = {f.metric: f for f in rules.evaluate(whole, morning, CONFIG, mornings)}
+	assert not any(judged[m].flagged for m in rules.DURATION_METRICS)
+	assert judged["duration_p50"].before == pytest.approx(50.0, rel=0.05)
+	# a real +30% that morning is still found
+	slower = window_of(rng.lognormal(math.log(65.0), 0.6, 900))
+	assert {f.metric: f for f in rules.evaluate(whole, slower, CONFIG, mornings)}["duration_p50"].flagged
+	# too few days with those hours (a batch operation's): durations are not judged at all
+	sparse = rules.SameHours([day_of(rng, 50.0, 900), Summary(), Summary()])
+	assert [f.metric for f in rules.evaluate(whole, slower, CONFIG, sparse)] == ["statements", "error_rate"]
+
+
+def test_a_change_within_the_day_to_day_variation_is_not_a_regression_at_any_volume():
+	rng = np.random.default_rng(41)
+	whole = baseline_of(rng.lognormal(math.log(50.0), 0.6, 100_000))
+	# a busy operation whose same hours move +-8% from day to day (drift, deploys, contention)
+	moving = same_hours_of(rng, [50.0 * f for f in (0.92, 1.0, 1.08, 0.95, 1.05, 0.9, 1.1)], count=20_000)
+	window = window_of(rng.lognormal(math.log(50.0 * 1.13), 0.6, 20_000))
+	found = {f.metric: f for f in rules.evaluate(whole, window, CONFIG, moving)}
+	assert found["duration_p50"].change > 0.12 and not found["duration_p50"].flagged
+	# the same +13% against same hours that never moved is a regression
+	steady = same_hours_of(rng, [50.0] * 7, count=20_000)
+	assert {f.metric: f for f in rules.evaluate(whole, window, CONFIG, steady)}["duration_p50"].flagged
+	# and the pooled day-to-day spread kept in the baseline protects where the week looked steady
+	whole.day_spread = {0.5: 0.06, 0.95: 0.06, 0.99: 0.06}
+	assert not {f.metric: f for f in rules.evaluate(whole, window, CONFIG, steady)}["duration_p50"].flagged
+
+
+def mixture(rng, count: int, median: float, slow_share: float, slow_factor: float) -> np.ndarray:
+	slow = rng.random(count) < slow_share
+	values = rng.lognormal(math.log(median), 0.4, count)
+	values[slow] = rng.lognormal(math.log(median * slow_factor), 0.3, int(slow.sum()))
+	return values
+
+
+def test_a_slower_tail_alone_is_a_p95_and_p99_regression():
+	rng = np.random.default_rng(51)
+	mornings = rules.SameHours([summary_of(mixture(rng, 3000, 40.0, 0.08, 6.0)) for _ in range(7)])
+	whole = baseline_of(mixture(rng, 30_000, 40.0, 0.08, 6.0))
+	tail = window_of(mixture(rng, 3000, 40.0, 0.08, 6.0 * 1.5))
+	found = {f.metric: f for f in rules.evaluate(whole, tail, CONFIG, mornings)}
+	# the ranks of the whole distribution barely move, the tail's percentiles do
+	assert statistics.common_language_effect(mornings.merged().bins, tail.summary.bins) < 0.53
+	assert found["duration_p95"].flagged and found["duration_p99"].flagged
+	assert not found["duration_p50"].flagged
+
+
+def test_a_new_regression_under_an_open_record_rises_above_its_level():
+	finding = rules.Finding("duration_p95", 100.0, 150.0, 0.5, True, False, 9.0, 1e-9, 1000, 100)
+	assert rules.worse_than_level(finding, 110.0, CONFIG)
+	assert not rules.worse_than_level(finding, 140.0, CONFIG)
+	unflagged = rules.Finding("duration_p95", 100.0, 150.0, 0.5, False, False, 1.0, 0.5, 1000, 100)
+	assert not rules.worse_than_level(unflagged, 110.0, CONFIG)
+	statements = rules.Finding("statements", 10.0, 13.0, 0.3, True, False, 9.0, 0.0, 1000, 100)
+	assert rules.worse_than_level(statements, 12.0, CONFIG)
+	assert not rules.worse_than_level(statements, 12.8, CONFIG)
+
+
+def test_overdispersed_counts_are_no_anomaly_at_their_dispersion_and_spikes_still_are():
+	rng = np.random.default_rng(61)
+
+	# negative-binomial counts, variance 8x the mean (mean 400)
+	def hour() -> int:
+		return int(rng.negative_binomial(400 / 7, 1 / 8))
+
+	poisson_flags = overdispersed_flags = 0
+	for _ in range(1500):
+		history = [rules.HourFigures(hour(), 0, 0.0) for _ in range(4)]
+		now = rules.HourFigures(hour(), 0, 0.0)
+		poisson_flags += bool(rules.anomalies(now, history, CONFIG))
+		overdispersed_flags += bool(rules.anomalies(now, history, CONFIG, rules.Dispersion(count=8.0)))
+	assert poisson_flags > 10 * max(overdispersed_flags, 1) and overdispersed_flags <= 3
+	history = [rules.HourFigures(hour(), 0, 0.0) for _ in range(4)]
+	spike = rules.anomalies(rules.HourFigures(1200, 0, 0.0), history, CONFIG, rules.Dispersion(count=8.0))
+	assert [f.metric for f in spike] == ["count"]
+
+
+def test_a_usually_idle_operations_bursts_and_gaps_are_no_anomaly():
+	idle = [rules.HourFigures(c, 0, 0.0) for c in (0, 0, 900, 0)]
+	assert rules.anomalies(rules.HourFigures(1000, 0, 0.0), idle, CONFIG) == []
+	# an operation idle at this hour in one of its weeks: a zero now is not an outage
+	sometimes = [rules.HourFigures(c, 0, 0.0) for c in (400, 0, 380, 420)]
+	assert rules.anomalies(rules.HourFigures(0, 0, 0.0), sometimes, CONFIG) == []
+	always = [rules.HourFigures(c, 0, 0.0) for c in (400, 390, 380, 420)]
+	assert [f.direction for f in rules.anomalies(rules.HourFigures(0, 0, 0.0), always, CONFIG)] == ["low"]
+
+
+def test_bursty_errors_are_no_error_rate_regression_and_a_sustained_rise_is():
+	rng = np.random.default_rng(71)
+	baseline = baseline_of(rng.lognormal(4.0, 0.6, 30_000))
+	baseline.summary.error_count = 150  # 0.5%
+	durations = rng.lognormal(4.0, 0.6, 3000)
+	# errors in bursts: the hourly rates scattered as if each call's errors had spread 0.3
+	baseline.errors = statistics.MeanSpread(0.005, 30_000, 0.3)
+	found = {f.metric: f for f in rules.evaluate(baseline, window_of(durations, errors=60), CONFIG)}
+	assert not found["error_rate"].flagged  # 2%: within what such bursts do
+	sustained = {f.metric: f for f in rules.evaluate(baseline, window_of(durations, errors=150), CONFIG)}
+	assert sustained["error_rate"].flagged
+	# binomial errors (spread sqrt(p(1-p))): the first rise is a regression too
+	baseline.errors = statistics.MeanSpread(0.005, 30_000, math.sqrt(0.005 * 0.995))
+	assert {f.metric: f for f in rules.evaluate(baseline, window_of(durations, errors=60), CONFIG)}[
+		"error_rate"
+	].flagged

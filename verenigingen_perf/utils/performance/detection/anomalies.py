@@ -1,8 +1,14 @@
 """Anomaly detection of one hour: each operation's count, error rate and p95 against the same hour of
 the week in the last `anomaly_weeks` weeks (or the last `anomaly_recent_hours` hours while fewer than
 `anomaly_min_history` of those weeks have data). Operations with traffic in that history but none
-this hour are judged too (a drop to zero). Records are named after (operation type, operation,
-metric, hour), so re-evaluating an hour never records it twice.
+this hour are judged too (a drop to zero). Each metric's noise floor is scaled by the dispersion the
+operation showed the day before (`dispersions`, kept in its rolling baseline): real counts vary
+several times more than Poisson counts, and a batch operation's come in bursts. Records are named
+after (operation type, operation, metric, hour), so re-evaluating an hour never records it twice.
+
+An anomaly of the change an open regression already reports (p95 while a duration regression of
+the operation is open, the error rate while its error-rate regression is) is folded into that
+regression (`folded_anomalies`) instead of being recorded again every hour it lasts.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import frappe
 
 from verenigingen_perf.utils.performance.config import DetectionConfig
 from verenigingen_perf.utils.performance.detection import rules, statistics
-from verenigingen_perf.utils.performance.schema import AGGREGATE, ANOMALY
+from verenigingen_perf.utils.performance.schema import (
+	ACKNOWLEDGED,
+	AGGREGATE,
+	ANOMALY,
+	BASELINE,
+	OPEN,
+	REGRESSION,
+	ROLLING,
+)
 from verenigingen_perf.utils.performance.sketch import QUANTILES, Summary
 from verenigingen_perf.utils.performance.timeutil import as_datetime
 
@@ -32,6 +46,7 @@ _NO_TRAFFIC = rules.HourFigures(0, 0, 0.0)
 class AnomalyCounts:
 	operations_evaluated: int = 0
 	recorded: int = 0
+	folded: int = 0
 
 
 def anomaly_name(operation_type: str, operation: str, metric: str, hour: datetime) -> str:
@@ -70,54 +85,155 @@ _ZERO_SUMS = {
 }
 
 
-def evaluate_hour(hour: datetime, config: DetectionConfig) -> AnomalyCounts:
-	counts = AnomalyCounts()
-	weeks = [hour - WEEK * w for w in range(1, config.anomaly_weeks + 1)]
-	current = {
-		(r["operation_type"], r["operation"]): _hour_figures(r) for r in _rows([hour], with_sketch=True)
+def dispersions(day_start: datetime, config: DetectionConfig) -> dict[tuple[str, str], rules.Dispersion]:
+	"""Each operation's dispersion of each anomaly metric, from the 24 hours before `day_start`: every
+	hour is scored against the history the detector would choose for it (`_history`), in units of
+	sampling noise alone (`rules.anomaly_deviations`)."""
+	hours = [day_start - HOUR * back for back in range(1, 25)]
+	current: dict[tuple[str, str], dict[datetime, rules.HourFigures]] = defaultdict(dict)
+	for row in _rows(hours, with_sketch=True):
+		current[(row["operation_type"], row["operation"])][as_datetime(row["period_start"])] = _hour_figures(
+			row
+		)
+	earlier_hours = {
+		start for hour in hours for start in (*_weeks(hour, config), *_recent_hours(hour, config))
 	}
-	same_hour: dict[tuple[str, str], dict[datetime, rules.HourFigures]] = defaultdict(dict)
-	for row in _rows(weeks):
-		same_hour[(row["operation_type"], row["operation"])][as_datetime(row["period_start"])] = _plain(row)
-	recent: dict[tuple[str, str], dict[datetime, rules.HourFigures]] | None = None
-	now = frappe.utils.now_datetime()
-	found: list[dict[str, Any]] = []
-	for key in current.keys() | same_hour.keys():
-		by_week = same_hour.get(key, {})
-		if len(by_week) >= config.anomaly_min_history:
-			# a week without a row for this hour had no traffic in it: a count of 0, not a gap
-			history, kind = [by_week.get(week, _NO_TRAFFIC) for week in weeks], SAME_HOUR
-		else:
-			if recent is None:
-				recent = _recent(hour, config)
-			by_hour = recent.get(key, {})
-			history = [
-				by_hour.get(hour - HOUR * h, _NO_TRAFFIC) for h in range(1, config.anomaly_recent_hours + 1)
-			]
-			kind = RECENT
-		if not any(h.count for h in history) and key not in current:
-			continue
-		counts.operations_evaluated += 1
-		figures = current.get(key, _NO_TRAFFIC)
-		for finding in rules.anomalies(figures, history, config):
-			found.append(_record(hour, key, finding, figures, kind, len(history), now))
-	_insert_new(found)
-	counts.recorded = len(found)
-	return counts
+	earlier = _plain_by_key(sorted(earlier_hours))
+	found = {}
+	for key in current.keys() | earlier.keys():
+		deviations: dict[str, list[float]] = defaultdict(list)
+		for hour in hours:
+			history, _kind = _history(hour, earlier.get(key, {}), config)
+			figures = current.get(key, {}).get(hour, _NO_TRAFFIC)
+			if not any(h.count for h in history) and not figures.count:
+				continue
+			for metric, deviation in rules.anomaly_deviations(figures, history, config).items():
+				deviations[metric].append(deviation)
+		found[key] = rules.Dispersion(
+			**{metric: statistics.dispersion(deviations[metric]) for metric in rules.ANOMALY_METRICS}
+		)
+	return found
 
 
-def _plain(row: dict[str, Any]) -> rules.HourFigures:
-	return rules.HourFigures(int(row["count"] or 0), int(row["error_count"] or 0), float(row["p95_ms"] or 0))
+def _weeks(hour: datetime, config: DetectionConfig) -> list[datetime]:
+	return [hour - WEEK * week for week in range(1, config.anomaly_weeks + 1)]
 
 
-def _recent(
-	hour: datetime, config: DetectionConfig
-) -> dict[tuple[str, str], dict[datetime, rules.HourFigures]]:
-	starts = [hour - HOUR * h for h in range(1, config.anomaly_recent_hours + 1)]
+def _recent_hours(hour: datetime, config: DetectionConfig) -> list[datetime]:
+	return [hour - HOUR * back for back in range(1, config.anomaly_recent_hours + 1)]
+
+
+def _history(
+	hour: datetime, known: dict[datetime, rules.HourFigures], config: DetectionConfig
+) -> tuple[list[rules.HourFigures], str]:
+	"""The history `hour` is judged against, from an operation's `known` hourly figures: the same
+	hour of the week in the last `anomaly_weeks` weeks when at least `anomaly_min_history` of them
+	have data (a week without a row for this hour had no traffic in it: a count of 0, not a gap),
+	else the last `anomaly_recent_hours` hours."""
+	weeks = _weeks(hour, config)
+	if sum(week in known for week in weeks) >= config.anomaly_min_history:
+		return [known.get(week, _NO_TRAFFIC) for week in weeks], SAME_HOUR
+	return [known.get(start, _NO_TRAFFIC) for start in _recent_hours(hour, config)], RECENT
+
+
+def _plain_by_key(starts: list[datetime]) -> dict[tuple[str, str], dict[datetime, rules.HourFigures]]:
 	by_key: dict[tuple[str, str], dict[datetime, rules.HourFigures]] = defaultdict(dict)
 	for row in _rows(starts):
 		by_key[(row["operation_type"], row["operation"])][as_datetime(row["period_start"])] = _plain(row)
 	return by_key
+
+
+def stored_dispersions() -> dict[tuple[str, str], rules.Dispersion]:
+	"""The dispersions kept in the rolling baselines."""
+	rows = frappe.get_all(
+		BASELINE,
+		filters={"baseline_kind": ROLLING},
+		fields=["operation_type", "operation", "count_dispersion", "error_dispersion", "p95_dispersion"],
+	)
+	# a row stored before dispersions were kept holds 0: taken as no dispersion (1)
+	return {
+		(r["operation_type"], r["operation"]): rules.Dispersion(
+			count=max(float(r["count_dispersion"] or 0), 1.0),
+			error_rate=max(float(r["error_dispersion"] or 0), 1.0),
+			p95_ms=max(float(r["p95_dispersion"] or 0), 1.0),
+		)
+		for r in rows
+	}
+
+
+def _open_regressions() -> dict[tuple[str, str], dict[str, str]]:
+	"""The open (or acknowledged) regressions: per operation, metric to record name."""
+	found: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+	for r in frappe.get_all(
+		REGRESSION,
+		filters={"status": ["in", [OPEN, ACKNOWLEDGED]]},
+		fields=["name", "operation_type", "operation", "metric"],
+	):
+		found[(r["operation_type"], r["operation"])][r["metric"]] = r["name"]
+	return found
+
+
+# the regression metrics whose open record reports an anomaly metric's change, the first preferred
+FOLDED_INTO = {
+	rules.P95: ("duration_p95", "duration_p99", "duration_p50"),
+	rules.ERROR_RATE: (rules.ERROR_RATE,),
+}
+
+
+def _folded_into(finding: rules.AnomalyFinding, regressions: dict[str, str]) -> str | None:
+	return next((regressions[m] for m in FOLDED_INTO.get(finding.metric, ()) if m in regressions), None)
+
+
+def evaluate_hour(hour: datetime, config: DetectionConfig) -> AnomalyCounts:
+	counts = AnomalyCounts()
+	current = {
+		(r["operation_type"], r["operation"]): _hour_figures(r) for r in _rows([hour], with_sketch=True)
+	}
+	known = _plain_by_key(_weeks(hour, config))
+	lacking = [
+		key
+		for key in current.keys() | known.keys()
+		if sum(week in known.get(key, {}) for week in _weeks(hour, config)) < config.anomaly_min_history
+	]
+	if lacking:
+		# the recent hours are read only when some operation lacks the weeks
+		for key, by_hour in _plain_by_key(_recent_hours(hour, config)).items():
+			known[key].update(by_hour)
+	now = frappe.utils.now_datetime()
+	found: list[dict[str, Any]] = []
+	dispersion = stored_dispersions()
+	regressions = _open_regressions()
+	folded: dict[str, int] = defaultdict(int)
+	for key in current.keys() | known.keys():
+		history, kind = _history(hour, known.get(key, {}), config)
+		if not any(h.count for h in history) and key not in current:
+			continue
+		counts.operations_evaluated += 1
+		figures = current.get(key, _NO_TRAFFIC)
+		for finding in rules.anomalies(figures, history, config, dispersion.get(key, rules.Dispersion())):
+			if into := _folded_into(finding, regressions.get(key, {})):
+				folded[into] += 1
+			else:
+				found.append(_record(hour, key, finding, figures, kind, len(history), now))
+	_insert_new(found)
+	_fold(folded)
+	counts.recorded = len(found)
+	counts.folded = sum(folded.values())
+	return counts
+
+
+def _fold(folded: dict[str, int]) -> None:
+	table = frappe.qb.DocType(REGRESSION)
+	for name, hours in folded.items():
+		(
+			frappe.qb.update(table)
+			.set(table.folded_anomalies, table.folded_anomalies + hours)
+			.where(table.name == name)
+		).run()
+
+
+def _plain(row: dict[str, Any]) -> rules.HourFigures:
+	return rules.HourFigures(int(row["count"] or 0), int(row["error_count"] or 0), float(row["p95_ms"] or 0))
 
 
 def _record(

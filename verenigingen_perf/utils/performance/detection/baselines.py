@@ -11,6 +11,7 @@ An operation with fewer than `baseline_min_samples` measurements gets a row that
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,9 +20,9 @@ from typing import Any
 import frappe
 
 from verenigingen_perf.utils.performance.config import DetectionConfig
-from verenigingen_perf.utils.performance.detection import rules, statistics
+from verenigingen_perf.utils.performance.detection import anomalies, rules, statistics
 from verenigingen_perf.utils.performance.schema import AGGREGATE, BASELINE, PINNED, ROLLING
-from verenigingen_perf.utils.performance.sketch import Summary
+from verenigingen_perf.utils.performance.sketch import QUANTILES, Summary
 from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_day, floor_hour
 
 OperationKey = tuple[str, str]  # (operation type, operation)
@@ -47,35 +48,94 @@ SUMMARY_COLUMNS = (
 _READ_HOURS = 24
 
 
+def add_row(summary: Summary, row: dict[str, Any]) -> None:
+	"""Merge an hourly row into `summary`, the sketch bin by bin (no Summary per row: a baseline
+	merges thousands)."""
+	summary.count += int(row["count"] or 0)
+	summary.error_count += int(row["error_count"] or 0)
+	summary.client_error_count += int(row.get("client_error_count") or 0)
+	summary.duration_min_ms = min(summary.duration_min_ms, float(row["duration_min_ms"] or 0))
+	summary.duration_max_ms = max(summary.duration_max_ms, float(row["duration_max_ms"] or 0))
+	summary.duration_sum_ms += float(row["duration_sum_ms"] or 0)
+	summary.query_sum += int(row["query_sum"] or 0)
+	summary.query_max = max(summary.query_max, int(row["query_max"] or 0))
+	summary.memory_max_mb = max(summary.memory_max_mb, float(row["memory_max_mb"] or 0))
+	summary.bins.add(row["sketch"] or None)
+
+
+@dataclass
+class DaySlots:
+	"""Each duration quantile's log and sampling variance in every slot of `regression_window_hours` hours of every
+	day, for how much they vary from day to day beyond sampling. Rows must come in time order (one
+	slot is merged at a time)."""
+
+	config: DetectionConfig
+	current: tuple[datetime, int] | None = None
+	summary: Summary = field(default_factory=Summary)
+	# slot of the day -> quantile -> ([log], [sampling variance]), one of each per day
+	found: dict[int, dict[float, tuple[list[float], list[float]]]] = field(default_factory=dict)
+
+	def add(self, row: dict[str, Any]) -> None:
+		at = as_datetime(row["period_start"])
+		slot = (floor_day(at), at.hour // self.config.regression_window_hours)
+		if slot != self.current:
+			self.close()
+			self.current, self.summary = slot, Summary()
+		add_row(self.summary, row)
+
+	def close(self) -> None:
+		if self.current is None:
+			return
+		by_quantile = self.found.setdefault(self.current[1], {})
+		for q in QUANTILES_JUDGED:
+			if found := rules.log_quantile(self.summary, q, self.config):
+				logs, variances = by_quantile.setdefault(q, ([], []))
+				logs.append(found[0])
+				variances.append(found[1])
+		self.current = None
+
+	def spreads(self) -> dict[float, float]:
+		self.close()
+		return {
+			q: math.sqrt(
+				statistics.pooled_excess_variance([slot[q] for slot in self.found.values() if q in slot])
+			)
+			for q in QUANTILES_JUDGED
+		}
+
+
+# the duration quantiles the regression detector judges
+QUANTILES_JUDGED = tuple(QUANTILES[column] for column in rules.DURATION_METRICS.values())
+
+
 @dataclass
 class Accumulator:
-	"""An operation's hourly rows merged: the sketch bin by bin (no Summary per row: a baseline
-	merges thousands), the counts, and each hour's statements for their spread."""
+	"""An operation's hourly rows merged: the summary, each hour's statements, errors and calls for
+	their spread, and (when given `slots`) the duration quantiles' day-to-day spread."""
 
 	summary: Summary = field(default_factory=Summary)
 	hourly_statements: list[int] = field(default_factory=list)
+	hourly_errors: list[int] = field(default_factory=list)
 	hourly_calls: list[int] = field(default_factory=list)
+	slots: DaySlots | None = None
 
 	def add(self, row: dict[str, Any]) -> None:
 		count = int(row["count"] or 0)
 		if not count:
 			return
-		summary = self.summary
-		summary.count += count
-		summary.error_count += int(row["error_count"] or 0)
-		summary.client_error_count += int(row.get("client_error_count") or 0)
-		summary.duration_min_ms = min(summary.duration_min_ms, float(row["duration_min_ms"] or 0))
-		summary.duration_max_ms = max(summary.duration_max_ms, float(row["duration_max_ms"] or 0))
-		summary.duration_sum_ms += float(row["duration_sum_ms"] or 0)
-		summary.query_sum += int(row["query_sum"] or 0)
-		summary.query_max = max(summary.query_max, int(row["query_max"] or 0))
-		summary.memory_max_mb = max(summary.memory_max_mb, float(row["memory_max_mb"] or 0))
-		summary.bins.add(row["sketch"] or None)
+		add_row(self.summary, row)
+		if self.slots is not None:
+			self.slots.add(row)
 		self.hourly_statements.append(int(row["query_sum"] or 0))
+		self.hourly_errors.append(int(row["error_count"] or 0))
 		self.hourly_calls.append(count)
 
 	def baseline(self) -> rules.Baseline:
-		return rules.Baseline(self.summary, statistics.mean_spread(self.hourly_statements, self.hourly_calls))
+		return rules.Baseline(
+			self.summary,
+			statistics.mean_spread(self.hourly_statements, self.hourly_calls),
+			statistics.mean_spread(self.hourly_errors, self.hourly_calls),
+		)
 
 
 def hourly_rows(start: datetime, end: datetime, operations: list[str] | None = None) -> list[dict[str, Any]]:
@@ -90,10 +150,25 @@ def hourly_rows(start: datetime, end: datetime, operations: list[str] | None = N
 	return frappe.get_all(AGGREGATE, filters=filters, fields=list(SUMMARY_COLUMNS), order_by="period_start")
 
 
+def hourly_rows_at(starts: list[datetime]) -> list[dict[str, Any]]:
+	"""The hourly aggregate rows of the hours starting at `starts`, every operation's."""
+	if not starts:
+		return []
+	return frappe.get_all(
+		AGGREGATE,
+		filters={"granularity": "hour", "period_start": ["in", starts]},
+		fields=list(SUMMARY_COLUMNS),
+	)
+
+
 def merge_period(
-	start: datetime, end: datetime, operations: list[str] | None = None
+	start: datetime, end: datetime, operations: list[str] | None = None, config: DetectionConfig | None = None
 ) -> dict[OperationKey, Accumulator]:
-	merged: dict[OperationKey, Accumulator] = defaultdict(Accumulator)
+	"""Each operation's rows of [start, end) merged; with `config`, also the day-to-day spread of
+	its duration quantiles (what a stored baseline keeps)."""
+	merged: dict[OperationKey, Accumulator] = defaultdict(
+		(lambda: Accumulator(slots=DaySlots(config))) if config else Accumulator
+	)
 	chunk = timedelta(hours=_READ_HOURS)
 	at = start
 	while at < end:
@@ -123,9 +198,11 @@ def baseline_row(
 	end: datetime,
 	config: DetectionConfig,
 	now: datetime,
+	dispersion: rules.Dispersion | None = None,
 ) -> dict[str, Any]:
 	operation_type, operation = key
 	summary = accumulator.summary
+	dispersion = dispersion or rules.Dispersion()
 	row: dict[str, Any] = {
 		"name": baseline_name(kind, pin, operation_type, operation),
 		"operation": operation,
@@ -137,10 +214,15 @@ def baseline_row(
 		"computed_at": now,
 		"sample_count": summary.count,
 		"hours_with_data": len(accumulator.hourly_calls),
+		"count_dispersion": dispersion.count,
+		"error_dispersion": dispersion.error_rate,
+		"p95_dispersion": dispersion.p95_ms,
 	}
 	if summary.count < config.baseline_min_samples:
 		return {**row, "status": INSUFFICIENT}
 	spread = statistics.mean_spread(accumulator.hourly_statements, accumulator.hourly_calls)
+	# errors that come in bursts scatter more from hour to hour than a binomial rate would
+	errors = statistics.mean_spread(accumulator.hourly_errors, accumulator.hourly_calls)
 	p50, p95, p99 = summary.quantiles((0.50, 0.95, 0.99))
 	return {
 		**row,
@@ -152,11 +234,20 @@ def baseline_row(
 		"p99_ms": p99,
 		"statements_mean": spread.mean,
 		"statements_sd": spread.per_call_sd,
+		"error_rate_sd": errors.per_call_sd,
+		**_day_spread_values(accumulator),
 		"memory_max_mb": summary.memory_max_mb,
 		"sketch": summary.bins.dumps(),
 	}
 
 
+def _day_spread_values(accumulator: Accumulator) -> dict[str, float]:
+	spreads = accumulator.slots.spreads() if accumulator.slots else {}
+	return {column: spreads.get(q, 0.0) for column, q in DAY_SPREAD_COLUMNS.items()}
+
+
+# the stored day-to-day spread of each judged quantile's log
+DAY_SPREAD_COLUMNS = {"p50_day_spread": 0.5, "p95_day_spread": 0.95, "p99_day_spread": 0.99}
 # the figures of a baseline, none of which an "insufficient data" baseline has
 FIGURE_COLUMNS = (
 	"error_count",
@@ -166,6 +257,8 @@ FIGURE_COLUMNS = (
 	"p99_ms",
 	"statements_mean",
 	"statements_sd",
+	"error_rate_sd",
+	*DAY_SPREAD_COLUMNS,
 	"memory_max_mb",
 )
 # what describes a baseline (the answers give these and its figures), then what is stored besides
@@ -181,7 +274,9 @@ DESCRIPTION_COLUMNS = (
 	"sample_count",
 	"hours_with_data",
 )
-_STORED_COLUMNS = ("name", *DESCRIPTION_COLUMNS, *FIGURE_COLUMNS, "sketch")
+# what the anomaly detector reads of a rolling baseline (every row has them, "insufficient data" too)
+DISPERSION_COLUMNS = ("count_dispersion", "error_dispersion", "p95_dispersion")
+_STORED_COLUMNS = ("name", *DESCRIPTION_COLUMNS, *FIGURE_COLUMNS, *DISPERSION_COLUMNS, "sketch")
 
 
 def store(rows: list[dict[str, Any]]) -> None:
@@ -216,9 +311,17 @@ def refresh_rolling(hour: datetime, config: DetectionConfig) -> bool:
 	start, end = rolling_period(hour, config)
 	if rolling_computed_for() == end:
 		return False
-	merged = merge_period(start, end)
+	merged = merge_period(start, end, config=config)
+	previous = anomalies.stored_dispersions()
+	dispersions = {
+		key: today.averaged(previous.get(key), config.baseline_window_days)
+		for key, today in anomalies.dispersions(floor_day(hour), config).items()
+	}
 	now = frappe.utils.now_datetime()
-	rows = [baseline_row(ROLLING, "", key, acc, start, end, config, now) for key, acc in merged.items()]
+	rows = [
+		baseline_row(ROLLING, "", key, acc, start, end, config, now, dispersions.get(key))
+		for key, acc in merged.items()
+	]
 	frappe.db.delete(BASELINE, {"baseline_kind": ROLLING})
 	store(rows)
 	return True
@@ -229,7 +332,7 @@ def pin(name: str, operations: list[str] | None, config: DetectionConfig, now: d
 	`name`, for every operation or the listed ones."""
 	end = floor_hour(now)
 	start = end - timedelta(days=config.baseline_window_days)
-	merged = merge_period(start, end, operations)
+	merged = merge_period(start, end, operations, config)
 	rows = [baseline_row(PINNED, name, key, acc, start, end, config, now) for key, acc in merged.items()]
 	store(rows)
 	return {
@@ -245,14 +348,14 @@ def pin_exists(name: str) -> bool:
 	return bool(frappe.db.exists(BASELINE, {"baseline_kind": PINNED, "pin_name": name}))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoredBaseline:
-	"""A stored baseline as the detectors use it."""
+	"""A stored baseline as the detectors use it; `period` is what a regression record names as its
+	reference (the same hours of day within it, where those were compared with)."""
 
 	kind: str
 	pin: str | None
-	period_start: datetime
-	period_end: datetime
+	period: tuple[datetime, datetime]
 	baseline: rules.Baseline
 
 
@@ -273,15 +376,22 @@ def _as_baseline(row: dict[str, Any]) -> StoredBaseline:
 	)
 	# the extremes are not stored: the sketch's own range bounds the percentiles instead
 	summary.duration_min_ms, summary.duration_max_ms = 0.0, float("inf")
+	samples = int(row["sample_count"] or 0)
 	spread = statistics.MeanSpread(
-		float(row["statements_mean"] or 0), int(row["sample_count"] or 0), float(row["statements_sd"] or 0)
+		float(row["statements_mean"] or 0), samples, float(row["statements_sd"] or 0)
 	)
+	# a row stored before the errors' spread was kept holds 0: the exact test alone decides
+	errors = statistics.MeanSpread(float(row["error_rate"] or 0), samples, float(row["error_rate_sd"] or 0))
 	return StoredBaseline(
 		kind=row["baseline_kind"],
 		pin=row["pin_name"],
-		period_start=as_datetime(row["period_start"]),
-		period_end=as_datetime(row["period_end"]),
-		baseline=rules.Baseline(summary, spread),
+		period=(as_datetime(row["period_start"]), as_datetime(row["period_end"])),
+		baseline=rules.Baseline(
+			summary,
+			spread,
+			errors,
+			{q: float(row[column] or 0) for column, q in DAY_SPREAD_COLUMNS.items()},
+		),
 	)
 
 

@@ -39,6 +39,7 @@ class DetectionReport:
 	regressions_opened: int = 0
 	regressions_resolved: int = 0
 	anomalies_recorded: int = 0
+	anomalies_folded: int = 0
 	anomalies_deleted: int = 0
 	regressions_deleted: int = 0
 	detected_until: str | None = None
@@ -132,6 +133,7 @@ def run_detection(now: datetime | None = None) -> DetectionReport:
 			report.regressions_opened += found.opened
 			report.regressions_resolved += found.resolved
 			report.anomalies_recorded += recorded.recorded
+			report.anomalies_folded += recorded.folded
 			report.seconds_per_hour.append(round(time.monotonic() - hour_started, 3))
 		until = detected_until()
 		report.detected_until = format_datetime(until) if until else None

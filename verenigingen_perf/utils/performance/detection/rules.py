@@ -14,14 +14,20 @@ what the sketches can resolve) and a significance test at `regression_alpha` (no
 
 An anomaly is one hour's count, error rate or p95 far (modified z-score above `anomaly_z`) from the
 same hour of the week in the last `anomaly_weeks` weeks, or from the recent hours when fewer weeks
-are there, with each metric's sampling noise as the least spread.
+are there, with each metric's sampling noise, times the dispersion the operation showed the day
+before (`Dispersion`), as the least spread.
+
+Duration percentiles are compared with the same hours of day on the baseline's days (`SameHours`),
+where there are enough of them, and judged against both sampling noise and how much the same hours
+varied from day to day beyond it; a regression that starts while a record of the metric is open is
+a new one when the metric rises above the record's level by the size rule (`worse_than_level`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from verenigingen_perf.utils.performance.config import DetectionConfig
 from verenigingen_perf.utils.performance.detection import statistics
@@ -44,6 +50,11 @@ class Baseline:
 
 	summary: Summary
 	statements: statistics.MeanSpread
+	# the errors' per-call spread from the hourly error rates' scatter (None: not known)
+	errors: statistics.MeanSpread | None = None
+	# per duration quantile, the spread of its log from day to day beyond sampling, pooled over the
+	# slots of the day (DURATION_METRICS' quantiles; missing: none known)
+	day_spread: dict[float, float] = field(default_factory=dict)
 
 	@property
 	def error_rate(self) -> float:
@@ -82,32 +93,66 @@ class Finding:
 	window_samples: int
 
 
-def evaluate(baseline: Baseline, window: Window, config: DetectionConfig) -> list[Finding]:
-	"""Every regression metric of one operation that can be judged (none below the sample minima)."""
+@dataclass
+class SameHours:
+	"""The window's hours of day on each of the baseline's days (one merged summary a day): what the
+	window's duration percentiles are compared with, so that an hour of day that is always slower
+	(more slow-path requests every morning, a busy hour's contention) is not news."""
+
+	days: list[Summary]
+
+	def merged(self) -> Summary:
+		total = Summary()
+		for day in self.days:
+			total.merge(day)
+		return total
+
+
+def evaluate(
+	baseline: Baseline, window: Window, config: DetectionConfig, same_hours: SameHours | None = None
+) -> list[Finding]:
+	"""Every regression metric of one operation that can be judged (none below the sample minima).
+	Duration percentiles are compared with `same_hours` (judged only when at least
+	`regression_min_replicates` of its days have data), or, without `same_hours` (a pinned
+	baseline), with the whole baseline."""
 	if baseline.summary.count < config.baseline_min_samples:
 		return []
 	if window.summary.count < config.regression_min_samples:
 		return []
-	return [
-		*_durations(baseline, window, config),
-		_statements(baseline, window, config),
-		_error_rate(baseline, window, config),
-	]
+	if same_hours is None:
+		durations = _durations(baseline.summary, [], window, baseline.day_spread, config)
+	elif len(days := [day for day in same_hours.days if day.count]) >= config.regression_min_replicates:
+		durations = _durations(SameHours(days).merged(), days, window, baseline.day_spread, config)
+	else:
+		# an operation seldom running at these hours (a batch operation's bursts) or too new has no
+		# reference for them: the whole baseline would mix in other hours' tails
+		durations = []
+	return [*durations, _statements(baseline, window, config), _error_rate(baseline, window, config)]
 
 
-def _durations(baseline: Baseline, window: Window, config: DetectionConfig) -> list[Finding]:
-	test = statistics.rank_test(baseline.summary.bins, window.summary.bins)
+def _durations(
+	reference: Summary,
+	days: list[Summary],
+	window: Window,
+	day_spread: dict[float, float],
+	config: DetectionConfig,
+) -> list[Finding]:
+	"""Each duration percentile: the size rule; Fisher's test on the share of the window above the
+	reference's percentile (this percentile moved: a slower tail alone moves p95 and p99, not the
+	ranks of the whole distribution); for p50 also the rank test (the distribution moved); and the
+	change against its sampling noise plus the day-to-day variation of the same hours beyond it
+	(`_day_to_day`), which a busy operation's drift, deploys and busy hours make larger than its
+	sample size says."""
+	test = statistics.rank_test(reference.bins, window.summary.bins)
 	quantiles = tuple(QUANTILES[column] for column in DURATION_METRICS.values())
-	before = baseline.summary.quantiles(quantiles)
+	before = reference.quantiles(quantiles)
 	after = window.summary.quantiles(quantiles)
 	findings = []
 	for metric, q, old, new in zip(DURATION_METRICS, quantiles, before, after, strict=True):
 		change = new / old - 1 if old > 0 else (math.inf if new > 0 else 0.0)
-		# this percentile moved, not only the distribution: more of the window lies above the
-		# baseline's percentile than of the baseline
-		above = statistics.exceedance_test(
-			*statistics.counts_above(baseline.summary.bins, window.summary.bins, q)
-		)
+		above = statistics.exceedance_test(*statistics.counts_above(reference.bins, window.summary.bins, q))
+		shift = _day_to_day(reference, days, window.summary, q, old, new, day_spread.get(q, 0.0), config)
+		tests = [above, shift] if q > QUANTILES["p50_ms"] else [test, above, shift]
 		findings.append(
 			Finding(
 				metric=metric,
@@ -115,16 +160,59 @@ def _durations(baseline: Baseline, window: Window, config: DetectionConfig) -> l
 				after=new,
 				change=change,
 				flagged=_beyond_sketch_error(change) > config.regression_threshold
-				and test.p_value < config.regression_alpha
-				and above.p_value < config.regression_alpha,
+				and all(t.p_value < config.regression_alpha for t in tests),
 				within=change <= config.regression_threshold,
-				statistic=test.statistic,
-				p_value=max(test.p_value, above.p_value),
-				baseline_samples=baseline.summary.count,
+				statistic=shift.statistic,
+				p_value=max(t.p_value for t in tests),
+				baseline_samples=reference.count,
 				window_samples=window.summary.count,
 			)
 		)
 	return findings
+
+
+def _log_sd(summary: Summary, q: float) -> float:
+	return statistics.quantile_log_sd(
+		summary.bins, q, summary.count, summary.duration_min_ms, summary.duration_max_ms
+	)
+
+
+def log_quantile(summary: Summary, q: float, config: DetectionConfig) -> tuple[float, float] | None:
+	"""log(q-quantile) of a replicate and its sampling variance; None below
+	`regression_min_samples` values or where the spread cannot be read."""
+	if summary.count < config.regression_min_samples:
+		return None
+	value, spread = summary.quantile(q), _log_sd(summary, q)
+	if value <= 0 or not math.isfinite(spread):
+		return None
+	return math.log(value), spread**2
+
+
+def _day_to_day(
+	reference: Summary,
+	days: list[Summary],
+	window: Summary,
+	q: float,
+	old: float,
+	new: float,
+	pooled_spread: float,
+	config: DetectionConfig,
+) -> statistics.TestResult:
+	"""The window's log-percentile shift against its sampling noise, the reference's, and the
+	variance from day to day beyond sampling: the larger of what the same hours showed across the
+	baseline's days (a few values: noisy) and what every slot of the day showed, pooled
+	(`pooled_spread`, kept in the baseline: steady, but blind to a slot of the day that varies more)."""
+	if old <= 0 or new <= 0:
+		return statistics.NO_EVIDENCE
+	replicates = [found for day in days if (found := log_quantile(day, q, config))]
+	excess = statistics.excess_variance([r[0] for r in replicates], [r[1] for r in replicates])
+	return statistics.replicate_shift_test(
+		math.log(new) - math.log(old),
+		_log_sd(window, q),
+		_log_sd(reference, q),
+		max(excess, pooled_spread**2),
+		max(len(replicates), 1),
+	)
 
 
 def _beyond_sketch_error(change: float) -> float:
@@ -157,15 +245,14 @@ def _statements(baseline: Baseline, window: Window, config: DetectionConfig) -> 
 def _error_rate(baseline: Baseline, window: Window, config: DetectionConfig) -> Finding:
 	before = baseline.error_rate
 	after = window.summary.error_count / window.summary.count
-	base = (baseline.summary.error_count, baseline.summary.count)
-	test = statistics.exceedance_test(*base, window.summary.error_count, window.summary.count)
+	test = _errors_rose(baseline, window.summary.error_count, window.summary.count)
 	rise = after - before
 	if len(window.hours) > 1 and test.p_value < config.regression_alpha:
 		# sustained, not one hour's burst (an anomaly's business): still significant without the
 		# window's hour of most errors
 		worst = max(window.hours, key=lambda hour: hour.errors)
-		rest = statistics.exceedance_test(
-			*base, window.summary.error_count - worst.errors, window.summary.count - worst.calls
+		rest = _errors_rose(
+			baseline, window.summary.error_count - worst.errors, window.summary.count - worst.calls
 		)
 		test = statistics.TestResult(test.statistic, max(test.p_value, rest.p_value))
 	return Finding(
@@ -180,6 +267,30 @@ def _error_rate(baseline: Baseline, window: Window, config: DetectionConfig) -> 
 		baseline_samples=baseline.summary.count,
 		window_samples=window.summary.count,
 	)
+
+
+def _errors_rose(baseline: Baseline, errors: int, calls: int) -> statistics.TestResult:
+	"""Fisher's exact test of the error rate's rise, and (where the baseline's hours showed how its
+	errors scatter) the rise against that spread: errors that come in bursts vary more than a
+	binomial count, and only the larger p-value counts."""
+	test = statistics.exceedance_test(baseline.summary.error_count, baseline.summary.count, errors, calls)
+	if baseline.errors is not None and baseline.errors.per_call_sd > 0 and calls > 0:
+		bursty = statistics.mean_rise_test(baseline.errors, errors / calls, calls)
+		test = statistics.TestResult(test.statistic, max(test.p_value, bursty.p_value))
+	return test
+
+
+def worse_than_level(finding: Finding, level: float, config: DetectionConfig) -> bool:
+	"""A new regression under an open record: the metric is flagged and has risen, by the metric's
+	size rule, above the level the record stands for (its window's value once that window lay wholly
+	inside the episode). Without this, a record still open when a real regression starts hides it."""
+	if not finding.flagged:
+		return False
+	if finding.metric in DURATION_METRICS:
+		return level > 0 and _beyond_sketch_error(finding.after / level - 1) > config.regression_threshold
+	if finding.metric == STATEMENTS:
+		return finding.after - level >= config.regression_statements_min_rise
+	return finding.after - level >= config.regression_error_rate_min_rise
 
 
 # --- anomalies -----------------------------------------------------------------------------------
@@ -205,47 +316,128 @@ class AnomalyFinding:
 	direction: str
 
 
-def anomalies(
-	hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig
-) -> list[AnomalyFinding]:
-	"""The anomalous metrics of one hour against its history (same hours of the week, or recent
-	hours). Counts are judged upwards, and downwards only to zero (an outage); error rate and p95 upwards,
-	and only in hours with `anomaly_min_samples` requests and a history of such hours."""
-	if not history:
-		return []
-	found = []
-	# counts on Anscombe's scale, where Poisson noise has spread 1 at any volume: 3 requests instead
-	# of 1 are not news, 300 instead of 100 are
-	transformed = [statistics.anscombe(h.count) for h in history]
-	score = statistics.robust_score(statistics.anscombe(hour.count), transformed, statistics.ANSCOMBE_SD)
-	# a spike either way is scored, but a drop is flagged only to zero: traffic that stops is an
-	# outage, traffic that thins is a quieter hour more often than not
-	if score.score > config.anomaly_z or (score.score < -config.anomaly_z and hour.count == 0):
-		expected = float(_median([h.count for h in history]))
-		direction = "high" if score.score > 0 else "low"
-		found.append(AnomalyFinding(COUNT, hour.count, expected, score.score, direction))
+@dataclass(frozen=True)
+class Dispersion:
+	"""How many times its sampling variance each anomaly metric of an operation shows (1: Poisson
+	counts and binomial errors, a p95 as noisy as its sample size): real counts are overdispersed
+	and bursty, and a percentile moves with drift and deploys."""
+
+	count: float = 1.0
+	error_rate: float = 1.0
+	p95_ms: float = 1.0
+
+	def of(self, metric: str) -> float:
+		return {COUNT: self.count, ERROR_RATE: self.error_rate, P95: self.p95_ms}[metric]
+
+	def averaged(self, previous: Dispersion | None, days: int) -> Dispersion:
+		"""One day's estimate averaged into the previous days' (each day weighing 1/`days`): a day
+		holds too few hours, and a bursty operation too few bursts, to estimate it alone."""
+		if previous is None:
+			return self
+		keep = 1.0 - 1.0 / days
+		return Dispersion(
+			*(
+				keep * getattr(previous, name) + (1.0 - keep) * getattr(self, name)
+				for name in ("count", "error_rate", "p95_ms")
+			)
+		)
+
+
+@dataclass(frozen=True)
+class _Measure:
+	"""One anomaly metric of an hour on its scoring scale, with its history and sampling noise."""
+
+	metric: str
+	scored: float
+	history: list[float]
+	noise_sd: float
+
+
+def _measures(hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig) -> list[_Measure]:
+	"""The metrics of `hour` that can be judged against `history`: the count where the history's
+	median hour had traffic; error rate and p95 only in hours with `anomaly_min_samples` requests and
+	a history of at least two such hours."""
+	measures = []
+	# an operation idle in most of its history hours (a batch operation's bursts, one used now and
+	# then) has no usual volume for a count to depart from
+	if _median([h.count for h in history]) > 0:
+		# counts on Anscombe's scale, where Poisson noise has spread 1 at any volume: 3 requests
+		# instead of 1 are not news, 300 instead of 100 are
+		measures.append(
+			_Measure(
+				COUNT,
+				statistics.anscombe(hour.count),
+				[statistics.anscombe(h.count) for h in history],
+				statistics.ANSCOMBE_SD,
+			)
+		)
 	if hour.count < config.anomaly_min_samples:
-		return found
+		return measures
 	judged = [h for h in history if h.count >= config.anomaly_min_samples]
 	if len(judged) < 2:
-		return found
+		return measures
 	# errors on Anscombe's scale too: this hour's errors against what each history hour's rate
 	# would give at this hour's volume (rare errors are counts, not a normal curve)
-	rates = [h.error_count / h.count for h in judged]
-	expected = [statistics.anscombe(r * hour.count) for r in rates]
-	score = statistics.robust_score(statistics.anscombe(hour.error_count), expected, statistics.ANSCOMBE_SD)
-	if score.score > config.anomaly_z:
-		rate = hour.error_count / hour.count
-		found.append(AnomalyFinding(ERROR_RATE, rate, float(_median(rates)), score.score, "high"))
+	expected = [statistics.anscombe(h.error_count / h.count * hour.count) for h in judged]
+	measures.append(
+		_Measure(ERROR_RATE, statistics.anscombe(hour.error_count), expected, statistics.ANSCOMBE_SD)
+	)
 	timed = [h for h in judged if h.p95_ms > 0]
 	# an hour whose p95 spread cannot be read (too few values in its sketch) is not judged on it
 	if hour.p95_ms > 0 and math.isfinite(hour.p95_log_sd) and len(timed) >= 2:
-		logs = [math.log(h.p95_ms) for h in timed]
 		noise = max(hour.p95_log_sd, math.log1p(SKETCH_RATIO_ERROR))
-		score = statistics.robust_score(math.log(hour.p95_ms), logs, noise)
-		if score.score > config.anomaly_z:
-			found.append(AnomalyFinding(P95, hour.p95_ms, math.exp(score.median), score.score, "high"))
+		measures.append(_Measure(P95, math.log(hour.p95_ms), [math.log(h.p95_ms) for h in timed], noise))
+	return measures
+
+
+def anomalies(
+	hour: HourFigures,
+	history: Sequence[HourFigures],
+	config: DetectionConfig,
+	dispersion: Dispersion = Dispersion(),
+) -> list[AnomalyFinding]:
+	"""The anomalous metrics of one hour against its history (same hours of the week, or recent
+	hours), each metric's sampling noise scaled by the operation's `dispersion`. Counts are judged
+	upwards, and downwards only to zero (an outage); error rate and p95 upwards, and only in hours
+	with `anomaly_min_samples` requests and a history of such hours."""
+	if not history:
+		return []
+	found = []
+	for measure in _measures(hour, history, config):
+		noise = measure.noise_sd * math.sqrt(dispersion.of(measure.metric))
+		score = statistics.robust_score(measure.scored, measure.history, noise)
+		if measure.metric == COUNT:
+			# a spike either way is scored, but a drop is flagged only to zero, and only where every
+			# history hour had traffic: traffic that stops is an outage, traffic that thins is a
+			# quieter hour more often than not, and an hour without traffic is news only where the
+			# operation has never been idle at that hour
+			stopped = hour.count == 0 and all(h.count for h in history)
+			if score.score > config.anomaly_z or (score.score < -config.anomaly_z and stopped):
+				expected = float(_median([h.count for h in history]))
+				direction = "high" if score.score > 0 else "low"
+				found.append(AnomalyFinding(COUNT, hour.count, expected, score.score, direction))
+		elif score.score > config.anomaly_z:
+			if measure.metric == ERROR_RATE:
+				rates = [h.error_count / h.count for h in history if h.count >= config.anomaly_min_samples]
+				value, expected = hour.error_count / hour.count, float(_median(rates))
+			else:
+				value, expected = hour.p95_ms, math.exp(score.median)
+			found.append(AnomalyFinding(measure.metric, value, expected, score.score, "high"))
 	return found
+
+
+def anomaly_deviations(
+	hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig
+) -> dict[str, float]:
+	"""Each judged metric's distance from its history's median in units of the sampling noise of
+	that distance (the hour's own, inflated for the median's: what `anomalies` floors its scale at),
+	for `statistics.dispersion` to estimate an operation's dispersion from."""
+	deviations = {}
+	for measure in _measures(hour, history, config):
+		noise = measure.noise_sd * math.sqrt(1.0 + math.pi / (2.0 * len(measure.history)))
+		if noise > 0:
+			deviations[measure.metric] = (measure.scored - _median(measure.history)) / noise
+	return deviations
 
 
 def _median(values: Sequence[float]) -> float:

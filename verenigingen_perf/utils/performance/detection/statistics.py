@@ -10,6 +10,11 @@
 - `robust_score`: the modified z-score (median and MAD) against a history, with a floor for the
   sampling noise the history cannot show (few values, or MAD = 0); counts are scored on Anscombe's
   scale (`anscombe`), where that noise is the same at every volume.
+- `replicate_shift_test`: a change of a log-percentile judged against its sampling noise plus the
+  variation the same hours showed from day to day beyond sampling (`excess_variance`): drift,
+  deploys and busy hours make a busy operation's percentile move more than its sample size says.
+- `dispersion`: how many times the sampling variance a metric's observed deviations show (1 for
+  Poisson counts): real counts are overdispersed and bursty, and the noise floor scales with it.
 """
 
 from __future__ import annotations
@@ -245,23 +250,24 @@ def binomial_sd(rate: float, trials: int) -> float:
 def quantile_log_sd(
 	merger: StoredSketchMerger, q: float, count: int, minimum: float, maximum: float
 ) -> float:
-	"""The sampling spread of log(q-quantile) of `count` values: the larger of sqrt(q(1-q)/n) /
-	pdf(z_q) * sigma for log-normal values, with sigma read from the sketch's own median and
-	q-quantile (stable at any count, where neighbouring order statistics of a small hour are not),
+	"""The sampling spread of log(q-quantile) of `count` values (q from 0.5 on): the larger of
+	sqrt(q(1-q)/n) / pdf(z_q) * sigma for log-normal values, with sigma read from the sketch's own
+	median and q-quantile (the median's: the 84th percentile; stable at any count, where neighbouring order statistics of a small hour are not),
 	and half the log-width of the order statistics' interval, ranks q +- sqrt(q(1-q)/n).
 	Infinite when it cannot be read (fewer than two values, or no spread)."""
-	if count < 2 or not 0.5 < q < 1:
+	if count < 2 or not 0.5 <= q < 1:
 		return math.inf
 	step = math.sqrt(q * (1.0 - q) / count)
+	normal = NormalDist()
+	# the median's spread reads sigma one standard deviation above it
+	spread_at = q if q > 0.5 else normal.cdf(1.0)
 	median, upper, below, above = merger.quantiles(
-		(0.5, q, max(q - step, 0.0), min(q + step, 1.0)), minimum, maximum
+		(0.5, spread_at, max(q - step, 0.0), min(q + step, 1.0)), minimum, maximum
 	)
 	if median <= 0 or upper <= median or below <= 0:
 		return math.inf
-	normal = NormalDist()
-	z = normal.inv_cdf(q)
-	sigma = (math.log(upper) - math.log(median)) / z
-	parametric = step / normal.pdf(z) * sigma
+	sigma = (math.log(upper) - math.log(median)) / normal.inv_cdf(spread_at)
+	parametric = step / normal.pdf(normal.inv_cdf(q)) * sigma
 	# where the values are not log-normal around the quantile (a slow tail beginning there), the
 	# order statistics' own interval is the wider one
 	order_statistics = (math.log(above) - math.log(below)) / 2.0
@@ -280,3 +286,54 @@ def counts_above(
 	cumulative = np.cumsum(base)
 	index = int(np.searchsorted(cumulative, q * (total - 1), side="right"))
 	return int(base[index + 1 :].sum()), int(total), int(win[index + 1 :].sum()), int(win.sum())
+
+
+def excess_variance(values: Sequence[float], sampling_variances: Sequence[float]) -> float:
+	"""The variance of `values` (one figure of each of several replicates: the same hours on earlier
+	days) beyond what their own sampling noise explains; 0 when sampling explains it all, or with
+	fewer than two replicates."""
+	if len(values) < 2:
+		return 0.0
+	observed = float(np.var(np.asarray(values, dtype=np.float64), ddof=1))
+	return max(0.0, observed - float(np.mean(sampling_variances)))
+
+
+def pooled_excess_variance(groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+	"""`excess_variance` pooled over groups (each: one figure of several replicates and their
+	sampling variances, e.g. one slot of the day on each of a week's days), each weighing its degrees
+	of freedom: many groups of a few replicates estimate the variance far more steadily than one."""
+	observed = sampling = freedom = 0.0
+	for values, variances in groups:
+		if len(values) < 2:
+			continue
+		degrees = len(values) - 1
+		observed += float(np.var(np.asarray(values, dtype=np.float64), ddof=1)) * degrees
+		sampling += float(np.mean(variances)) * degrees
+		freedom += degrees
+	return max(0.0, (observed - sampling) / freedom) if freedom else 0.0
+
+
+def replicate_shift_test(
+	shift: float, window_sd: float, reference_sd: float, excess: float, replicates: int
+) -> TestResult:
+	"""z of a log-percentile's `shift` (window minus reference) against the sampling noise of both
+	and the day-to-day `excess` variance: the window's own day carries it whole, the reference
+	(pooled over `replicates` days) a share of it."""
+	variance = window_sd**2 + reference_sd**2 + excess * (1.0 + 1.0 / max(replicates, 1))
+	if not math.isfinite(variance):
+		return NO_EVIDENCE
+	if variance <= 0:
+		return TestResult(statistic=math.inf, p_value=0.0) if shift > 0 else NO_EVIDENCE
+	z = shift / math.sqrt(variance)
+	return TestResult(statistic=z, p_value=upper_tail(z))
+
+
+def dispersion(deviations: Sequence[float]) -> float:
+	"""How many times the sampling variance the `deviations` (each in units of its own sampling
+	noise) show: their mean square without the largest (one anomalous hour should not hide the next
+	ones; a bursty operation has many large deviations, not one), at least 1 (no metric is taken as
+	steadier than sampling); 1 with fewer than three deviations."""
+	if len(deviations) < 3:
+		return 1.0
+	squares = np.sort(np.square(np.asarray(deviations, dtype=np.float64)))[:-1]
+	return max(1.0, float(np.mean(squares)))

@@ -16,14 +16,21 @@ class PerformanceBaseline(Document):
 
 		baseline_kind: DF.Literal["rolling", "pinned"]
 		computed_at: DF.Datetime | None
+		count_dispersion: DF.Float
+		error_dispersion: DF.Float
 		error_count: DF.Int
 		error_rate: DF.Float
+		error_rate_sd: DF.Float
 		hours_with_data: DF.Int
 		memory_max_mb: DF.Float
 		operation: DF.Data
 		operation_type: DF.Literal["api", "page", "job", "custom"]
+		p50_day_spread: DF.Float
 		p50_ms: DF.Float
+		p95_day_spread: DF.Float
+		p95_dispersion: DF.Float
 		p95_ms: DF.Float
+		p99_day_spread: DF.Float
 		p99_ms: DF.Float
 		period_end: DF.Datetime | None
 		period_start: DF.Datetime | None

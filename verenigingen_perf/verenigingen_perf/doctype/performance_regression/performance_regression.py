@@ -25,7 +25,9 @@ class PerformanceRegression(Document):
 		before_value: DF.Float
 		change_value: DF.Float
 		first_detected: DF.Datetime | None
+		folded_anomalies: DF.Int
 		last_confirmed: DF.Datetime | None
+		level_value: DF.Float
 		metric: DF.Literal["duration_p50", "duration_p95", "duration_p99", "statements", "error_rate"]
 		note: DF.SmallText | None
 		open_key: DF.Data | None
@@ -34,6 +36,7 @@ class PerformanceRegression(Document):
 		p_value: DF.Float
 		resolved_at: DF.Datetime | None
 		status: DF.Literal["open", "acknowledged", "resolved"]
+		superseded_by: DF.Link | None
 		test_statistic: DF.Float
 		window_samples: DF.Int
 	# end: auto-generated types

@@ -101,6 +101,7 @@ class PerformanceSettings(Document):
 		prometheus_top_operations: DF.Data | None
 		regression_alpha: DF.Data | None
 		regression_error_rate_min_rise: DF.Data | None
+		regression_min_replicates: DF.Data | None
 		regression_min_samples: DF.Data | None
 		regression_resolve_hours: DF.Data | None
 		regression_statements_min_rise: DF.Data | None
