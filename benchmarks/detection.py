@@ -722,7 +722,7 @@ def run_seed(seed: int, args, detection_config) -> tuple[dict, Counter, dict]:
 	import frappe
 
 	from verenigingen_perf.utils.performance import rollup
-	from verenigingen_perf.utils.performance.detection import job
+	from verenigingen_perf.utils.performance.detection import baselines, job
 
 	rng = np.random.default_rng(seed)
 	end = frappe.utils.now_datetime().replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -737,7 +737,10 @@ def run_seed(seed: int, args, detection_config) -> tuple[dict, Counter, dict]:
 		f"in {time.monotonic() - started:.0f} s",
 		flush=True,
 	)
-	# the job starts where evaluation starts, as if it had run every hour before
+	# the job starts where evaluation starts, as if it had run every hour before: the baselines (and
+	# what they learn day by day, the anomaly metrics' dispersion) as the days before left them
+	for day in range(detection_config.baseline_window_days, 0, -1):
+		baselines.refresh_rolling(eval_start - timedelta(days=day), detection_config)
 	rollup.set_watermark(eval_start)
 	frappe.db.commit()
 	job.run_detection(now=eval_start + timedelta(minutes=5))

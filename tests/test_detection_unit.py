@@ -200,13 +200,26 @@ def test_the_medians_sampling_spread_is_that_of_a_log_normal_median():
 	assert spread == pytest.approx(math.sqrt(math.pi / 2) * sigma / math.sqrt(count), rel=0.15)
 
 
-def test_dispersion_is_the_mean_square_without_the_largest_and_at_least_one():
-	assert statistics.dispersion([]) == 1.0 and statistics.dispersion([5.0, 5.0]) == 1.0
-	assert statistics.dispersion([0.1, 0.2, -0.1]) == 1.0
-	assert statistics.dispersion([2.0, -2.0, 2.0, 30.0]) == pytest.approx(4.0)
-	averaged = rules.Dispersion(9.0, 1.0, 2.0).averaged(rules.Dispersion(2.0, 1.0, 2.0), 7)
-	assert averaged.count == pytest.approx(2.0 * 6 / 7 + 9.0 / 7) and averaged.p95_ms == pytest.approx(2.0)
-	assert rules.Dispersion(9.0).averaged(None, 7).count == 9.0
+def test_dispersion_is_fitted_without_the_largest_and_never_below_poisson():
+	poisson = statistics.POISSON
+	assert statistics.dispersion([], []) == poisson and statistics.dispersion([5.0, 5.0], [1, 1]) == poisson
+	assert statistics.dispersion([0.1, 0.2, -0.1], [10, 10, 10]) == poisson
+	# a constant factor (negative-binomial counts, variance 4x the mean), one anomalous hour left out
+	constant = statistics.dispersion([2.0, -2.0, 2.0, 30.0], [5, 50, 500, 50])
+	assert constant.base == pytest.approx(4.0) and constant.per_level == 0.0
+	# a rate that varies from hour to hour by 50%: its variance grows by 0.25 per unit of level
+	rng = np.random.default_rng(81)
+	levels = rng.uniform(1, 200, 400)
+	deviations = rng.normal(0.0, np.sqrt(1.0 + 0.25 * levels))
+	grown = statistics.dispersion(list(deviations), list(levels))
+	assert grown.per_level == pytest.approx(0.25, rel=0.3) and grown.base == pytest.approx(1.0, abs=1.5)
+	assert grown.at(100) == pytest.approx(grown.base + 100 * grown.per_level)
+	# averaged into the previous days', each day weighing 1/days
+	today = rules.Dispersion(statistics.Overdispersion(9.0, 0.7))
+	averaged = today.averaged(rules.Dispersion(statistics.Overdispersion(2.0, 0.0)), 7)
+	assert averaged.count.base == pytest.approx(2.0 * 6 / 7 + 9.0 / 7)
+	assert averaged.count.per_level == pytest.approx(0.1) and averaged.p95_ms == poisson
+	assert today.averaged(None, 7) == today
 
 
 def same_hours_of(rng, medians, count=900) -> rules.SameHours:
@@ -290,10 +303,16 @@ def test_overdispersed_counts_are_no_anomaly_at_their_dispersion_and_spikes_stil
 		history = [rules.HourFigures(hour(), 0, 0.0) for _ in range(4)]
 		now = rules.HourFigures(hour(), 0, 0.0)
 		poisson_flags += bool(rules.anomalies(now, history, CONFIG))
-		overdispersed_flags += bool(rules.anomalies(now, history, CONFIG, rules.Dispersion(count=8.0)))
+		overdispersed = rules.Dispersion(count=statistics.Overdispersion(8.0))
+		overdispersed_flags += bool(rules.anomalies(now, history, CONFIG, overdispersed))
 	assert poisson_flags > 10 * max(overdispersed_flags, 1) and overdispersed_flags <= 3
 	history = [rules.HourFigures(hour(), 0, 0.0) for _ in range(4)]
-	spike = rules.anomalies(rules.HourFigures(1200, 0, 0.0), history, CONFIG, rules.Dispersion(count=8.0))
+	spike = rules.anomalies(
+		rules.HourFigures(1200, 0, 0.0),
+		history,
+		CONFIG,
+		rules.Dispersion(count=statistics.Overdispersion(8.0)),
+	)
 	assert [f.metric for f in spike] == ["count"]
 
 

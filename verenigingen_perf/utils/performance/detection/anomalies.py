@@ -101,16 +101,19 @@ def dispersions(day_start: datetime, config: DetectionConfig) -> dict[tuple[str,
 	earlier = _plain_by_key(sorted(earlier_hours))
 	found = {}
 	for key in current.keys() | earlier.keys():
-		deviations: dict[str, list[float]] = defaultdict(list)
+		deviations: dict[str, list[tuple[float, float]]] = defaultdict(list)
 		for hour in hours:
 			history, _kind = _history(hour, earlier.get(key, {}), config)
 			figures = current.get(key, {}).get(hour, _NO_TRAFFIC)
 			if not any(h.count for h in history) and not figures.count:
 				continue
-			for metric, deviation in rules.anomaly_deviations(figures, history, config).items():
-				deviations[metric].append(deviation)
+			for metric, found_at in rules.anomaly_deviations(figures, history, config).items():
+				deviations[metric].append(found_at)
 		found[key] = rules.Dispersion(
-			**{metric: statistics.dispersion(deviations[metric]) for metric in rules.ANOMALY_METRICS}
+			*(
+				statistics.dispersion([d for d, _ in deviations[m]], [level for _, level in deviations[m]])
+				for m in rules.ANOMALY_METRICS
+			)
 		)
 	return found
 
@@ -145,20 +148,28 @@ def _plain_by_key(starts: list[datetime]) -> dict[tuple[str, str], dict[datetime
 
 def stored_dispersions() -> dict[tuple[str, str], rules.Dispersion]:
 	"""The dispersions kept in the rolling baselines."""
+	columns = [column for pair in DISPERSION_COLUMNS.values() for column in pair]
 	rows = frappe.get_all(
-		BASELINE,
-		filters={"baseline_kind": ROLLING},
-		fields=["operation_type", "operation", "count_dispersion", "error_dispersion", "p95_dispersion"],
+		BASELINE, filters={"baseline_kind": ROLLING}, fields=["operation_type", "operation", *columns]
 	)
-	# a row stored before dispersions were kept holds 0: taken as no dispersion (1)
+	# a row stored before dispersions were kept holds 0: taken as Poisson
 	return {
 		(r["operation_type"], r["operation"]): rules.Dispersion(
-			count=max(float(r["count_dispersion"] or 0), 1.0),
-			error_rate=max(float(r["error_dispersion"] or 0), 1.0),
-			p95_ms=max(float(r["p95_dispersion"] or 0), 1.0),
+			*(
+				statistics.Overdispersion(max(float(r[base] or 0), 1.0), max(float(r[per_level] or 0), 0.0))
+				for base, per_level in DISPERSION_COLUMNS.values()
+			)
 		)
 		for r in rows
 	}
+
+
+# where a rolling baseline keeps each anomaly metric's dispersion: (base, per level)
+DISPERSION_COLUMNS = {
+	rules.COUNT: ("count_dispersion", "count_dispersion_per_level"),
+	rules.ERROR_RATE: ("error_dispersion", "error_dispersion_per_level"),
+	rules.P95: ("p95_dispersion", "p95_dispersion_per_level"),
+}
 
 
 def _open_regressions() -> dict[tuple[str, str], dict[str, str]]:

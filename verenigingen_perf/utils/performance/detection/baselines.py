@@ -214,9 +214,13 @@ def baseline_row(
 		"computed_at": now,
 		"sample_count": summary.count,
 		"hours_with_data": len(accumulator.hourly_calls),
-		"count_dispersion": dispersion.count,
-		"error_dispersion": dispersion.error_rate,
-		"p95_dispersion": dispersion.p95_ms,
+		**{
+			column: value
+			for metric, columns in anomalies.DISPERSION_COLUMNS.items()
+			for column, value in zip(
+				columns, (dispersion.of(metric).base, dispersion.of(metric).per_level), strict=True
+			)
+		},
 	}
 	if summary.count < config.baseline_min_samples:
 		return {**row, "status": INSUFFICIENT}
@@ -275,7 +279,7 @@ DESCRIPTION_COLUMNS = (
 	"hours_with_data",
 )
 # what the anomaly detector reads of a rolling baseline (every row has them, "insufficient data" too)
-DISPERSION_COLUMNS = ("count_dispersion", "error_dispersion", "p95_dispersion")
+DISPERSION_COLUMNS = tuple(column for pair in anomalies.DISPERSION_COLUMNS.values() for column in pair)
 _STORED_COLUMNS = ("name", *DESCRIPTION_COLUMNS, *FIGURE_COLUMNS, *DISPERSION_COLUMNS, "sketch")
 
 

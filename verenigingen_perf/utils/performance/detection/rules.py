@@ -318,15 +318,16 @@ class AnomalyFinding:
 
 @dataclass(frozen=True)
 class Dispersion:
-	"""How many times its sampling variance each anomaly metric of an operation shows (1: Poisson
-	counts and binomial errors, a p95 as noisy as its sample size): real counts are overdispersed
-	and bursty, and a percentile moves with drift and deploys."""
+	"""Each anomaly metric's `statistics.Overdispersion` for an operation (Poisson: counts and
+	binomial errors as noisy as sampling makes them, a p95 as noisy as its sample size): real counts
+	are overdispersed and bursty, error rates vary from hour to hour, and a percentile moves with
+	drift and deploys."""
 
-	count: float = 1.0
-	error_rate: float = 1.0
-	p95_ms: float = 1.0
+	count: statistics.Overdispersion = statistics.POISSON
+	error_rate: statistics.Overdispersion = statistics.POISSON
+	p95_ms: statistics.Overdispersion = statistics.POISSON
 
-	def of(self, metric: str) -> float:
+	def of(self, metric: str) -> statistics.Overdispersion:
 		return {COUNT: self.count, ERROR_RATE: self.error_rate, P95: self.p95_ms}[metric]
 
 	def averaged(self, previous: Dispersion | None, days: int) -> Dispersion:
@@ -335,12 +336,15 @@ class Dispersion:
 		if previous is None:
 			return self
 		keep = 1.0 - 1.0 / days
-		return Dispersion(
-			*(
-				keep * getattr(previous, name) + (1.0 - keep) * getattr(self, name)
-				for name in ("count", "error_rate", "p95_ms")
+
+		def blend(
+			old: statistics.Overdispersion, new: statistics.Overdispersion
+		) -> statistics.Overdispersion:
+			return statistics.Overdispersion(
+				keep * old.base + (1.0 - keep) * new.base, keep * old.per_level + (1.0 - keep) * new.per_level
 			)
-		)
+
+		return Dispersion(*(blend(previous.of(m), self.of(m)) for m in ANOMALY_METRICS))
 
 
 @dataclass(frozen=True)
@@ -351,6 +355,8 @@ class _Measure:
 	scored: float
 	history: list[float]
 	noise_sd: float
+	# the expected value on the raw scale (requests, errors), which a rate's own variation grows with
+	level: float = 0.0
 
 
 def _measures(hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig) -> list[_Measure]:
@@ -369,6 +375,7 @@ def _measures(hour: HourFigures, history: Sequence[HourFigures], config: Detecti
 				statistics.anscombe(hour.count),
 				[statistics.anscombe(h.count) for h in history],
 				statistics.ANSCOMBE_SD,
+				_median([h.count for h in history]),
 			)
 		)
 	if hour.count < config.anomaly_min_samples:
@@ -378,9 +385,15 @@ def _measures(hour: HourFigures, history: Sequence[HourFigures], config: Detecti
 		return measures
 	# errors on Anscombe's scale too: this hour's errors against what each history hour's rate
 	# would give at this hour's volume (rare errors are counts, not a normal curve)
-	expected = [statistics.anscombe(h.error_count / h.count * hour.count) for h in judged]
+	expected = [h.error_count / h.count * hour.count for h in judged]
 	measures.append(
-		_Measure(ERROR_RATE, statistics.anscombe(hour.error_count), expected, statistics.ANSCOMBE_SD)
+		_Measure(
+			ERROR_RATE,
+			statistics.anscombe(hour.error_count),
+			[statistics.anscombe(e) for e in expected],
+			statistics.ANSCOMBE_SD,
+			_median(expected),
+		)
 	)
 	timed = [h for h in judged if h.p95_ms > 0]
 	# an hour whose p95 spread cannot be read (too few values in its sketch) is not judged on it
@@ -398,13 +411,14 @@ def anomalies(
 ) -> list[AnomalyFinding]:
 	"""The anomalous metrics of one hour against its history (same hours of the week, or recent
 	hours), each metric's sampling noise scaled by the operation's `dispersion`. Counts are judged
-	upwards, and downwards only to zero (an outage); error rate and p95 upwards, and only in hours
-	with `anomaly_min_samples` requests and a history of such hours."""
+	upwards where the history's median hour holds `anomaly_min_samples` requests, and downwards only
+	to zero (an outage); error rate and p95 upwards, and only in hours with `anomaly_min_samples`
+	requests and a history of such hours."""
 	if not history:
 		return []
 	found = []
 	for measure in _measures(hour, history, config):
-		noise = measure.noise_sd * math.sqrt(dispersion.of(measure.metric))
+		noise = measure.noise_sd * math.sqrt(dispersion.of(measure.metric).at(measure.level))
 		score = statistics.robust_score(measure.scored, measure.history, noise)
 		if measure.metric == COUNT:
 			# a spike either way is scored, but a drop is flagged only to zero, and only where every
@@ -412,7 +426,10 @@ def anomalies(
 			# quieter hour more often than not, and an hour without traffic is news only where the
 			# operation has never been idle at that hour
 			stopped = hour.count == 0 and all(h.count for h in history)
-			if score.score > config.anomaly_z or (score.score < -config.anomaly_z and stopped):
+			# a spike is judged where the usual hour holds `anomaly_min_samples` requests: below it, a
+			# burst of a few requests is how a quiet operation behaves
+			usual = _median([h.count for h in history]) >= config.anomaly_min_samples
+			if (score.score > config.anomaly_z and usual) or (score.score < -config.anomaly_z and stopped):
 				expected = float(_median([h.count for h in history]))
 				direction = "high" if score.score > 0 else "low"
 				found.append(AnomalyFinding(COUNT, hour.count, expected, score.score, direction))
@@ -428,15 +445,16 @@ def anomalies(
 
 def anomaly_deviations(
 	hour: HourFigures, history: Sequence[HourFigures], config: DetectionConfig
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float]]:
 	"""Each judged metric's distance from its history's median in units of the sampling noise of
 	that distance (the hour's own, inflated for the median's: what `anomalies` floors its scale at),
-	for `statistics.dispersion` to estimate an operation's dispersion from."""
+	with the metric's expected level, for `statistics.dispersion` to estimate an operation's
+	dispersion from."""
 	deviations = {}
 	for measure in _measures(hour, history, config):
 		noise = measure.noise_sd * math.sqrt(1.0 + math.pi / (2.0 * len(measure.history)))
 		if noise > 0:
-			deviations[measure.metric] = (measure.scored - _median(measure.history)) / noise
+			deviations[measure.metric] = ((measure.scored - _median(measure.history)) / noise, measure.level)
 	return deviations
 
 

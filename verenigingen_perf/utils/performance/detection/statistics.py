@@ -328,12 +328,54 @@ def replicate_shift_test(
 	return TestResult(statistic=z, p_value=upper_tail(z))
 
 
-def dispersion(deviations: Sequence[float]) -> float:
-	"""How many times the sampling variance the `deviations` (each in units of its own sampling
-	noise) show: their mean square without the largest (one anomalous hour should not hide the next
-	ones; a bursty operation has many large deviations, not one), at least 1 (no metric is taken as
-	steadier than sampling); 1 with fewer than three deviations."""
+@dataclass(frozen=True)
+class Overdispersion:
+	"""A metric's variance in units of its sampling variance, growing with its level: `base` (1 for
+	Poisson counts; a constant factor where counts are negative-binomial with variance a multiple of
+	the mean) plus `per_level` times the expected value (a rate that itself varies from hour to hour
+	by a coefficient of variation c adds c^2 per unit of level on Anscombe's scale)."""
+
+	base: float = 1.0
+	per_level: float = 0.0
+
+	def at(self, level: float) -> float:
+		return self.base + self.per_level * max(level, 0.0)
+
+
+POISSON = Overdispersion()
+
+
+def dispersion(deviations: Sequence[float], levels: Sequence[float]) -> Overdispersion:
+	"""The `Overdispersion` the `deviations` (each in units of its own sampling noise, at an expected
+	`level`) show: the squared deviations fitted as base + per_level x level by least squares,
+	weighted once by the first fit's variances (a squared deviation's spread grows with its variance),
+	without the largest one (one anomalous hour should not hide the next ones; a bursty operation
+	has many large deviations, not one); never below Poisson (base >= 1, per_level >= 0). Poisson
+	with fewer than three deviations."""
 	if len(deviations) < 3:
-		return 1.0
-	squares = np.sort(np.square(np.asarray(deviations, dtype=np.float64)))[:-1]
-	return max(1.0, float(np.mean(squares)))
+		return POISSON
+	squares = np.square(np.asarray(deviations, dtype=np.float64))
+	level = np.maximum(np.asarray(levels, dtype=np.float64), 0.0)
+	keep = np.argsort(squares)[:-1]
+	squares, level = squares[keep], level[keep]
+	fitted = _fit(squares, level, np.ones_like(squares))
+	return _fit(squares, level, 1.0 / np.square(fitted.base + fitted.per_level * level))
+
+
+def _fit(squares: np.ndarray, level: np.ndarray, weights: np.ndarray) -> Overdispersion:
+	total = float(weights.sum())
+	mean_level = float(np.dot(weights, level)) / total
+	mean_square = float(np.dot(weights, squares)) / total
+	spread = float(np.dot(weights, np.square(level - mean_level)))
+	slope = (
+		float(np.dot(weights, (level - mean_level) * (squares - mean_square))) / spread if spread > 0 else 0.0
+	)
+	if slope <= 0:
+		return Overdispersion(max(1.0, mean_square), 0.0)
+	base = mean_square - slope * mean_level
+	if base >= 1.0:
+		return Overdispersion(base, slope)
+	# the line crosses below Poisson at low levels: Poisson there, the slope refitted through it
+	denominator = float(np.dot(weights, np.square(level)))
+	slope = float(np.dot(weights, (squares - 1.0) * level)) / denominator if denominator > 0 else 0.0
+	return Overdispersion(1.0, max(slope, 0.0))

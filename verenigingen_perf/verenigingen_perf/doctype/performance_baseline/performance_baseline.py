@@ -17,7 +17,9 @@ class PerformanceBaseline(Document):
 		baseline_kind: DF.Literal["rolling", "pinned"]
 		computed_at: DF.Datetime | None
 		count_dispersion: DF.Float
+		count_dispersion_per_level: DF.Float
 		error_dispersion: DF.Float
+		error_dispersion_per_level: DF.Float
 		error_count: DF.Int
 		error_rate: DF.Float
 		error_rate_sd: DF.Float
@@ -29,6 +31,7 @@ class PerformanceBaseline(Document):
 		p50_ms: DF.Float
 		p95_day_spread: DF.Float
 		p95_dispersion: DF.Float
+		p95_dispersion_per_level: DF.Float
 		p95_ms: DF.Float
 		p99_day_spread: DF.Float
 		p99_ms: DF.Float
