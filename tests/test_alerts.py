@@ -28,6 +28,10 @@ from verenigingen_perf.utils.performance.schema import (
 )
 
 API = "verenigingen_perf.api.alerts"
+# 342 bytes that expand to 9^9 values: nine levels of nine aliases each
+YAML_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+	f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
 OP = "/api/method/test.alerts.slow"
 SECRET = "s3cret-for-tests"
 
@@ -451,7 +455,12 @@ def test_alert_api_permissions_and_bad_input(site, alerting, http, make_user):
 		),
 		("import_rules", {"yaml_text": "rules: [1"}, "yaml: not valid YAML"),
 		("import_rules", {"yaml_text": "- a"}, "yaml: must be a mapping"),
+		("import_rules", {"yaml_text": YAML_BOMB}, "yaml: anchors and aliases"),
+		("import_rules", {"yaml_text": "rules: " + "[" * 100_000}, "yaml: "),
 		("test_rule", {"name": "no such rule"}, "no alert rule is named"),
+		("test_rule", {"name": "test slow\x01operation"}, "name: must not contain control characters"),
+		("acknowledge_alert", {"name": "a\x00b"}, "name: must not contain control characters"),
+		("acknowledge_alert", {"name": "x" * 141}, "name: at most 140 characters"),
 	]
 	for method, params, rule_text in bad:
 		response = admin.call(f"{API}.{method}", **params)

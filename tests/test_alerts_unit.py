@@ -232,3 +232,30 @@ def test_a_database_rule_compares_a_figure_or_the_cache_ratio_level():
 	)
 	assert r.breaches(cache, r.Observation("cache_hit_ratio", 0.9, "warning"))
 	assert not r.breaches(cache, r.Observation("cache_hit_ratio", 0.999, "healthy"))
+
+
+@pytest.mark.parametrize("loader", ["CSafeLoader", "SafeLoader"])
+def test_a_rules_file_is_refused_before_it_is_built_when_its_shape_is_hostile(monkeypatch, loader):
+	"""Anchors and aliases (a few hundred bytes that expand to gigabytes), deep nesting and too many
+	values are refused from the parser's events, with the C parser and the pure-Python one."""
+	import yaml
+
+	from verenigingen_perf.utils.performance.alerts import store
+
+	if not hasattr(yaml, loader):
+		pytest.skip(f"PyYAML was built without {loader}")
+	monkeypatch.setattr(store, "_YAML_LOADER", getattr(yaml, loader))
+	bomb = 'a: &a ["lol","lol"]\n' + "".join(
+		f"{b}: &{b} [*{a}, *{a}]\n" for a, b in zip("abcd", "bcde", strict=True)
+	)
+	for text, rule_text in (
+		(bomb, "anchors and aliases"),
+		("rules:\n  - &r {name: x}\n", "anchors and aliases"),
+		("rules: " + "[" * 50 + "]" * 50, "nested more than 10 levels"),
+	):
+		with pytest.raises(r.RuleError, match=rule_text):
+			store.check_yaml_shape(text)
+	monkeypatch.setattr(store, "MAX_YAML_NODES", 100)
+	with pytest.raises(r.RuleError, match="more than 100 values"):
+		store.check_yaml_shape("rules: [" + ", ".join(["1"] * 200) + "]")
+	store.check_yaml_shape("rules:\n  - name: slow\n    labels: {team: members}\n    group_by: [rule]\n")

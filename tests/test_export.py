@@ -19,10 +19,17 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from vperf_devruntime.pytest_plugin import BENCH_SITE
 
-from tests.test_capture import DRAIN_WAIT_S, TESTING, drain_until, rows_for, wait_for_server_config
+from tests.test_capture import (
+	DRAIN_WAIT_S,
+	TESTING,
+	drain_until,
+	rows_for,
+	wait_for_server_config,
+)
+from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup, timeutil
 from verenigingen_perf.utils.performance.export import otlp
-from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, OVERFLOW_OPERATION
+from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, METRICS_USER, OVERFLOW_OPERATION
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
 
 API = "verenigingen_perf.api.export"
@@ -289,6 +296,55 @@ def test_only_readers_and_the_token_get_the_exposition(site, clean_slate, http, 
 	assert scrape(server_url, Authorization=f"token {stranger_key}").status_code == 403
 	# the token is in no log the site keeps
 	assert not frappe.get_all("Error Log", filters={"error": ("like", f"%{new}%")})
+
+
+def test_the_token_acts_as_the_metrics_user_with_the_reader_role_only(
+	site, clean_slate, http, export_settings, server_url
+):
+	"""A scrape with the token runs as the app's metrics user (never Administrator): the request's own
+	measurement names it. A site that gives that user another role, or disables it, disables the token
+	instead of letting it act with more."""
+	admin = http("Administrator")
+	# the scrapes are measured here (by default the metrics path is not)
+	export_settings(admin, excluded_paths=["/assets/"])
+	token = rotate_token(admin)
+
+	def scraped_and_measured() -> list[dict]:
+		# the web server takes up the new exclusions within `config_refresh_s`: scrape until it has
+		good = scrape(server_url, Authorization=f"Bearer {token}")
+		assert good.status_code == 200 and "vperf_operations_total" in good.text
+		rows = rows_for(operation=("like", "%export.metrics"))
+		# a fresh snapshot for the next drain's write (SQLite: the server committed meanwhile)
+		frappe.db.rollback()
+		return rows
+
+	scrapes = drain_until(scraped_and_measured, "a scrape's measurement")
+	assert {row["user"] for row in scrapes} == {METRICS_USER}
+	explicit = frappe.get_all(
+		"Has Role", filters={"parent": METRICS_USER, "parenttype": "User"}, pluck="role"
+	)
+	assert explicit == [PERFORMANCE_MANAGER]
+	assert frappe.db.get_value("User", METRICS_USER, "enabled") == 1
+	user = frappe.get_doc("User", METRICS_USER)
+	try:
+		user.add_roles("System Manager")
+		frappe.db.commit()
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+		user.remove_roles("System Manager")
+		user.reload()
+		user.enabled = 0
+		user.save(ignore_permissions=True)
+		frappe.db.commit()
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+	finally:
+		frappe.db.rollback()
+		user = frappe.get_doc("User", METRICS_USER)
+		user.remove_roles("System Manager")
+		user.reload()
+		user.enabled = 1
+		user.save(ignore_permissions=True)
+		frappe.db.commit()
+	assert scrape(server_url, Authorization=f"Bearer {token}").status_code == 200
 
 
 def plant(operations: list[str], created, per_operation: int = 1) -> None:

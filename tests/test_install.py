@@ -11,7 +11,7 @@ import pytest
 from verenigingen_perf import install
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, job_reports, redis_store
-from verenigingen_perf.utils.performance.schema import ROLLUP_STATE, SETTINGS
+from verenigingen_perf.utils.performance.schema import METRICS_USER, ROLLUP_STATE, SETTINGS
 
 
 def test_app_is_installed(site):
@@ -196,6 +196,7 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	for doctype, names in desk_records.items():
 		assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
 	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+	assert frappe.db.exists("User", METRICS_USER)
 	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
 	watermark = frappe.db.sql(
 		"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
@@ -218,6 +219,9 @@ def count_user_roles() -> int:
 
 def check_nothing_is_left(roles_before: int, user_roles_before: int) -> None:
 	assert "verenigingen_perf" not in frappe.get_installed_apps()
+	assert not frappe.db.exists("User", METRICS_USER)
+	assert not frappe.db.exists("Deleted Document", {"deleted_doctype": "User", "deleted_name": METRICS_USER})
+	assert not frappe.db.exists("Contact", {"user": METRICS_USER})
 	assert not frappe.db.exists("Role", PERFORMANCE_MANAGER)
 	assert frappe.db.count("Role") == roles_before - 1
 	assert count_user_roles() == user_roles_before

@@ -22,7 +22,7 @@ import frappe
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.alerts import transport
 from verenigingen_perf.utils.performance.config import get_config
-from verenigingen_perf.utils.performance.schema import ALERT_CHANNEL, ALERT_DELIVERY
+from verenigingen_perf.utils.performance.schema import ALERT_CHANNEL, ALERT_DELIVERY, METRICS_USER
 
 QUEUED, SENDING, SENT, FAILED, GAVE_UP = "queued", "sending", "sent", "failed", "gave up"
 SIGNATURE_HEADER = "X-Vperf-Signature"
@@ -242,7 +242,9 @@ def _send(channel: Any, payload: dict[str, Any]) -> int | None:
 
 
 def role_users(role: str) -> list[str]:
-	return frappe.get_all(
+	"""The enabled users of a role who read notifications (not the app's metrics user: nobody reads
+	its bell or its mail)."""
+	users = frappe.get_all(
 		"User",
 		filters={
 			"enabled": 1,
@@ -253,6 +255,7 @@ def role_users(role: str) -> list[str]:
 		},
 		pluck="name",
 	)
+	return [user for user in users if user != METRICS_USER]
 
 
 def _desk(channel: Any, payload: dict[str, Any]) -> None:

@@ -48,6 +48,12 @@ MAX_CHANNEL_TIMEOUT_S = 60
 MAX_CHANNEL_ATTEMPTS = 20
 MAX_YAML_CHARS = 1_000_000
 MAX_RULES = 5000
+# a rules document nests four levels (rules, the list, a rule, its labels); more is no rules file
+MAX_YAML_DEPTH = 10
+# scalars, lists and mappings in one document: 5,000 rules of a few dozen values each
+MAX_YAML_NODES = 500_000
+# PyYAML's C parser when it was built with libyaml (the pure-Python one otherwise)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _rule_data(row: dict[str, Any], channels: list[str]) -> dict[str, Any]:
@@ -249,13 +255,44 @@ def export_rules() -> str:
 	return yaml.safe_dump({"rules": documents}, sort_keys=False, allow_unicode=True)
 
 
+def check_yaml_shape(text: str) -> None:
+	"""Refuse, before anything is built, what would make loading a small text cost a lot: anchors and
+	aliases (a few hundred bytes of nested aliases expand to gigabytes), nesting deeper than
+	MAX_YAML_DEPTH and more than MAX_YAML_NODES values. Reads the parser's events, stopping at the
+	first problem."""
+	depth = nodes = 0
+	for event in yaml.parse(text, Loader=_YAML_LOADER):
+		if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+			raise alert_rules.RuleError(
+				[f"yaml: anchors and aliases (&name, *name) are not accepted (line {_line(event)})"]
+			)
+		if isinstance(event, yaml.CollectionStartEvent):
+			depth += 1
+			if depth > MAX_YAML_DEPTH:
+				raise alert_rules.RuleError(
+					[f"yaml: nested more than {MAX_YAML_DEPTH} levels deep (line {_line(event)})"]
+				)
+		elif isinstance(event, yaml.CollectionEndEvent):
+			depth -= 1
+		if isinstance(event, yaml.NodeEvent):
+			nodes += 1
+			if nodes > MAX_YAML_NODES:
+				raise alert_rules.RuleError([f"yaml: more than {MAX_YAML_NODES:,} values"])
+
+
+def _line(event: Any) -> int:
+	mark = getattr(event, "start_mark", None)
+	return mark.line + 1 if mark is not None else 0
+
+
 def import_rules(text: str) -> dict[str, Any]:
 	"""Create or update the rules of a YAML document (`rules: [...]`), all or none: one bad rule and
 	nothing changes (every error is listed)."""
 	if len(text) > MAX_YAML_CHARS:
 		raise alert_rules.RuleError([f"yaml: at most {MAX_YAML_CHARS:,} characters"])
 	try:
-		document = yaml.safe_load(text)
+		check_yaml_shape(text)
+		document = yaml.load(text, Loader=_YAML_LOADER)
 	except yaml.YAMLError as error:
 		raise alert_rules.RuleError([f"yaml: not valid YAML ({str(error).splitlines()[0][:200]})"])
 	if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
