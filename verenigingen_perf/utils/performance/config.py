@@ -85,6 +85,9 @@ class DataRetentionConfig:
 	# a rollup run stops between two hours once it has run this long (the next run goes on): it is
 	# scheduled every few minutes on the default queue, whose jobs Frappe stops after 300 s
 	rollup_run_budget_s: int
+	# a fold (one transaction) covers whole ingested hours holding at most this many detail rows (one
+	# hour whatever it holds): a backlog is folded many hours at a time
+	rollup_fold_rows: int
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,7 @@ SETTINGS: dict[str, Setting] = {
 		),
 		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60, maximum=_DAY_S),
 		_s("rollup_run_budget_s", "retention", "rollup_run_budget_s", kind=int, minimum=1, maximum=_DAY_S),
+		_s("rollup_fold_rows", "retention", "rollup_fold_rows", kind=int, minimum=1, maximum=10_000_000),
 		_s("monitoring_enabled", "monitoring", "enabled", kind=bool),
 		_s("sampling_rate", "monitoring", "sampling_rate", maximum=1),
 		_s("capture_memory_peak", "monitoring", "capture_memory_peak", kind=bool),
@@ -689,6 +693,7 @@ _RETENTION_DEFAULTS = {
 	"aggregation_page_size": 10000,
 	"job_lock_timeout_s": 3600,
 	"rollup_run_budget_s": 200,
+	"rollup_fold_rows": 50_000,
 }
 
 # Production levels are set from what a healthy real Frappe v15 site measured (see the README,

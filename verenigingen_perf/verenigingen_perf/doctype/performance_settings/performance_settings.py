@@ -110,6 +110,7 @@ class PerformanceSettings(Document):
 		regression_threshold: DF.Data | None
 		regression_use_pinned_baseline: DF.Literal["", "Yes", "No"]
 		regression_window_hours: DF.Data | None
+		rollup_fold_rows: DF.Data | None
 		rollup_run_budget_s: DF.Data | None
 		sampling_rate: DF.Data | None
 		slow_query_ms: DF.Data | None
