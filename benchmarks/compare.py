@@ -1,7 +1,7 @@
 """Speed against a base commit, on this machine (the idea of `asv continuous`).
 
 	devruntime/run bench compare --base 4e90f6e capture rollup api [--repeat 3] [--db sqlite]
-	        [--args rollup="--rows 200000"]
+	        [--args rollup="--rows 200000"] [--head-args api="--flood 0"]
 
 Builds REF in a scratch worktree (`.devruntime/compare/<commit>`) with a runtime of its own (its own
 virtualenv, services and sites, made by that commit's own `devruntime/setup.sh`), then runs each named
@@ -160,6 +160,15 @@ def run_benchmark(checkout: Path, name: str, db: str, extra: list[str], log: Pat
 	raise SystemExit(f"{name} printed no JSON line in {checkout}; see {log}")
 
 
+def per_benchmark(items: list[str]) -> dict[str, list[str]]:
+	"""`NAME="ARGS"` items as each benchmark's argument list."""
+	parsed: dict[str, list[str]] = {}
+	for item in items:
+		name, _, rest = item.partition("=")
+		parsed[name] = parsed.get(name, []) + shlex.split(rest)
+	return parsed
+
+
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("names", nargs="+", help="benchmarks (benchmarks/<name>.py)")
@@ -173,11 +182,17 @@ def main() -> None:
 		metavar='NAME="ARGS"',
 		help="extra arguments of one benchmark, given to both sides (repeatable)",
 	)
+	parser.add_argument(
+		"--head-args",
+		action="append",
+		default=[],
+		metavar='NAME="ARGS"',
+		help="extra arguments only the working tree's benchmark takes (an option the base lacks)",
+	)
 	args = parser.parse_args()
-	extra = {}
-	for item in args.args:
-		name, _, rest = item.partition("=")
-		extra[name] = shlex.split(rest)
+	extra = {"base": per_benchmark(args.args), "head": per_benchmark(args.args)}
+	for name, more in per_benchmark(args.head_args).items():
+		extra["head"][name] = extra["head"].get(name, []) + more
 	base = base_worktree(args.base)
 	log = SCRATCH / "compare.log"
 	sides = {"base": base, "head": REPO}
@@ -186,7 +201,7 @@ def main() -> None:
 		for name in args.names:
 			order = ("base", "head") if round_number % 2 == 0 else ("head", "base")
 			for side in order:
-				figures = run_benchmark(sides[side], name, args.db, extra.get(name, []), log)
+				figures = run_benchmark(sides[side], name, args.db, extra[side].get(name, []), log)
 				runs.setdefault((name, side), []).append(figures)
 				print(f"round {round_number + 1}, {name}, {side}: done", file=sys.stderr, flush=True)
 	comparisons = [

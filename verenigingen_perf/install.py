@@ -53,6 +53,14 @@ def remove_metrics_user() -> None:
 	for contact in contacts:
 		frappe.delete_doc("Contact", contact, ignore_permissions=True, force=True, delete_permanently=True)
 	if frappe.db.exists("User", METRICS_USER):
+		# the framework's own deletion of the user's notification settings would keep a copy of them
+		frappe.delete_doc(
+			"Notification Settings",
+			METRICS_USER,
+			ignore_permissions=True,
+			force=True,
+			delete_permanently=True,
+		)
 		frappe.delete_doc("User", METRICS_USER, ignore_permissions=True, force=True, delete_permanently=True)
 
 
