@@ -218,9 +218,10 @@ class Summary:
 
 
 StoredBins = tuple[int, int, np.ndarray]  # zero count, first key, counts from that key on
-# room for every key of durations from a microsecond to hours at 1% accuracy, so that merging
-# seldom has to grow the array
-_INITIAL_KEYS = 2048
+# keys of room kept on each side when the bins are made or grown: the array covers what was added
+# (a rollup holds thousands of summaries at once, so no more than that), and merging a sketch with a
+# slightly wider range seldom has to grow it again
+_SLACK_KEYS = 32
 
 
 def decode_stored(text: str) -> StoredBins:
@@ -296,12 +297,13 @@ class StoredSketchMerger:
 	def _room(self, low_key: int, high_key: int) -> int:
 		"""Make the array cover keys [low_key, high_key); the index of low_key."""
 		if self.bins is None:
-			self.first_key = (low_key + high_key) // 2 - _INITIAL_KEYS // 2
-			self.bins = np.zeros(_INITIAL_KEYS, dtype=np.int64)
+			self.first_key = low_key - _SLACK_KEYS
+			self.bins = np.zeros(high_key - low_key + 2 * _SLACK_KEYS, dtype=np.int64)
 		last_key = self.first_key + len(self.bins)
 		if low_key < self.first_key or high_key > last_key:
-			new_first = min(low_key, self.first_key)
-			grown = np.zeros(max(high_key, last_key) - new_first, dtype=np.int64)
+			new_first = min(low_key - _SLACK_KEYS, self.first_key)
+			new_last = max(high_key + _SLACK_KEYS, last_key)
+			grown = np.zeros(new_last - new_first, dtype=np.int64)
 			grown[self.first_key - new_first : self.first_key - new_first + len(self.bins)] = self.bins
 			self.bins, self.first_key = grown, new_first
 		return low_key - self.first_key
