@@ -1,6 +1,7 @@
 """The export's pure parts: monotonic counters and the top-N split, histogram buckets from sketches,
 the exposition (checked by promtool), OTLP ids and spans, and the export settings. No site needed."""
 
+import importlib.util
 import random
 import shutil
 import subprocess
@@ -207,6 +208,10 @@ def test_otlp_ids_are_deterministic_non_zero_and_keep_the_parent_link():
 	assert otlp.span_id("x") == otlp.span_id("x") != otlp.span_id("y")
 
 
+@pytest.mark.skipif(
+	importlib.util.find_spec("opentelemetry") is None,
+	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
+)
 def test_a_backlog_record_becomes_a_readable_span_with_its_parent():
 	from opentelemetry.sdk.resources import Resource
 	from opentelemetry.trace import SpanKind, StatusCode

@@ -3,6 +3,8 @@ keeps its state; uninstalling removes what it added and nothing else, and a rein
 
 import importlib
 import json
+import subprocess
+import sys
 import time
 
 import frappe
@@ -240,3 +242,12 @@ def check_nothing_is_left(roles_before: int, user_roles_before: int, deleted_bef
 	assert not frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
 	assert not frappe.db.exists("Module Def", "Verenigingen Perf")
 	assert not list(buffer.redis_client().scan_iter(match=redis_store.key("*")))
+
+
+def test_installing_the_app_and_its_test_extra_breaks_no_requirement():
+	"""`pip check` in the environment the tests run in: the app's dependencies and its test extra
+	(not its otlp extra, whose protobuf Frappe v15's google-api-core refuses) fit what is there."""
+	result = subprocess.run(
+		[sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300
+	)
+	assert result.returncode == 0, result.stdout + result.stderr
