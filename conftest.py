@@ -25,17 +25,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 			item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture
-def default_settings(site):
-	"""Performance Settings back to the environment's defaults before and after the test."""
+@pytest.fixture(scope="session")
+def site_state_guard(site):
+	"""The site's settings, its role's grants, its secrets and the metrics user at the start of the
+	session, compared at its end: a test that changed them and did not put them back fails the
+	session (and they are put back)."""
 	import frappe
 
+	from verenigingen_perf.testing import site_state
+
+	before = site_state.take()
+	yield before
+	frappe.db.rollback()
+	after = site_state.take()
+	tests_own = {parent for _type, parent, _name in after.grants if parent.startswith(TEST_USER_PREFIX)}
+	if problems := site_state.differences(before, after, ignore_users=tests_own):
+		site_state.restore(before)
+		pytest.fail("the tests changed the site and did not put it back: " + "; ".join(problems))
+
+
+# the users `make_user` creates (removed after each test)
+TEST_USER_PREFIX = "vperf-test-"
+
+
+@pytest.fixture(autouse=True)
+def _leaves_the_site_as_found(request):
+	"""Every integration test runs under the session's guard (unit tests need no site)."""
+	if "site" in request.fixturenames:
+		request.getfixturevalue("site_state_guard")
+	yield
+
+
+@pytest.fixture
+def default_settings(site):
+	"""The test runs on the environment's defaults; after it, Performance Settings are put back exactly
+	as they were stored before it (a bench site's own overrides and metrics token included)."""
+	import frappe
+
+	from verenigingen_perf.testing import site_state
 	from verenigingen_perf.utils.performance import capture, config
 
-	def reset():
+	def retried(write):
 		for attempt in range(5):
 			try:
-				config.reset_overrides()
+				write()
 				frappe.db.commit()
 				break
 			except frappe.QueryDeadlockError:
@@ -49,10 +82,12 @@ def default_settings(site):
 		capture.forget_local_config()
 
 	started = frappe.utils.now_datetime()
-	reset()
+	frappe.db.rollback()
+	before = site_state.take()
+	retried(config.reset_overrides)
 	yield
 	frappe.db.rollback()
-	reset()
+	retried(lambda: site_state.restore(before))
 	# the framework's change log of the settings the test changed
 	frappe.db.delete("Version", {"ref_doctype": "Performance Settings", "creation": (">=", started)})
 	frappe.db.commit()

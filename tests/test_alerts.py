@@ -287,6 +287,12 @@ def outgoing_email_account(site):
 	frappe.db.commit()
 	yield name
 	frappe.db.rollback()
+	# the mail queued through it goes first: the scheduler's flush would find it without its account
+	# (and leave an Error Log on the site)
+	queued = frappe.get_all("Email Queue", filters={"email_account": name}, pluck="name")
+	if queued:
+		frappe.db.delete("Email Queue Recipient", {"parent": ("in", queued)})
+		frappe.db.delete("Email Queue", {"name": ("in", queued)})
 	frappe.db.delete("Email Account", {"name": name})
 	frappe.db.commit()
 

@@ -12,6 +12,7 @@ import pytest
 
 from verenigingen_perf import install
 from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.testing import site_state
 from verenigingen_perf.utils.performance import buffer, capture, config, job_reports, redis_store
 from verenigingen_perf.utils.performance.schema import METRICS_USER, ROLLUP_STATE, SETTINGS
 
@@ -55,12 +56,21 @@ def test_postgres_leaves_room_on_the_pages_of_the_tables_every_fold_rewrites(sit
 		assert "fillfactor=70" in (options or []), (doctype, options)
 
 
-def test_migrate_keeps_the_role(site):
-	frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
-	frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
-	install.after_migrate()
-	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-	frappe.db.commit()
+def test_migrate_brings_back_a_deleted_role(site):
+	"""The role is made again on migrate; the grants the deletion took are the site's, put back."""
+	state = site_state.take()
+	try:
+		frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
+		frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
+		install.after_migrate()
+		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+		frappe.db.commit()
+	finally:
+		site_state.restore(state)
+		from vperf_devruntime.members import forget_deleted
+
+		forget_deleted("Role", [PERFORMANCE_MANAGER])
+		frappe.db.commit()
 
 
 def plant_buffered(count: int) -> list[str]:
@@ -146,7 +156,16 @@ def test_scheduled_jobs_are_measured_under_their_own_names(site, default_setting
 
 
 def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, default_settings):
+	"""Only on a site its operator marked disposable: the uninstall takes the site's grants, settings
+	and token with it (that is what it is for); the test puts them back after the reinstall."""
+	if not site_state.disposable():
+		pytest.skip(
+			f"uninstalls the app: runs only on a site marked disposable "
+			f"(bench --site S set-config {site_state.DISPOSABLE_SITE_KEY} 1)"
+		)
 	from frappe.installer import install_app, remove_app
+
+	state = site_state.take()
 
 	config.update_config({"sampling_rate": "0.42"})
 	frappe.db.commit()
@@ -196,19 +215,23 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 		for doctype, names in desk_records.items():
 			forget_deleted(doctype, names)
 		frappe.db.commit()
-	# the desk comes back with the app: pages, workspace, cards and chart
-	for doctype, names in desk_records.items():
-		assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
-	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-	assert frappe.db.exists("User", METRICS_USER)
-	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
-	watermark = frappe.db.sql(
-		"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
-	)
-	assert not watermark or watermark[0][0] is None
-	assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
-	assert config.get_config().overrides == {}
-	json.dumps(config.describe(config.get_config()))
+	try:
+		# the desk comes back with the app: pages, workspace, cards and chart
+		for doctype, names in desk_records.items():
+			assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
+		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+		assert frappe.db.exists("User", METRICS_USER)
+		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
+		watermark = frappe.db.sql(
+			"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+		)
+		assert not watermark or watermark[0][0] is None
+		assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
+		assert config.get_config().overrides == {}
+		json.dumps(config.describe(config.get_config()))
+	finally:
+		# the site's grants of the role, its settings and its token, as they were before
+		site_state.restore(state)
 
 
 MODULE = "Verenigingen Perf"

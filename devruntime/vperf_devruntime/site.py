@@ -68,6 +68,8 @@ def _site_config(backend: str, env: dict[str, str], existing: dict) -> dict:
 		"developer_mode": 0,
 		# the runtime runs no realtime (socket.io) server: the desk does not try to connect to one
 		"disable_async": 1,
+		# a throwaway site: the tests may uninstall and reinstall the app on it
+		"vperf_disposable_site": 1,
 		# as `bench new-site` writes it: every process of the site decrypts Password fields with it
 		"encryption_key": existing.get("encryption_key") or Fernet.generate_key().decode(),
 	}
