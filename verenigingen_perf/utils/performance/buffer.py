@@ -263,9 +263,18 @@ class _Flusher:
 		# by this process asks (one site's long interval must not hold back another's measurements)
 		self.interval_s_by_site: dict[str, float] = {}
 		self.interval_lock = threading.Lock()
-		self.pid = 0
 		self.thread: threading.Thread | None = None
 		self.unreported_drops: dict[str, int] = {}
+
+	def forked(self) -> None:
+		"""In a forked child (a web or job worker made from a preloaded parent): the parent's thread
+		does not exist here, and its queue and locks are not ours."""
+		self.queue = deque()
+		self.lock = threading.Lock()
+		self.wake = threading.Event()
+		self.interval_lock = threading.Lock()
+		self.thread = None
+		self.unreported_drops = {}
 
 	def add(self, pending: _Pending, interval_ms: int) -> None:
 		if len(self.queue) >= MAX_QUEUED:
@@ -278,15 +287,14 @@ class _Flusher:
 			with self.interval_lock:
 				self.interval_s_by_site[pending.site] = seconds
 				self.interval_s = min(self.interval_s_by_site.values())
-		if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
+		# no os.getpid() here (a system call on every request): a fork resets the thread (`forked`)
+		if self.thread is None or not self.thread.is_alive():
 			self._start()
 
 	def _start(self) -> None:
 		with self.lock:
-			if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+			if self.thread is not None and self.thread.is_alive():
 				return
-			# after a fork the parent's thread does not exist here, and its queue is not ours
-			self.pid = os.getpid()
 			self.thread = threading.Thread(target=self._run, name="vperf-buffer-flusher", daemon=True)
 			self.thread.start()
 
@@ -371,6 +379,7 @@ def _push_script() -> Any:
 
 
 _flusher = _Flusher()
+os.register_at_fork(after_in_child=_flusher.forked)
 atexit.register(lambda: _flusher.flush())
 
 
