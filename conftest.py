@@ -100,7 +100,7 @@ def clean_slate(default_settings):
 
 	import frappe
 
-	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+	from verenigingen_perf.utils.performance import buffer, dashboard, redis_store, rollup
 	from verenigingen_perf.utils.performance.export import otlp
 	from verenigingen_perf.utils.performance.schema import (
 		AGGREGATE,
@@ -127,10 +127,10 @@ def clean_slate(default_settings):
 		client = buffer.redis_client()
 		client.delete(
 			buffer.claims_key(),
-			buffer.lock_key("rollup"),
-			buffer.lock_key("retention"),
-			buffer.lock_key("detection"),
-			buffer.lock_key("otlp"),
+			redis_store.lock_key("rollup"),
+			redis_store.lock_key("retention"),
+			redis_store.lock_key("detection"),
+			redis_store.lock_key("otlp"),
 			otlp.backlog_key(),
 			otlp.dropped_key(),
 			otlp.exported_key(),

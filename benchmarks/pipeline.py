@@ -36,7 +36,7 @@ import frappe
 import requests
 
 from benchmarks import connect_site, serve
-from verenigingen_perf.utils.performance import buffer, capture, config, rollup, schema, timeutil
+from verenigingen_perf.utils.performance import buffer, capture, config, redis_store, rollup, schema, timeutil
 
 OPERATION = "frappe.auth.get_logged_user"
 COLUMNS = ("capture_us", "query_count", "name", "operation", "operation_type", "started_at")
@@ -51,7 +51,7 @@ def wipe() -> None:
 	)
 	rollup.ensure_state_row()
 	frappe.db.commit()
-	buffer.redis_client().delete(buffer.buffer_key(), buffer.claims_key(), buffer.lock_key("rollup"))
+	buffer.redis_client().delete(buffer.buffer_key(), buffer.claims_key(), redis_store.lock_key("rollup"))
 
 
 def run_requests(url: str, count: int) -> None:

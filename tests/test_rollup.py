@@ -20,6 +20,7 @@ from verenigingen_perf.utils.performance import (
 	config,
 	job_reports,
 	operations,
+	redis_store,
 	retention,
 	rollup,
 	schema,
@@ -346,7 +347,7 @@ def test_without_the_lock_the_watermark_still_folds_each_hour_once(clean_slate, 
 	def no_lock(name, timeout_s):
 		yield True
 
-	monkeypatch.setattr(buffer, "exclusive", no_lock)
+	monkeypatch.setattr(redis_store, "exclusive", no_lock)
 	barrier = threading.Barrier(2, timeout=60)
 	claim = rollup.claim_watermark
 
@@ -491,7 +492,7 @@ def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job, tmp_path):
 		if process.returncode != -signal.SIGKILL:
 			assert process.returncode == 0, output[-2000:]
 		# a killed run leaves its Redis lock behind until it expires; the next run must not wait for that
-		buffer.redis_client().delete(buffer.lock_key("rollup"), buffer.lock_key("retention"))
+		buffer.redis_client().delete(redis_store.lock_key("rollup"), redis_store.lock_key("retention"))
 		frappe.db.rollback()
 		assert_nothing_lost(ingested)
 	assert killed_while_running >= 4, f"only {killed_while_running} of 8 runs were killed while running"

@@ -35,10 +35,9 @@ from typing import Any
 import frappe
 import redis
 
-from verenigingen_perf.utils.performance import buffer, job_reports
+from verenigingen_perf.utils.performance import buffer, job_reports, redis_store
 from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
-from verenigingen_perf.utils.performance.export import counter_store
 from verenigingen_perf.utils.performance.schema import (
 	AGGREGATE,
 	ALL_OPERATIONS,
@@ -56,6 +55,10 @@ from verenigingen_perf.utils.performance.timeutil import (
 )
 
 HOUR = timedelta(hours=1)
+# hooks.py's wiring: functions given every fold's hourly summaries (by type, operation and started
+# hour; the site-wide rows left out) and the configuration, inside the fold's transaction; each
+# returns the rows it wrote. The rollup knows none of them (the exposition's counters are one)
+ROLLUP_SINKS_HOOK = "vperf_rollup_sinks"
 AGGREGATE_COLUMNS = (
 	"operation",
 	"operation_type",
@@ -106,7 +109,8 @@ class RollupReport:
 	waiting_for_drain: bool = False
 	duration_s: float = 0.0
 	peak_buckets_in_memory: int = 0
-	export_counters_written: int = 0
+	# rows the fold sinks wrote (the exposition's counters)
+	sink_rows_written: int = 0
 	errors: list[str] = field(default_factory=list)
 
 
@@ -191,7 +195,7 @@ def run_rollup(
 	report = RollupReport()
 	config = get_config()
 	retention, monitoring = config.retention, config.monitoring
-	with buffer.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another rollup is running"
 			return report
@@ -318,8 +322,10 @@ def _fold(
 		rows += len(page)
 	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
 	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
-	# the exposition's cumulative counters grow with this fold, in its transaction (exactly once)
-	report.export_counters_written += counter_store.fold(by_hour, config.export.prometheus_top_operations)
+	# what is built on every fold (the exposition's cumulative counters) grows with it, in its
+	# transaction: exactly once, and a sink that fails fails the fold
+	for sink in frappe.get_hooks(ROLLUP_SINKS_HOOK):
+		report.sink_rows_written += frappe.get_attr(sink)(by_hour, config)
 	by_hour.update(site_wide_summaries(by_hour))
 	daily: defaultdict[BucketKey, Summary] = defaultdict(Summary)
 	for (operation_type, operation, hour), summary in by_hour.items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, internal_errors, job_reports, records
+from verenigingen_perf.utils.performance import internal_errors, job_reports, records, redis_store
 from verenigingen_perf.utils.performance.alerts import delivery, sources, store
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
@@ -210,7 +210,7 @@ def run_evaluation(now: datetime | None = None) -> EvaluationReport:
 	started = time.monotonic()
 	report = EvaluationReport()
 	config = get_config()
-	with buffer.exclusive("alerts", config.retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("alerts", config.retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another evaluation is under way"
 			return report
