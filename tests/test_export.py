@@ -20,8 +20,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from vperf_devruntime.pytest_plugin import BENCH_SITE
 
+from tests.prometheus_server import METRICS_PATH, PROMETHEUS, query, wait_for
 from tests.test_capture import (
-	DRAIN_WAIT_S,
 	TESTING,
 	drain_until,
 	rows_for,
@@ -34,8 +34,6 @@ from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, METRIC
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
 
 API = "verenigingen_perf.api.export"
-METRICS_PATH = f"/api/method/{API}.metrics"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 BOUNDS_MS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
 REQUESTS = 37
 # the span export's tests need the otlp extra (not part of the test extra: see pyproject.toml)
@@ -44,12 +42,6 @@ NEEDS_OTLP = pytest.mark.skipif(
 	or importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None,
 	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
 )
-
-
-def free_port() -> int:
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -85,82 +77,6 @@ def roll_up_now() -> None:
 	frappe.db.rollback()
 	report = rollup.run_rollup(frappe.utils.now_datetime() + timedelta(hours=2))
 	assert not report.errors, report
-
-
-@pytest.fixture
-def prometheus_server(tmp_path):
-	"""Start Debian's Prometheus on a loopback port scraping the given target every second; stopped
-	(by its PID) after the test."""
-	started: list[subprocess.Popen] = []
-	logs: list = []
-
-	def _start(server_url: str, token: str) -> str:
-		port = free_port()
-		host = server_url.split("://", 1)[1].rstrip("/")
-		# a bench picks the site by the Host header, which Prometheus 2.42 cannot set: the target is
-		# the site's name, reached through the web server as its proxy (an absolute-form request)
-		proxy = ""
-		if BENCH_SITE:
-			proxy = f"    proxy_url: {server_url}\n"
-			host = f"{BENCH_SITE}:{host.rsplit(':', 1)[1]}" if ":" in host else BENCH_SITE
-		(tmp_path / "prometheus.yml").write_text(
-			f"""global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: vperf
-    metrics_path: {METRICS_PATH}
-    authorization:
-      credentials: {token}
-{proxy}    static_configs:
-      - targets: ["{host}"]
-"""
-		)
-		logs.append(log := open(tmp_path / "prometheus.log", "wb"))
-		proc = subprocess.Popen(
-			[
-				PROMETHEUS,
-				f"--config.file={tmp_path / 'prometheus.yml'}",
-				f"--storage.tsdb.path={tmp_path / 'data'}",
-				f"--web.listen-address=127.0.0.1:{port}",
-			],
-			stdout=log,
-			stderr=subprocess.STDOUT,
-		)
-		started.append(proc)
-		return f"http://127.0.0.1:{port}"
-
-	yield _start
-	for proc in started:
-		proc.terminate()
-		try:
-			proc.wait(timeout=30)
-		except subprocess.TimeoutExpired:
-			proc.kill()
-			proc.wait()
-	for log in logs:
-		log.close()
-
-
-def query(prometheus_url: str, expression: str) -> list[dict]:
-	response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": expression}, timeout=10)
-	response.raise_for_status()
-	return response.json()["data"]["result"]
-
-
-def wait_for(prometheus_url: str, expression: str, predicate, what: str) -> list[dict]:
-	deadline = time.monotonic() + DRAIN_WAIT_S
-	while True:
-		try:
-			result = query(prometheus_url, expression)
-			if predicate(result):
-				return result
-		except requests.ConnectionError:
-			result = None
-		if time.monotonic() > deadline:
-			pytest.fail(f"{what}: not seen within {DRAIN_WAIT_S}s (last: {result})")
-		time.sleep(0.5)
 
 
 def bucket_of(value_ms: float) -> int:
