@@ -30,7 +30,13 @@ from tests.test_capture import (
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup, timeutil
 from verenigingen_perf.utils.performance.export import otlp
-from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, METRICS_USER, OVERFLOW_OPERATION
+from verenigingen_perf.utils.performance.schema import (
+	AGGREGATE,
+	DATABASE_SNAPSHOT,
+	METRIC,
+	METRICS_USER,
+	OVERFLOW_OPERATION,
+)
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
 
 API = "verenigingen_perf.api.export"
@@ -158,6 +164,30 @@ def test_a_real_prometheus_scrapes_counters_and_histograms_that_never_fall(
 	assert float(query(prometheus_url, f"vperf_operations_total{selector}")[0]["value"][1]) == REQUESTS
 	resets = query(prometheus_url, f"resets(vperf_operations_total{selector}[5m])")
 	assert float(resets[0]["value"][1]) == 0
+
+
+def test_an_unreadable_database_snapshot_leaves_its_ratio_out_not_the_scrape(
+	site, clean_slate, http, server_url
+):
+	token = rotate_token(http("Administrator"))
+	errors_before = buffer.state().capture_errors
+	# the newest snapshot, stored broken (edited in the database)
+	taken_at = frappe.utils.now_datetime() + timedelta(days=1)
+	frappe.get_doc(
+		{"doctype": DATABASE_SNAPSHOT, "taken_at": taken_at, "db_type": frappe.db.db_type, "snapshot": "{no"}
+	).db_insert()
+	frappe.db.commit()
+	try:
+		response = scrape(server_url, Authorization=f"Bearer {token}")
+	finally:
+		frappe.db.delete(DATABASE_SNAPSHOT, {"snapshot": "{no"})
+		frappe.db.commit()
+	assert response.status_code == 200, response.text[:300]
+	samples = {s.name for f in text_string_to_metric_families(response.text) for s in f.samples}
+	assert "vperf_database_snapshot_timestamp_seconds" in samples
+	assert "vperf_database_cache_hit_ratio" not in samples
+	# counted among the app's own failures (and logged with its traceback)
+	assert buffer.state().capture_errors > errors_before
 
 
 def with_api_key(user: str) -> str:

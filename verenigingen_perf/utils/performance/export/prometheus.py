@@ -5,8 +5,9 @@ exposed counter rows (one), the hourly site-wide rows of the health window (one)
 the open regressions (one) and the latest database snapshot's name (one; a snapshot never changes,
 so a process reads each one's figures once); job reports, the monitor's last sample, buffer and OTLP
 figures come from Redis, table sizes from the retention job's last report, the configured levels from
-the cached configuration. `ExportCollector` turns a snapshot into metric families (every series labelled with the site), and
-`render()` renders them on a private registry with the format the scraper asked for.
+the cached configuration. `ExportCollector` turns a snapshot into metric families (every series
+labelled with the site), and `render()` renders them on a private registry with the format the
+scraper asked for.
 
 The counters are those the rollup folded: they lag the site by up to the rollup's delay (the hour
 being filled, plus `aggregation_delay_minutes`); `vperf_aggregated_until_timestamp_seconds` says how far
@@ -364,6 +365,7 @@ def _latest_database_cache() -> tuple[float | None, float | None]:
 	missed every read."""
 	import frappe
 
+	from verenigingen_perf.utils.performance import internal_errors
 	from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
 	from verenigingen_perf.utils.performance.timeutil import as_datetime, to_epoch
 
@@ -376,7 +378,12 @@ def _latest_database_cache() -> tuple[float | None, float | None]:
 	name, taken_at = rows[0]
 	known = _database_cache_ratios.get(frappe.local.site)
 	if known is None or known[0] != name:
-		ratio = (database_snapshot.read(name).get("cache") or {}).get("ratio")
+		try:
+			ratio = (database_snapshot.read(name).get("cache") or {}).get("ratio")
+		except (ValueError, frappe.DoesNotExistError) as error:
+			# a snapshot stored unreadable (or deleted meanwhile) leaves its ratio out, not the scrape
+			internal_errors.report("metrics: latest database snapshot", error, may_raise=False)
+			ratio = None
 		known = _database_cache_ratios[frappe.local.site] = (name, None if ratio is None else float(ratio))
 	return to_epoch(as_datetime(taken_at)), known[1]
 
