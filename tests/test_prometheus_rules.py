@@ -32,6 +32,7 @@ _SELECTOR = re.compile(r"\bvperf_[a-z_]+(?:\{[^}]*\})?")
 # series a quiet test site has no figure for, and why
 QUIET_SITE_GAPS = {
 	"vperf_database_cache_hit_ratio": "SQLite has no buffer pool, so its snapshots have no cache ratio",
+	'signal="buffer_age"': "nothing waits in the buffer",
 	'signal="capture_cost"': "no request was drained between the two monitor samples",
 	'signal="storage_days"': "no storage budget is set",
 	"vperf_table_bytes": "no retention run has measured the tables",
