@@ -13,7 +13,8 @@ import pytest
 # the fixtures live in the dev runtime layer; on a real bench they are loaded from this checkout too
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "devruntime"))
 
-pytest_plugins = ["vperf_devruntime.pytest_plugin"]
+# the runtime's site fixtures, and a real Prometheus for the export's tests
+pytest_plugins = ["vperf_devruntime.pytest_plugin", "tests.prometheus_server"]
 
 # `bench run-tests` runs this whole suite through that one unittest class; pytest must not run it
 collect_ignore = ["verenigingen_perf/tests/test_whole_suite.py"]

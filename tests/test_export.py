@@ -20,8 +20,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from vperf_devruntime.pytest_plugin import BENCH_SITE
 
+from tests.prometheus_server import METRICS_PATH, PROMETHEUS, query, wait_for
 from tests.test_capture import (
-	DRAIN_WAIT_S,
 	TESTING,
 	drain_until,
 	rows_for,
@@ -30,12 +30,16 @@ from tests.test_capture import (
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup, timeutil
 from verenigingen_perf.utils.performance.export import otlp
-from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, METRICS_USER, OVERFLOW_OPERATION
+from verenigingen_perf.utils.performance.schema import (
+	AGGREGATE,
+	DATABASE_SNAPSHOT,
+	METRIC,
+	METRICS_USER,
+	OVERFLOW_OPERATION,
+)
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
 
 API = "verenigingen_perf.api.export"
-METRICS_PATH = f"/api/method/{API}.metrics"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 BOUNDS_MS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
 REQUESTS = 37
 # the span export's tests need the otlp extra (not part of the test extra: see pyproject.toml)
@@ -44,12 +48,6 @@ NEEDS_OTLP = pytest.mark.skipif(
 	or importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None,
 	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
 )
-
-
-def free_port() -> int:
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -85,82 +83,6 @@ def roll_up_now() -> None:
 	frappe.db.rollback()
 	report = rollup.run_rollup(frappe.utils.now_datetime() + timedelta(hours=2))
 	assert not report.errors, report
-
-
-@pytest.fixture
-def prometheus_server(tmp_path):
-	"""Start Debian's Prometheus on a loopback port scraping the given target every second; stopped
-	(by its PID) after the test."""
-	started: list[subprocess.Popen] = []
-	logs: list = []
-
-	def _start(server_url: str, token: str) -> str:
-		port = free_port()
-		host = server_url.split("://", 1)[1].rstrip("/")
-		# a bench picks the site by the Host header, which Prometheus 2.42 cannot set: the target is
-		# the site's name, reached through the web server as its proxy (an absolute-form request)
-		proxy = ""
-		if BENCH_SITE:
-			proxy = f"    proxy_url: {server_url}\n"
-			host = f"{BENCH_SITE}:{host.rsplit(':', 1)[1]}" if ":" in host else BENCH_SITE
-		(tmp_path / "prometheus.yml").write_text(
-			f"""global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: vperf
-    metrics_path: {METRICS_PATH}
-    authorization:
-      credentials: {token}
-{proxy}    static_configs:
-      - targets: ["{host}"]
-"""
-		)
-		logs.append(log := open(tmp_path / "prometheus.log", "wb"))
-		proc = subprocess.Popen(
-			[
-				PROMETHEUS,
-				f"--config.file={tmp_path / 'prometheus.yml'}",
-				f"--storage.tsdb.path={tmp_path / 'data'}",
-				f"--web.listen-address=127.0.0.1:{port}",
-			],
-			stdout=log,
-			stderr=subprocess.STDOUT,
-		)
-		started.append(proc)
-		return f"http://127.0.0.1:{port}"
-
-	yield _start
-	for proc in started:
-		proc.terminate()
-		try:
-			proc.wait(timeout=30)
-		except subprocess.TimeoutExpired:
-			proc.kill()
-			proc.wait()
-	for log in logs:
-		log.close()
-
-
-def query(prometheus_url: str, expression: str) -> list[dict]:
-	response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": expression}, timeout=10)
-	response.raise_for_status()
-	return response.json()["data"]["result"]
-
-
-def wait_for(prometheus_url: str, expression: str, predicate, what: str) -> list[dict]:
-	deadline = time.monotonic() + DRAIN_WAIT_S
-	while True:
-		try:
-			result = query(prometheus_url, expression)
-			if predicate(result):
-				return result
-		except requests.ConnectionError:
-			result = None
-		if time.monotonic() > deadline:
-			pytest.fail(f"{what}: not seen within {DRAIN_WAIT_S}s (last: {result})")
-		time.sleep(0.5)
 
 
 def bucket_of(value_ms: float) -> int:
@@ -242,6 +164,30 @@ def test_a_real_prometheus_scrapes_counters_and_histograms_that_never_fall(
 	assert float(query(prometheus_url, f"vperf_operations_total{selector}")[0]["value"][1]) == REQUESTS
 	resets = query(prometheus_url, f"resets(vperf_operations_total{selector}[5m])")
 	assert float(resets[0]["value"][1]) == 0
+
+
+def test_an_unreadable_database_snapshot_leaves_its_ratio_out_not_the_scrape(
+	site, clean_slate, http, server_url
+):
+	token = rotate_token(http("Administrator"))
+	errors_before = buffer.state().capture_errors
+	# the newest snapshot, stored broken (edited in the database)
+	taken_at = frappe.utils.now_datetime() + timedelta(days=1)
+	frappe.get_doc(
+		{"doctype": DATABASE_SNAPSHOT, "taken_at": taken_at, "db_type": frappe.db.db_type, "snapshot": "{no"}
+	).db_insert()
+	frappe.db.commit()
+	try:
+		response = scrape(server_url, Authorization=f"Bearer {token}")
+	finally:
+		frappe.db.delete(DATABASE_SNAPSHOT, {"snapshot": "{no"})
+		frappe.db.commit()
+	assert response.status_code == 200, response.text[:300]
+	samples = {s.name for f in text_string_to_metric_families(response.text) for s in f.samples}
+	assert "vperf_database_snapshot_timestamp_seconds" in samples
+	assert "vperf_database_cache_hit_ratio" not in samples
+	# counted among the app's own failures (and logged with its traceback)
+	assert buffer.state().capture_errors > errors_before
 
 
 def with_api_key(user: str) -> str:
