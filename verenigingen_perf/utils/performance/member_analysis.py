@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from verenigingen_perf.utils.performance.config import PerformanceConfig
-from verenigingen_perf.utils.performance.health import CRITICAL, HEALTHY, WARNING, value_level
+from verenigingen_perf.utils.performance.levels import CRITICAL, HEALTHY, WARNING, value_level
 from verenigingen_perf.utils.performance.statements import (
 	ShapeFigures,
 	group_shapes,

@@ -14,8 +14,10 @@ from typing import Any
 
 import frappe
 
+from verenigingen_perf.utils.performance import health, monitoring
 from verenigingen_perf.utils.performance.alerts.rules import Observation, Rule, matches
 from verenigingen_perf.utils.performance.config import PerformanceConfig
+from verenigingen_perf.utils.performance.database import recommend, snapshot
 from verenigingen_perf.utils.performance.schema import (
 	ACKNOWLEDGED,
 	ALL_OPERATIONS,
@@ -23,6 +25,7 @@ from verenigingen_perf.utils.performance.schema import (
 	METRIC,
 	OPEN,
 	REGRESSION,
+	REQUEST_TYPES,
 )
 from verenigingen_perf.utils.performance.timeutil import as_datetime, format_datetime
 
@@ -72,13 +75,11 @@ def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Reading
 
 
 def _read_health(readings: Readings, config: PerformanceConfig, now: datetime) -> None:
-	from verenigingen_perf.utils.performance import health
 
 	readings.health = health.system_health(config, now)
 
 
 def _read_monitor(readings: Readings) -> None:
-	from verenigingen_perf.utils.performance import monitoring
 
 	readings.monitor = monitoring.latest()
 
@@ -89,8 +90,6 @@ def _read_operations(readings: Readings, windows: list[int], now: datetime) -> N
 	if short:
 		readings.detail = _detail_rows(now - timedelta(minutes=max(short)))
 	if long:
-		from verenigingen_perf.utils.performance import health
-
 		readings.hourly = health.read_aggregates("hour", _hours_start(now, max(long)))
 
 
@@ -111,7 +110,6 @@ def _read_anomalies(readings: Readings, now: datetime) -> None:
 
 
 def _read_database(readings: Readings, config: PerformanceConfig) -> None:
-	from verenigingen_perf.utils.performance.database import snapshot
 
 	latest = snapshot.latest()
 	readings.database = database_figures(latest, config) if latest else None
@@ -121,7 +119,6 @@ def database_figures(
 	data: dict[str, Any], config: PerformanceConfig
 ) -> dict[str, tuple[float | None, str | None]]:
 	"""What a database rule may watch in one snapshot: each figure with its level, when it has one."""
-	from verenigingen_perf.utils.performance.database import recommend
 
 	connections = data.get("connections") or {}
 	ratio = (data.get("cache") or {}).get("ratio")
@@ -242,8 +239,6 @@ def _operations(
 def _aggregated_operations(rule: Rule, hourly: list[dict[str, Any]], now: datetime) -> list[Observation]:
 	"""An operation rule over hours: its figure from the merged hourly aggregates (sketches merged,
 	never averaged); without `operation`, from the site-wide rows of the request types."""
-	from verenigingen_perf.utils.performance import health
-	from verenigingen_perf.utils.performance.schema import REQUEST_TYPES
 
 	start = _hours_start(now, rule.window_minutes)
 	rows = [r for r in hourly if start <= r["period_start"] < now.replace(minute=0, second=0, microsecond=0)]

@@ -285,7 +285,7 @@ def snapshot(config: Any) -> Snapshot:
 	"""Read what a scrape exposes (see the module docstring for its statements)."""
 	import frappe
 
-	from verenigingen_perf.utils.performance import buffer, health, job_reports, monitoring, rollup
+	from verenigingen_perf.utils.performance import buffer, health, job_reports, monitoring, rollup, schedule
 	from verenigingen_perf.utils.performance.dashboard import storage_figures
 	from verenigingen_perf.utils.performance.export import counter_store, otlp
 	from verenigingen_perf.utils.performance.timeutil import to_epoch
@@ -303,7 +303,9 @@ def snapshot(config: Any) -> Snapshot:
 	epoch_now = time.time()
 	for job, method in monitoring.JOBS.items():
 		last = reports.by_job.get(job) or {}
-		lag = health.job_lag_s(reports.finished_at(job), health.schedule_period_s(method) or 0.0, epoch_now)
+		lag = schedule.job_lag_s(
+			reports.finished_at(job), schedule.schedule_period_s(method) or 0.0, epoch_now
+		)
 		failed = str(last.get("status", "")).startswith("failed")
 		result.jobs[job] = (reports.finished_at(job), failed, lag)
 	state = buffer.state()
