@@ -1,8 +1,9 @@
 """The desk in a real browser (Debian's Chromium driven by Playwright): a Performance Manager logs in,
 opens the workspace, the dashboard, an operation, a trace and a member's analysis; every number on the
 page equals the API's answer that the page itself received; a user without the role gets none of it;
-the browser console stays free of errors. Screenshots go to VPERF_SCREENSHOTS (default: a folder under
-the system's temporary directory), never into the repository."""
+the browser console stays free of warnings and errors (the desk_page fixture fails a test that leaves
+one). Screenshots go to VPERF_SCREENSHOTS (default: a folder under the system's temporary directory),
+never into the repository."""
 
 import os
 import re
@@ -136,7 +137,7 @@ def test_a_performance_manager_logs_in_and_sees_the_workspace_cards(
 	assert float(re.sub(r"[^0-9.]", "", cards["p95 (ms), last hour"])) == pytest.approx(p95["value"], abs=0.5)
 	regressions = api.call(f"{DESK}.open_regressions_card").json()["message"]
 	assert cards["Open regressions"] == str(regressions["value"])
-	assert desk.console_errors == []
+	assert desk.console_problems == []
 
 
 def test_the_dashboard_page_shows_the_answer_it_received(site, planted, make_user, desk_login):
@@ -170,7 +171,7 @@ def test_the_dashboard_page_shows_the_answer_it_received(site, planted, make_use
 	assert page.get_attribute(".vperf-generated", "data-cached") == ("1" if data["cached"] else "0")
 	# no Database section (nor its call) for a Performance Manager
 	assert page.locator("[data-section=database]").count() == 0 and asked == []
-	assert desk.console_errors == []
+	assert desk.console_problems == []
 
 
 def test_a_system_manager_also_sees_the_database_section(site, planted, desk_login):
@@ -202,7 +203,7 @@ def test_a_system_manager_also_sees_the_database_section(site, planted, desk_log
 			"[data-section=database] .vperf-action", "els => els.map(e => e.textContent)"
 		)
 		assert actions == [r["action"] for r in db["recommendations"]]
-		assert desk.console_errors == []
+		assert desk.console_problems == []
 	finally:
 		frappe.db.delete(DATABASE_SNAPSHOT, {"name": taken["name"]})
 		frappe.db.commit()
@@ -254,7 +255,7 @@ def test_an_operation_and_its_trace_from_the_dashboard(site, planted, make_user,
 		".vperf-trace [data-key='span.query_count']", "els => els.map(e => e.dataset.value)"
 	)
 	assert statements == ["3", "12"]
-	assert desk.console_errors == []
+	assert desk.console_problems == []
 
 
 def test_a_member_is_analysed_from_its_form(site, member_settings, make_user, desk_login):
@@ -302,7 +303,7 @@ def _analyse_member(desk, doctype: str, member: str) -> None:
 	)
 	assert analysis["repeated_shapes"], "the memberships' chapter titles are an N+1 shape"
 	assert repeated == [shown(s["count"]) for s in analysis["repeated_shapes"]]
-	assert desk.console_errors == []
+	assert desk.console_problems == []
 
 
 def test_a_user_without_the_role_gets_neither_pages_nor_data(site, planted, make_user, desk_login):
@@ -326,3 +327,10 @@ def test_a_user_without_the_role_gets_neither_pages_nor_data(site, planted, make
 	)
 	assert status == 403
 	assert page.evaluate("() => frappe.boot.verenigingen_perf === undefined")
+	# the console problems this test provoked: the framework refusing each page, and the refused
+	# call; nothing else (the desk also logs the server's traceback of a refusal where System
+	# Settings allow error tracebacks, as the dev site does)
+	desk.expect_console_problem("desk_page.getpage")
+	desk.expect_console_problem("Traceback", required=False)
+	desk.expect_console_problem("performance_dashboard_data")
+	assert desk.console_problems == []

@@ -140,7 +140,9 @@ verenigingen_perf.desk = {
 	route_option(name) {
 		const options = frappe.route_options || {};
 		const value = options[name] || new URLSearchParams(window.location.search).get(name) || "";
-		frappe.route_options = null;
+		// taken, so that a later visit without it does not show it again; the object itself stays:
+		// Frappe v16's sidebar reads frappe.route_options.sidebar once the page is shown
+		delete options[name];
 		if (value) {
 			const url = new URL(window.location.href);
 			url.searchParams.set(name, value);
