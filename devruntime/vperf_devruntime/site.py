@@ -257,12 +257,22 @@ def use_machine_time_zone() -> None:
 
 	zone = machine_time_zone()
 	settings = frappe.get_single("System Settings")
-	if settings.time_zone == zone and settings.language:
-		return
-	settings.time_zone = zone
-	# the setup wizard sets the language with the zone; System Settings are not saved without one
-	settings.language = settings.language or "en"
-	settings.save(ignore_permissions=True)
+	# the zone the users made so far were given (a user gets the site's zone when made): the
+	# framework's own when none was set
+	previous = settings.time_zone or frappe.utils.get_system_timezone()
+	if settings.time_zone != zone or not settings.language:
+		settings.time_zone = zone
+		# the setup wizard sets the language with the zone; System Settings are not saved without one
+		settings.language = settings.language or "en"
+		settings.save(ignore_permissions=True)
+	# the setup wizard gives the standard users the zone; so do the users made with the old one (the
+	# app's metrics user at install): a user's desk shows times in the user's zone
+	users = set(frappe.STANDARD_USERS) | set(frappe.get_all("User", {"time_zone": previous}, pluck="name"))
+	moved = [user for user in users if frappe.db.get_value("User", user, "time_zone") != zone]
+	for user in moved:
+		frappe.db.set_value("User", user, "time_zone", zone)
+	if moved:
+		frappe.clear_cache()
 
 
 def migrate() -> None:
