@@ -13,7 +13,8 @@ import pytest
 # the fixtures live in the dev runtime layer; on a real bench they are loaded from this checkout too
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "devruntime"))
 
-pytest_plugins = ["vperf_devruntime.pytest_plugin"]
+# the runtime's site fixtures, and a real Prometheus for the export's tests
+pytest_plugins = ["vperf_devruntime.pytest_plugin", "tests.prometheus_server"]
 
 # `bench run-tests` runs this whole suite through that one unittest class; pytest must not run it
 collect_ignore = ["verenigingen_perf/tests/test_whole_suite.py"]
@@ -25,17 +26,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 			item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture
-def default_settings(site):
-	"""Performance Settings back to the environment's defaults before and after the test."""
+@pytest.fixture(scope="session")
+def site_state_guard(site):
+	"""The site's settings, its role's grants, its secrets and the metrics user at the start of the
+	session, compared at its end: a test that changed them and did not put them back fails the
+	session (and they are put back)."""
 	import frappe
 
+	from verenigingen_perf.testing import site_state
+
+	before = site_state.take()
+	yield before
+	frappe.db.rollback()
+	after = site_state.take()
+	tests_own = {parent for _type, parent, _name in after.grants if parent.startswith(TEST_USER_PREFIX)}
+	if problems := site_state.differences(before, after, ignore_users=tests_own):
+		site_state.restore(before)
+		pytest.fail("the tests changed the site and did not put it back: " + "; ".join(problems))
+
+
+# the users `make_user` creates (removed after each test)
+TEST_USER_PREFIX = "vperf-test-"
+
+
+@pytest.fixture(autouse=True)
+def _leaves_the_site_as_found(request):
+	"""Every integration test runs under the session's guard (unit tests need no site)."""
+	if "site" in request.fixturenames:
+		request.getfixturevalue("site_state_guard")
+	yield
+
+
+@pytest.fixture
+def default_settings(site):
+	"""The test runs on the environment's defaults; after it, Performance Settings are put back exactly
+	as they were stored before it (a bench site's own overrides and metrics token included)."""
+	import frappe
+
+	from verenigingen_perf.testing import site_state
 	from verenigingen_perf.utils.performance import capture, config
 
-	def reset():
+	def retried(write):
 		for attempt in range(5):
 			try:
-				config.reset_overrides()
+				write()
 				frappe.db.commit()
 				break
 			except frappe.QueryDeadlockError:
@@ -49,10 +83,12 @@ def default_settings(site):
 		capture.forget_local_config()
 
 	started = frappe.utils.now_datetime()
-	reset()
+	frappe.db.rollback()
+	before = site_state.take()
+	retried(config.reset_overrides)
 	yield
 	frappe.db.rollback()
-	reset()
+	retried(lambda: site_state.restore(before))
 	# the framework's change log of the settings the test changed
 	frappe.db.delete("Version", {"ref_doctype": "Performance Settings", "creation": (">=", started)})
 	frappe.db.commit()
@@ -65,7 +101,7 @@ def clean_slate(default_settings):
 
 	import frappe
 
-	from verenigingen_perf.utils.performance import buffer, dashboard, rollup
+	from verenigingen_perf.utils.performance import buffer, dashboard, redis_store, rollup
 	from verenigingen_perf.utils.performance.export import otlp
 	from verenigingen_perf.utils.performance.schema import (
 		AGGREGATE,
@@ -92,10 +128,10 @@ def clean_slate(default_settings):
 		client = buffer.redis_client()
 		client.delete(
 			buffer.claims_key(),
-			buffer.lock_key("rollup"),
-			buffer.lock_key("retention"),
-			buffer.lock_key("detection"),
-			buffer.lock_key("otlp"),
+			redis_store.lock_key("rollup"),
+			redis_store.lock_key("retention"),
+			redis_store.lock_key("detection"),
+			redis_store.lock_key("otlp"),
 			otlp.backlog_key(),
 			otlp.dropped_key(),
 			otlp.exported_key(),

@@ -1,6 +1,7 @@
 """Alerting benchmark: one evaluation pass of 1,000 enabled rules over 500 operations with 10,000
-existing alerts (time and statements), how many notifications 500 alerts firing at once in 10 groups
-make, and how fast one worker delivers to a local webhook receiver.
+existing alerts (time and statements), how many notifications 500 alerts make in 10 groups when they
+fire at once and when they start firing over 50 minutes, and how fast one worker delivers to a local
+webhook receiver.
 
 - The site gets detail rows of 500 operations (the last minutes), 10,000 resolved alerts of earlier
   episodes, and 1,000 operation rules (p95 of one operation each, two rules per operation, thresholds
@@ -9,11 +10,19 @@ make, and how fast one worker delivers to a local webhook receiver.
   that the count does not grow with the rules.
 - 10 rules each match 50 operations (a glob) with `group_by: rule`: 500 alerts fire at once;
   `notifications_for_500_firing` counts the notifications planned after the group wait.
-- `deliveries_per_s`: `--deliveries` queued deliveries sent one after another by one worker to a
-  webhook receiver on loopback (signed, generic JSON).
+- The staggered storm: the same 10 rules, but the operations start being slow one after another,
+  ten a minute (one per group) over 50 minutes, an evaluation every minute (the site's defaults:
+  30 s group wait, 5 minutes group interval); `notifications_for_staggered_storm` counts the
+  notifications of those 50 minutes (bound: 10 x (50 / 5 + 1) = 110), and `storm_alerts_notified`
+  the alerts notified as firing once the last group interval has passed (must be all 500).
+- `deliveries_per_s`: `--deliveries` queued deliveries, each claimed as the dispatcher claims it and
+  sent one after another by one worker to a webhook receiver on loopback (signed, generic JSON).
+
+Every timed piece of work is checked to have happened (the alerts fired, every delivery was sent and
+received, the storm's alerts were all notified); the script exits with status 1 when one was not.
 
 Destructive on the dev site's alert and detail tables; the shipped rules are switched off meanwhile
-and back on after. Last line: one JSON object.
+and back on after, and webhooks to loopback are allowed meanwhile. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +43,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import connect_site, percentile
 
 PREFIX = "/api/method/bench.alerts."
+STORM_GROUPS, STORM_MINUTES = 10, 50
+
+
+def slow_values(operation: int, stamp: str) -> dict:
+	return {
+		"operation": f"{PREFIX}op_{operation:03d}",
+		"operation_type": "api",
+		"started_at": stamp,
+		"status": "ok",
+		"query_count": 5,
+	}
 
 
 def receiver() -> tuple[ThreadingHTTPServer, str, list[int]]:
@@ -84,12 +104,17 @@ def main() -> None:
 	import frappe
 
 	from verenigingen_perf.testing import query_budget
-	from verenigingen_perf.utils.performance import buffer, capture, schema, timeutil
+	from verenigingen_perf.utils.performance import buffer, capture, config, schema, timeutil
 	from verenigingen_perf.utils.performance.alerts import delivery, evaluate
 	from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 
 	shipped = frappe.get_all(schema.ALERT_RULE, filters={"enabled": 1}, pluck="name")
 	wipe(frappe, schema)
+	# the receiver listens on loopback
+	stored_before = (
+		frappe.db.get_single_value(schema.SETTINGS, "alert_webhook_refuse_private_addresses") or ""
+	)
+	config.update_config({"alert_webhook_refuse_private_addresses": False})
 	frappe.db.sql(f"update `tab{schema.ALERT_RULE}` set enabled=0")
 	rng = np.random.default_rng(5)
 	now = frappe.utils.now_datetime()
@@ -99,16 +124,7 @@ def main() -> None:
 		for duration in rng.lognormal(np.log(50), 0.6, 20):
 			rows.append(
 				buffer.detail_row(
-					capture.new_id(),
-					stamp,
-					{
-						"operation": f"{PREFIX}op_{i:03d}",
-						"operation_type": "api",
-						"started_at": stamp,
-						"duration_ms": float(duration),
-						"status": "ok",
-						"query_count": 5,
-					},
+					capture.new_id(), stamp, {**slow_values(i, stamp), "duration_ms": float(duration)}
 				)
 			)
 	buffer.insert_rows(rows)
@@ -237,10 +253,38 @@ def main() -> None:
 	second = evaluate.run_evaluation(now + timedelta(minutes=6))
 	firing = frappe.db.count(schema.ALERT, {"state": "firing"})
 
-	# deliveries by one worker
+	# the same 500 alerts starting over 50 minutes: in minute m, the operations m, m + 50, ... (one of
+	# each group) start being slow
+	frappe.db.delete(schema.ALERT)
+	frappe.db.delete(schema.ALERT_DELIVERY)
+	frappe.db.delete(schema.METRIC)
+	frappe.db.sql(f"update `tab{schema.ALERT_RULE}` set window_minutes=60 where name like 'bench group %%'")
+	frappe.db.commit()
+	storm_start = now + timedelta(hours=1)
+	storm_notifications = 0
+	for minute in range(60):
+		moment = storm_start + timedelta(minutes=minute)
+		if minute < 50:
+			stamp = timeutil.format_datetime(moment)
+			buffer.insert_rows(
+				[
+					buffer.detail_row(
+						capture.new_id(), stamp, {**slow_values(op, stamp), "duration_ms": 50.0}
+					)
+					for op in range(minute, args.operations, STORM_MINUTES)
+					for _ in range(3)
+				]
+			)
+			frappe.db.commit()
+		report = evaluate.run_evaluation(moment + timedelta(seconds=5))
+		if minute < 50:
+			storm_notifications += report.notifications
+	storm_notified = frappe.db.count(schema.ALERT, {"state": "firing", "notified_state": "firing"})
+	storm_firing = frappe.db.count(schema.ALERT, {"state": "firing"})
+
+	# deliveries by one worker, each claimed first (as the dispatcher does)
 	frappe.db.delete(schema.ALERT_DELIVERY)
 	notification = alert_rules.Notification("bench group 0", (("rule", "bench group 0"),), "firing", [])
-	names = []
 	for _ in range(args.deliveries):
 		delivery.queue(
 			notification,
@@ -249,9 +293,10 @@ def main() -> None:
 		)
 	frappe.db.commit()
 	names = frappe.get_all(schema.ALERT_DELIVERY, filters={"status": "queued"}, pluck="name")
+	claimed = [name for name in names if delivery.claim(name)]
+	received.clear()
 	started = time.perf_counter()
-	for name in names:
-		delivery.deliver(name)
+	outcomes = [delivery.deliver(name) for name in claimed]
 	elapsed = time.perf_counter() - started
 	sent = frappe.db.count(schema.ALERT_DELIVERY, {"status": "sent"})
 	server.shutdown()
@@ -259,6 +304,7 @@ def main() -> None:
 	wipe(frappe, schema)
 	for name in shipped:
 		frappe.db.set_value(schema.ALERT_RULE, name, "enabled", 1)
+	config.update_config({"alert_webhook_refuse_private_addresses": stored_before})
 	frappe.db.commit()
 	print(
 		json.dumps(
@@ -273,13 +319,31 @@ def main() -> None:
 				"eval_statements_with_a_tenth_of_the_rules": few_statements,
 				"firing_alerts": firing,
 				"notifications_for_500_firing": second.notifications + first.notifications,
+				"notifications_for_staggered_storm": storm_notifications,
+				"staggered_storm_bound": STORM_GROUPS * (STORM_MINUTES // 5 + 1),
+				"storm_alerts_firing": storm_firing,
+				"storm_alerts_notified": storm_notified,
 				"deliveries": len(names),
+				"deliveries_claimed": len(claimed),
 				"deliveries_sent": sent,
 				"receiver_got": len(received),
-				"deliveries_per_s": round(len(names) / elapsed, 1),
+				"deliveries_per_s": round(len(claimed) / elapsed, 1),
 			}
 		)
 	)
+	# the timed work must have happened: a figure of no-ops is worse than none
+	failures = []
+	if firing != args.operations or storm_firing != args.operations or storm_notified != args.operations:
+		failures.append(
+			f"alerts: {firing} / {storm_firing} firing, {storm_notified} notified of {args.operations}"
+		)
+	if not len(claimed) == sent == len(received) == args.deliveries or set(outcomes) != {delivery.SENT}:
+		failures.append(
+			f"deliveries: {len(claimed)} claimed, {sent} sent, {len(received)} received of {args.deliveries}"
+		)
+	if failures:
+		print("the timed work did not all happen: " + "; ".join(failures), file=sys.stderr)
+		sys.exit(1)
 
 
 if __name__ == "__main__":

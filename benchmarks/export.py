@@ -4,7 +4,7 @@
 - History: `--days` days of hourly aggregates of every operation (log-normal durations, volumes
   log-uniform from 5 to 5,000 an hour, sampled to at most 500 values a day; each day's sketch stored in each of its hours), bulk-inserted as
   the rollup leaves them, and the export counters folded day by day through the rollup's own step
-  (`counter_store.fold`, the same code and statements as in `_fold_hour`).
+  (`counter_store.fold`, the same code and statements as in `rollup._fold`).
 - A scrape is what the endpoint does after authentication: read the snapshot and render the text with
   prometheus_client, in this process (the web server's own time and the token check are not in it).
   `scrape_ms_p50/p95` over `--scrapes` scrapes; `scrape_statements` counted on the connection, also

@@ -27,7 +27,16 @@ import frappe
 import numpy as np
 
 from benchmarks import connect_site, peak_rss_kb, reset_peak_rss_kb
-from verenigingen_perf.utils.performance import buffer, capture, retention, rollup, schema, storage, timeutil
+from verenigingen_perf.utils.performance import (
+	buffer,
+	capture,
+	redis_store,
+	retention,
+	rollup,
+	schema,
+	storage,
+	timeutil,
+)
 
 CHUNK = 50_000
 
@@ -43,7 +52,9 @@ def wipe() -> None:
 	)
 	rollup.ensure_state_row()
 	frappe.db.commit()
-	buffer.redis_client().delete(buffer.claims_key(), buffer.lock_key("rollup"), buffer.lock_key("retention"))
+	buffer.redis_client().delete(
+		buffer.claims_key(), redis_store.lock_key("rollup"), redis_store.lock_key("retention")
+	)
 
 
 def duration_ms(rng: random.Random) -> float:

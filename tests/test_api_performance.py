@@ -120,7 +120,7 @@ def test_permission_matrix(site, members, make_user, http, member_settings, memb
 			"comprehensive_member_analysis",
 			{"member_name": "x" * 141},
 			417,
-			"member_name: a name has at most 140",
+			"member_name: at most 140 characters",
 		),
 		# names are parameters, never SQL: these are names like any other (and no member has them)
 		("comprehensive_member_analysis", {"member_name": "x' OR '1'='1"}, 404, "that you may read"),
@@ -143,6 +143,7 @@ def test_permission_matrix(site, members, make_user, http, member_settings, memb
 		),
 		("batch_member_analysis", {}, 417, "member_names: is required"),
 		("batch_member_analysis", {"member_names": "[]"}, 417, "member_names: must name at least one"),
+		("batch_member_analysis", {"member_names": "[" * 100_000}, 417, "member_names: nested more than 20"),
 		("batch_member_analysis", {"member_names": "[1, 2"}, 417, "member_names: starts like a JSON list"),
 		("batch_member_analysis", {"member_names": '{"a": 1}'}, 417, "member_names: must be a list"),
 		("batch_member_analysis", {"member_names": "[1]"}, 417, "member_names[0]: must be a member's name"),

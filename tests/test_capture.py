@@ -197,6 +197,39 @@ def test_a_job_is_tied_to_the_request_that_enqueued_it(site, http, overrides, ru
 	assert job_row["status"] == "ok"
 
 
+def test_sampling_is_decided_once_per_trace_request_and_jobs_alike(
+	site, http, overrides, run_background_jobs
+):
+	"""At a sampling rate between 0 and 1, a request and the job it enqueues are measured together
+	or not at all: every measured trace has both rows, none has only one."""
+	refresh_before = config.get_config().monitoring.config_refresh_s
+	overrides(sampling_rate=0.5)
+	time.sleep(refresh_before + 0.5)  # every server process has re-read the configuration
+	client = http("Administrator")
+	since = timeutil.format_datetime(frappe.utils.now_datetime())
+	sampled = set()
+	for _ in range(24):
+		response = client.call(f"{TESTING}.enqueue_probe")
+		assert response.status_code == 200
+		if capture.TRACE_HEADER in response.headers:
+			sampled.add(response.headers[capture.TRACE_HEADER])
+	run_background_jobs()
+	assert 0 < len(sampled) < 24
+	rows = drain_until(
+		lambda: (
+			(r := rows_for(operation=("like", f"{TESTING}.%probe%"), started_at=(">=", since)))
+			and len(r) >= 2 * len(sampled)
+			and r
+		),
+		"the sampled requests' and jobs' rows",
+	)
+	by_trace: dict[str, list[str]] = {}
+	for row in rows:
+		by_trace.setdefault(row["trace_id"], []).append(row["operation_type"])
+	assert set(by_trace) == sampled
+	assert all(sorted(types) == ["api", "job"] for types in by_trace.values())
+
+
 def test_a_job_enqueued_by_a_job_joins_the_trace(site, http, overrides, run_background_jobs):
 	"""The job's worker process never served a request; the job it enqueues still carries the trace."""
 	overrides(sampling_rate=1)

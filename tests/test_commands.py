@@ -113,7 +113,40 @@ def test_a_pinned_baseline_is_frozen_and_a_second_pin_of_that_name_fails(planted
 		assert again.returncode == 1 and "already pinned" in again.stderr
 		too_long = bench_command("vperf", "pin-baseline", "x" * 141)
 		assert too_long.returncode == 2 and "NAME" in too_long.stderr
+		# the API's bounds, on every argument
+		for operation, rule in (("o" * 5000, "at most 140 characters"), ("a\x01b", "control characters")):
+			refused = bench_command("vperf", "pin-baseline", "cmd refused", "--operation", operation)
+			assert refused.returncode == 2 and "--operation[0]" in refused.stderr and rule in refused.stderr
+		assert not pin_exists("cmd refused")
 	finally:
 		frappe.db.rollback()
 		frappe.db.delete(BASELINE, {"pin_name": ("in", [name, "x" * 141])})
 		frappe.db.commit()
+
+
+@pytest.mark.parametrize(
+	("content", "exit_code", "rule"),
+	[
+		(b"\x89PNG\r\n\x1a\n\x00\xff\xfe", 2, "must be UTF-8 text (byte 0 is not)"),
+		(b'a: &a ["x", "x"]\nb: [*a, *a]\n', 2, "yaml: anchors and aliases"),
+		(b"rules: [1", 2, "yaml: not valid YAML"),
+	],
+)
+def test_a_rules_file_that_is_no_rules_file_is_refused_and_changes_nothing(
+	site, bench_command, tmp_path, content, exit_code, rule
+):
+	path = tmp_path / "rules.yaml"
+	path.write_bytes(content)
+	result = bench_command("vperf", "import-alert-rules", str(path))
+	assert result.returncode == exit_code and rule in result.stderr, result.stderr
+	assert "Traceback" not in result.stderr
+
+
+def test_a_rules_file_too_large_is_refused_before_it_is_read(site, bench_command, tmp_path):
+	from verenigingen_perf.utils.performance.alerts import store
+
+	path = tmp_path / "large.yaml"
+	with open(path, "wb") as f:
+		f.truncate(4 * store.MAX_YAML_CHARS + 1)  # sparse: nothing is written
+	result = bench_command("vperf", "import-alert-rules", str(path))
+	assert result.returncode == 2 and "at most 1,000,000 characters" in result.stderr

@@ -259,6 +259,7 @@ def test_detection_api_permissions_answers_and_bad_input(site, detection, http, 
 		("pin_baseline", {"name": "a\nb"}, "name: must not contain control characters"),
 		("pin_baseline", {"name": "p", "operations": '{"a": 1}'}, "operations: must be a list"),
 		("pin_baseline", {"name": "p", "operations": "[1,"}, "operations: starts like a JSON list"),
+		("pin_baseline", {"name": "p", "operations": "[" * 100_000}, "operations: nested more than 20"),
 		("pin_baseline", {"name": "p", "operations": ",".join(["o"] * 1001)}, "operations: at most 1000"),
 		("acknowledge_regression", {"name": name, "note": "n" * 2001}, "note: at most 2000 characters"),
 	]

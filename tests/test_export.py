@@ -4,6 +4,7 @@ export to a local OTLP/HTTP receiver (up and down)."""
 
 import gzip
 import http.server
+import importlib.util
 import math
 import shutil
 import socket
@@ -19,23 +20,34 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from vperf_devruntime.pytest_plugin import BENCH_SITE
 
-from tests.test_capture import DRAIN_WAIT_S, TESTING, drain_until, rows_for, wait_for_server_config
+from tests.prometheus_server import METRICS_PATH, PROMETHEUS, query, wait_for
+from tests.test_capture import (
+	TESTING,
+	drain_until,
+	rows_for,
+	wait_for_server_config,
+)
+from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup, timeutil
 from verenigingen_perf.utils.performance.export import otlp
-from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC, OVERFLOW_OPERATION
+from verenigingen_perf.utils.performance.schema import (
+	AGGREGATE,
+	DATABASE_SNAPSHOT,
+	METRIC,
+	METRICS_USER,
+	OVERFLOW_OPERATION,
+)
 from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
 
 API = "verenigingen_perf.api.export"
-METRICS_PATH = f"/api/method/{API}.metrics"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 BOUNDS_MS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
 REQUESTS = 37
-
-
-def free_port() -> int:
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		return s.getsockname()[1]
+# the span export's tests need the otlp extra (not part of the test extra: see pyproject.toml)
+NEEDS_OTLP = pytest.mark.skipif(
+	importlib.util.find_spec("opentelemetry") is None
+	or importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None,
+	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
+)
 
 
 @pytest.fixture
@@ -71,82 +83,6 @@ def roll_up_now() -> None:
 	frappe.db.rollback()
 	report = rollup.run_rollup(frappe.utils.now_datetime() + timedelta(hours=2))
 	assert not report.errors, report
-
-
-@pytest.fixture
-def prometheus_server(tmp_path):
-	"""Start Debian's Prometheus on a loopback port scraping the given target every second; stopped
-	(by its PID) after the test."""
-	started: list[subprocess.Popen] = []
-	logs: list = []
-
-	def _start(server_url: str, token: str) -> str:
-		port = free_port()
-		host = server_url.split("://", 1)[1].rstrip("/")
-		# a bench picks the site by the Host header, which Prometheus 2.42 cannot set: the target is
-		# the site's name, reached through the web server as its proxy (an absolute-form request)
-		proxy = ""
-		if BENCH_SITE:
-			proxy = f"    proxy_url: {server_url}\n"
-			host = f"{BENCH_SITE}:{host.rsplit(':', 1)[1]}" if ":" in host else BENCH_SITE
-		(tmp_path / "prometheus.yml").write_text(
-			f"""global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: vperf
-    metrics_path: {METRICS_PATH}
-    authorization:
-      credentials: {token}
-{proxy}    static_configs:
-      - targets: ["{host}"]
-"""
-		)
-		logs.append(log := open(tmp_path / "prometheus.log", "wb"))
-		proc = subprocess.Popen(
-			[
-				PROMETHEUS,
-				f"--config.file={tmp_path / 'prometheus.yml'}",
-				f"--storage.tsdb.path={tmp_path / 'data'}",
-				f"--web.listen-address=127.0.0.1:{port}",
-			],
-			stdout=log,
-			stderr=subprocess.STDOUT,
-		)
-		started.append(proc)
-		return f"http://127.0.0.1:{port}"
-
-	yield _start
-	for proc in started:
-		proc.terminate()
-		try:
-			proc.wait(timeout=30)
-		except subprocess.TimeoutExpired:
-			proc.kill()
-			proc.wait()
-	for log in logs:
-		log.close()
-
-
-def query(prometheus_url: str, expression: str) -> list[dict]:
-	response = requests.get(f"{prometheus_url}/api/v1/query", params={"query": expression}, timeout=10)
-	response.raise_for_status()
-	return response.json()["data"]["result"]
-
-
-def wait_for(prometheus_url: str, expression: str, predicate, what: str) -> list[dict]:
-	deadline = time.monotonic() + DRAIN_WAIT_S
-	while True:
-		try:
-			result = query(prometheus_url, expression)
-			if predicate(result):
-				return result
-		except requests.ConnectionError:
-			result = None
-		if time.monotonic() > deadline:
-			pytest.fail(f"{what}: not seen within {DRAIN_WAIT_S}s (last: {result})")
-		time.sleep(0.5)
 
 
 def bucket_of(value_ms: float) -> int:
@@ -230,6 +166,30 @@ def test_a_real_prometheus_scrapes_counters_and_histograms_that_never_fall(
 	assert float(resets[0]["value"][1]) == 0
 
 
+def test_an_unreadable_database_snapshot_leaves_its_ratio_out_not_the_scrape(
+	site, clean_slate, http, server_url
+):
+	token = rotate_token(http("Administrator"))
+	errors_before = buffer.state().capture_errors
+	# the newest snapshot, stored broken (edited in the database)
+	taken_at = frappe.utils.now_datetime() + timedelta(days=1)
+	frappe.get_doc(
+		{"doctype": DATABASE_SNAPSHOT, "taken_at": taken_at, "db_type": frappe.db.db_type, "snapshot": "{no"}
+	).db_insert()
+	frappe.db.commit()
+	try:
+		response = scrape(server_url, Authorization=f"Bearer {token}")
+	finally:
+		frappe.db.delete(DATABASE_SNAPSHOT, {"snapshot": "{no"})
+		frappe.db.commit()
+	assert response.status_code == 200, response.text[:300]
+	samples = {s.name for f in text_string_to_metric_families(response.text) for s in f.samples}
+	assert "vperf_database_snapshot_timestamp_seconds" in samples
+	assert "vperf_database_cache_hit_ratio" not in samples
+	# counted among the app's own failures (and logged with its traceback)
+	assert buffer.state().capture_errors > errors_before
+
+
 def with_api_key(user: str) -> str:
 	"""Give `user` an API key and secret; returns `key:secret`. Retried on SQLite's lock (the web
 	server may be committing meanwhile)."""
@@ -289,6 +249,60 @@ def test_only_readers_and_the_token_get_the_exposition(site, clean_slate, http, 
 	assert scrape(server_url, Authorization=f"token {stranger_key}").status_code == 403
 	# the token is in no log the site keeps
 	assert not frappe.get_all("Error Log", filters={"error": ("like", f"%{new}%")})
+
+
+def test_the_token_acts_as_the_metrics_user_with_the_reader_role_only(
+	site, clean_slate, http, export_settings, server_url
+):
+	"""A scrape with the token runs as the app's metrics user (never Administrator): the request's own
+	measurement names it. A site that gives that user another role, or disables it, disables the token
+	instead of letting it act with more."""
+	admin = http("Administrator")
+	# the scrapes are measured here (by default the metrics path is not)
+	export_settings(admin, excluded_paths=["/assets/"])
+	token = rotate_token(admin)
+	# only this test's scrapes (an earlier test's refused ones may still wait in the buffer)
+	since = timeutil.format_datetime(frappe.utils.now_datetime())
+
+	def scraped_and_measured() -> list[dict]:
+		# the web server takes up the new exclusions within `config_refresh_s`: scrape until it has
+		good = scrape(server_url, Authorization=f"Bearer {token}")
+		assert good.status_code == 200 and "vperf_operations_total" in good.text
+		rows = rows_for(operation=("like", "%export.metrics"), started_at=(">=", since))
+		# a fresh snapshot for the next drain's write (SQLite: the server committed meanwhile)
+		frappe.db.rollback()
+		return rows
+
+	scrapes = drain_until(scraped_and_measured, "a scrape's measurement")
+	assert {row["user"] for row in scrapes} == {METRICS_USER}
+	explicit = frappe.get_all(
+		"Has Role", filters={"parent": METRICS_USER, "parenttype": "User"}, pluck="role"
+	)
+	assert explicit == [PERFORMANCE_MANAGER]
+	assert frappe.db.get_value("User", METRICS_USER, "enabled") == 1
+	# each change in a fresh transaction (SQLite: the web server commits between them)
+	frappe.db.rollback()
+	user = frappe.get_doc("User", METRICS_USER)
+	try:
+		user.add_roles("System Manager")
+		frappe.db.commit()
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+		frappe.db.rollback()
+		user.remove_roles("System Manager")
+		user.reload()
+		user.enabled = 0
+		user.save(ignore_permissions=True)
+		frappe.db.commit()
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+	finally:
+		frappe.db.rollback()
+		user = frappe.get_doc("User", METRICS_USER)
+		user.remove_roles("System Manager")
+		user.reload()
+		user.enabled = 1
+		user.save(ignore_permissions=True)
+		frappe.db.commit()
+	assert scrape(server_url, Authorization=f"Bearer {token}").status_code == 200
 
 
 def plant(operations: list[str], created, per_operation: int = 1) -> None:
@@ -403,6 +417,7 @@ def set_otlp(endpoint: str, **values) -> None:
 	frappe.db.commit()
 
 
+@NEEDS_OTLP
 def test_otlp_receives_every_span_of_a_request_and_its_job_with_the_parent_link(
 	site, clean_slate, http, export_settings, receiver, run_background_jobs
 ):
@@ -428,6 +443,7 @@ def test_otlp_receives_every_span_of_a_request_and_its_job_with_the_parent_link(
 	assert otlp.backlog_state()[0] == 0
 
 
+@NEEDS_OTLP
 def test_a_receiver_that_is_down_loses_nothing_from_the_database_and_the_backlog_stays_bounded(
 	site, clean_slate, receiver
 ):

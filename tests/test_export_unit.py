@@ -1,6 +1,7 @@
 """The export's pure parts: monotonic counters and the top-N split, histogram buckets from sketches,
 the exposition (checked by promtool), OTLP ids and spans, and the export settings. No site needed."""
 
+import importlib.util
 import random
 import shutil
 import subprocess
@@ -164,6 +165,11 @@ def snapshot() -> prometheus.Snapshot:
 		otlp_exported=7,
 		aggregated_until=1.7e9,
 		tables={"Performance Metric": (10, 4096)},
+		thresholds={"health_critical": 50.0, "loss_rate_warning": 0.05},
+		monitor_signals=[("loss_rate", "ratio", 0.25), ("capture_cost", "µs", 310.0)],
+		database_cache_hit_ratio=0.93,
+		database_snapshot_at=1.7e9,
+		open_regressions={("api", NASTY[0], "duration_p95"): 1, ("api", OTHER, "error_rate"): 2},
 	)
 
 
@@ -191,6 +197,60 @@ def test_the_exposition_carries_the_site_on_every_series_and_escapes_every_name(
 	assert count == 3
 
 
+def test_the_exposition_carries_the_levels_monitor_signals_database_cache_and_open_regressions():
+	body, _type = prometheus.render(snapshot(), None)
+	families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+	def values(name: str, *labels: str) -> dict:
+		return {tuple(s.labels[k] for k in labels): s.value for s in families[name].samples}
+
+	assert values("vperf_threshold", "setting") == {("health_critical",): 50.0, ("loss_rate_warning",): 0.05}
+	assert values("vperf_monitor_signal_value", "signal", "unit") == {
+		("loss_rate", "ratio"): 0.25,
+		("capture_cost", "µs"): 310.0,
+	}
+	assert values("vperf_database_cache_hit_ratio", "site") == {("site1.example",): 0.93}
+	assert values("vperf_database_snapshot_timestamp_seconds", "site") == {("site1.example",): 1.7e9}
+	assert values("vperf_open_regressions", "type", "operation", "metric") == {
+		("api", NASTY[0], "duration_p95"): 1,
+		("api", OTHER, "error_rate"): 2,
+	}
+	# without a database snapshot (or a ratio), a monitor sample or a regression: no sample, no zero
+	empty = prometheus.Snapshot(site="s", bounds_ms=BOUNDS)
+	body, _type = prometheus.render(empty, None)
+	names = {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+	assert not names & {
+		"vperf_monitor_signal_value",
+		"vperf_database_cache_hit_ratio",
+		"vperf_database_snapshot_timestamp_seconds",
+		"vperf_open_regressions",
+	}
+
+
+def test_the_exposed_levels_are_every_configured_level_with_the_site_s_own_values():
+	built = config.build_config("production", "default", {"health_critical": 42, "loss_rate_warning": 0.005})
+	levels = prometheus.configured_levels(built)
+	assert set(levels) == {key for warning, critical, _ in config.LEVEL_PAIRS for key in (warning, critical)}
+	assert levels["health_critical"] == 42 and levels["loss_rate_warning"] == 0.005
+	assert levels["job_lag_warning_s"] == built.thresholds.job_lag_s.warning
+	assert levels["db_cache_hit_warning"] == built.database.cache_hit.warning
+
+
+def test_open_regressions_of_operations_without_a_series_are_counted_under_the_other_operations():
+	members = {("api", "busy"), ("job", "nightly")}
+	rows = [
+		("api", "busy", "duration_p95", 1),
+		("api", "rare", "duration_p95", 1),
+		("api", "rarer", "duration_p95", 1),
+		("job", "rare", "error_rate", 1),
+	]
+	assert prometheus.regressions_by_series(rows, members) == {
+		("api", "busy", "duration_p95"): 1,
+		("api", OTHER, "duration_p95"): 2,
+		("job", OTHER, "error_rate"): 1,
+	}
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) not installed")
 def test_promtool_accepts_the_exposition():
 	body, _type = prometheus.render(snapshot(), None)
@@ -207,6 +267,10 @@ def test_otlp_ids_are_deterministic_non_zero_and_keep_the_parent_link():
 	assert otlp.span_id("x") == otlp.span_id("x") != otlp.span_id("y")
 
 
+@pytest.mark.skipif(
+	importlib.util.find_spec("opentelemetry") is None,
+	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
+)
 def test_a_backlog_record_becomes_a_readable_span_with_its_parent():
 	from opentelemetry.sdk.resources import Resource
 	from opentelemetry.trace import SpanKind, StatusCode

@@ -8,7 +8,7 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verenigingen_perf.utils.performance import health
+from verenigingen_perf.utils.performance import health, schedule
 from verenigingen_perf.utils.performance.config import ENVIRONMENTS, Level, build_config
 from verenigingen_perf.utils.performance.schema import ALL_OPERATIONS
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary
@@ -126,9 +126,9 @@ def test_each_kind_of_operation_is_judged_on_its_own_levels():
 
 
 def test_a_job_that_never_ran_has_no_lag_figure():
-	assert health.job_lag_s(None, 60, 1000.0) is None
-	assert health.job_lag_s(990.0, 60, 1000.0) == 0
-	assert health.job_lag_s(800.0, 60, 1000.0) == 140
+	assert schedule.job_lag_s(None, 60, 1000.0) is None
+	assert schedule.job_lag_s(990.0, 60, 1000.0) == 0
+	assert schedule.job_lag_s(800.0, 60, 1000.0) == 140
 
 
 def stored(values):

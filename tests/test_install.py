@@ -3,6 +3,8 @@ keeps its state; uninstalling removes what it added and nothing else, and a rein
 
 import importlib
 import json
+import subprocess
+import sys
 import time
 
 import frappe
@@ -10,8 +12,9 @@ import pytest
 
 from verenigingen_perf import install
 from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.testing import site_state
 from verenigingen_perf.utils.performance import buffer, capture, config, job_reports, redis_store
-from verenigingen_perf.utils.performance.schema import ROLLUP_STATE, SETTINGS
+from verenigingen_perf.utils.performance.schema import METRICS_USER, ROLLUP_STATE, SETTINGS
 
 
 def test_app_is_installed(site):
@@ -53,12 +56,21 @@ def test_postgres_leaves_room_on_the_pages_of_the_tables_every_fold_rewrites(sit
 		assert "fillfactor=70" in (options or []), (doctype, options)
 
 
-def test_migrate_keeps_the_role(site):
-	frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
-	frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
-	install.after_migrate()
-	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-	frappe.db.commit()
+def test_migrate_brings_back_a_deleted_role(site):
+	"""The role is made again on migrate; the grants the deletion took are the site's, put back."""
+	state = site_state.take()
+	try:
+		frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
+		frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
+		install.after_migrate()
+		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+		frappe.db.commit()
+	finally:
+		site_state.restore(state)
+		from vperf_devruntime.members import forget_deleted
+
+		forget_deleted("Role", [PERFORMANCE_MANAGER])
+		frappe.db.commit()
 
 
 def plant_buffered(count: int) -> list[str]:
@@ -144,7 +156,16 @@ def test_scheduled_jobs_are_measured_under_their_own_names(site, default_setting
 
 
 def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, default_settings):
+	"""Only on a site its operator marked disposable: the uninstall takes the site's grants, settings
+	and token with it (that is what it is for); the test puts them back after the reinstall."""
+	if not site_state.disposable():
+		pytest.skip(
+			f"uninstalls the app: runs only on a site marked disposable "
+			f"(bench --site S set-config {site_state.DISPOSABLE_SITE_KEY} 1)"
+		)
 	from frappe.installer import install_app, remove_app
+
+	state = site_state.take()
 
 	config.update_config({"sampling_rate": "0.42"})
 	frappe.db.commit()
@@ -153,6 +174,8 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	desk_records = {dt: frappe.get_all(dt, filters={"module": MODULE}, pluck="name") for dt in DESK_DOCTYPES}
 	assert all(desk_records.values()), desk_records
 	roles_before = frappe.db.count("Role")
+	# copies of the metrics user's documents that an earlier uninstall (before this was checked) kept
+	deleted_before = deleted_copies_of_the_metrics_user()
 	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == "0.42"
 
 	job_types = frappe.get_all(
@@ -162,7 +185,7 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	try:
 		remove_app("verenigingen_perf", yes=True, no_backup=True)
 		frappe.db.commit()
-		check_nothing_is_left(roles_before, user_roles_before)
+		check_nothing_is_left(roles_before, user_roles_before, deleted_before)
 		# a job that ran during the uninstall wrote its report and its (failed) log after the first
 		# sweep: the uninstall's last step sweeps it too
 		from verenigingen_perf.install import after_uninstall
@@ -177,7 +200,7 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 		).db_insert()
 		frappe.db.commit()
 		after_uninstall()
-		check_nothing_is_left(roles_before, user_roles_before)
+		check_nothing_is_left(roles_before, user_roles_before, deleted_before)
 		assert not frappe.db.exists("Scheduled Job Log", {"scheduled_job_type": late_job})
 	finally:
 		if "verenigingen_perf" not in frappe.get_installed_apps():
@@ -192,18 +215,23 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 		for doctype, names in desk_records.items():
 			forget_deleted(doctype, names)
 		frappe.db.commit()
-	# the desk comes back with the app: pages, workspace, cards and chart
-	for doctype, names in desk_records.items():
-		assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
-	assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
-	watermark = frappe.db.sql(
-		"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
-	)
-	assert not watermark or watermark[0][0] is None
-	assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
-	assert config.get_config().overrides == {}
-	json.dumps(config.describe(config.get_config()))
+	try:
+		# the desk comes back with the app: pages, workspace, cards and chart
+		for doctype, names in desk_records.items():
+			assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
+		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+		assert frappe.db.exists("User", METRICS_USER)
+		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
+		watermark = frappe.db.sql(
+			"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+		)
+		assert not watermark or watermark[0][0] is None
+		assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
+		assert config.get_config().overrides == {}
+		json.dumps(config.describe(config.get_config()))
+	finally:
+		# the site's grants of the role, its settings and its token, as they were before
+		site_state.restore(state)
 
 
 MODULE = "Verenigingen Perf"
@@ -216,8 +244,16 @@ def count_user_roles() -> int:
 	return frappe.db.count("Has Role", {"role": ("!=", PERFORMANCE_MANAGER), "parenttype": "User"})
 
 
-def check_nothing_is_left(roles_before: int, user_roles_before: int) -> None:
+def deleted_copies_of_the_metrics_user() -> int:
+	return frappe.db.count("Deleted Document", {"deleted_name": METRICS_USER})
+
+
+def check_nothing_is_left(roles_before: int, user_roles_before: int, deleted_before: int) -> None:
 	assert "verenigingen_perf" not in frappe.get_installed_apps()
+	assert not frappe.db.exists("User", METRICS_USER)
+	# nothing of the metrics user is kept as a deleted document (its notification settings included)
+	assert deleted_copies_of_the_metrics_user() == deleted_before
+	assert not frappe.db.exists("Contact", {"user": METRICS_USER})
 	assert not frappe.db.exists("Role", PERFORMANCE_MANAGER)
 	assert frappe.db.count("Role") == roles_before - 1
 	assert count_user_roles() == user_roles_before
@@ -229,3 +265,12 @@ def check_nothing_is_left(roles_before: int, user_roles_before: int) -> None:
 	assert not frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
 	assert not frappe.db.exists("Module Def", "Verenigingen Perf")
 	assert not list(buffer.redis_client().scan_iter(match=redis_store.key("*")))
+
+
+def test_installing_the_app_and_its_test_extra_breaks_no_requirement():
+	"""`pip check` in the environment the tests run in: the app's dependencies and its test extra
+	(not its otlp extra, whose protobuf Frappe v15's google-api-core refuses) fit what is there."""
+	result = subprocess.run(
+		[sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300
+	)
+	assert result.returncode == 0, result.stdout + result.stderr

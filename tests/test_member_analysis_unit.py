@@ -38,7 +38,6 @@ def test_shapes_keep_what_distinguishes_statements():
 
 def measurement(queries):
 	shapes = statements.group_shapes([(q, 0.001) for q in queries])
-	repeats = CONFIG.analysis.n_plus_one_min_repeats
 	return ma.MemberMeasurement(
 		doctype="Member",
 		member="m1",
@@ -49,7 +48,7 @@ def measurement(queries):
 		child_rows=0,
 		link_values=0,
 		shapes=shapes,
-		repeated_shapes=[s for s in shapes if s.count >= repeats],
+		repeated_shapes=ma.repeated_shapes(shapes, CONFIG),
 	)
 
 

@@ -288,7 +288,7 @@ def test_drain_claims_locks_reports_settings_and_dashboards_stay_with_their_site
 
 	# a job lock of one site is not another's
 	def rollups_while_holding_the_lock() -> list[str]:
-		with buffer.exclusive("rollup", 60) as held:
+		with redis_store.exclusive("rollup", 60) as held:
 			assert held
 			return [site.run(lambda: rollup.run_rollup().status) for site in sites]
 

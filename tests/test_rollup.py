@@ -20,6 +20,7 @@ from verenigingen_perf.utils.performance import (
 	config,
 	job_reports,
 	operations,
+	redis_store,
 	retention,
 	rollup,
 	schema,
@@ -178,17 +179,75 @@ def test_rollup_counts_exactly_and_percentiles_within_accuracy(clean_slate):
 
 def test_a_run_stops_after_its_budget_and_the_next_goes_on(clean_slate, default_settings):
 	"""The rollup runs every ten minutes on the default queue: a run with a backlog stops between two
-	hours once past `rollup_run_budget_s`, and the next run folds the rest."""
-	config.update_config({"rollup_run_budget_s": 1})
+	folds once past `rollup_run_budget_s`, and the next run folds the rest (one hour per fold here)."""
+	config.update_config({"rollup_run_budget_s": 1, "rollup_fold_rows": 1})
 	frappe.db.commit()
 	now = frappe.utils.now_datetime()
 	rows, ingested = make_rows(300, now, hours=3)
 	insert(rows)
 	first = rollup.run_rollup(now, on_hour=lambda _hour: time.sleep(1.1))
-	assert first.hours_folded == 1 and first.status.startswith("stopped: rollup_run_budget_s")
+	assert first.folds == first.hours_folded == 1
+	assert first.status.startswith("stopped: rollup_run_budget_s")
 	second = rollup.run_rollup(now)
 	assert second.status == "ok" and second.hours_folded >= 1
 	assert_nothing_lost(ingested)
+
+
+def ingested_between(start: datetime, end: datetime) -> int:
+	return frappe.db.sql(
+		f"select count(*) from `tab{schema.METRIC}` where creation >= %s and creation < %s",
+		(timeutil.format_datetime(start), timeutil.format_datetime(end)),
+	)[0][0]
+
+
+@pytest.mark.parametrize("fold_rows", [50_000, 120, 1])
+def test_a_backlog_is_folded_many_hours_at_a_time_within_rollup_fold_rows(
+	clean_slate, default_settings, fold_rows
+):
+	"""A fold takes the complete hours that hold at most `rollup_fold_rows` rows, and at least one
+	hour whatever it holds; folds end on whole hours, and nothing is lost or counted twice."""
+	config.update_config({"rollup_fold_rows": fold_rows})
+	frappe.db.commit()
+	now = frappe.utils.now_datetime()
+	rows, ingested = make_rows(600, now, hours=12)
+	insert(rows)
+	first = frappe.db.sql(f"select min(creation) from `tab{schema.METRIC}`")[0][0]
+	first_hour = timeutil.floor_hour(timeutil.as_datetime(first))
+	ends = []
+	report = rollup.run_rollup(now, on_hour=lambda last: ends.append(last + rollup.HOUR))
+	assert report.status == "ok" and report.folds == len(ends)
+	assert rollup.get_watermark() == ends[-1]
+	starts = [first_hour, *ends[:-1]]
+	assert report.hours_folded == round((ends[-1] - first_hour) / rollup.HOUR)
+	assert report.rows_aggregated == ingested_between(first_hour, ends[-1])
+	for start, end in zip(starts, ends, strict=True):
+		assert end == timeutil.floor_hour(end) and end > start
+		assert ingested_between(start, end) <= fold_rows or end - start == rollup.HOUR
+	if fold_rows == 50_000:
+		assert report.folds == 1 and report.hours_folded >= 10
+	else:
+		assert report.folds > 1
+	assert_nothing_lost(ingested)
+
+
+def test_folding_many_hours_at_once_stores_what_folding_hour_by_hour_does(clean_slate, default_settings):
+	now = frappe.utils.now_datetime()
+	rows, _ingested = make_rows(800, now, hours=20)
+	fields = ["name", "count", "error_count", "query_sum", "query_max", "duration_max_ms", "sketch"]
+	stored = []
+	for fold_rows in (1, 50_000):
+		clean_slate()
+		config.update_config({"rollup_fold_rows": fold_rows})
+		insert(rows)
+		report = rollup.run_rollup(now)
+		assert report.rows_aggregated > 0 and (report.folds > 1) == (fold_rows == 1)
+		stored.append(frappe.get_all(schema.AGGREGATE, fields=[*fields, "duration_sum_ms"], order_by="name"))
+	hour_by_hour, at_once = stored
+	assert [{f: row[f] for f in fields} for row in hour_by_hour] == [
+		{f: row[f] for f in fields} for row in at_once
+	]
+	for one, other in zip(hour_by_hour, at_once, strict=True):
+		assert math.isclose(one.duration_sum_ms, other.duration_sum_ms, rel_tol=1e-9)
 
 
 def test_site_wide_rows_are_backfilled_as_the_rollup_writes_them(clean_slate):
@@ -230,10 +289,12 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	before = frappe.db.get_value(schema.AGGREGATE, name, "count")
 	# rows that started in that hour, ingested now (hours later)
 	late, _ = make_rows(7, now, hours=1, operations=1, seed=9, late_share=0)
+	# ingested after the watermark, as a drain writes them
+	ingested_at = rollup.get_watermark() + timedelta(minutes=10)
 	late = [
 		buffer.detail_row(
 			values["name"],
-			timeutil.format_datetime(now - timedelta(minutes=30)),
+			timeutil.format_datetime(ingested_at),
 			{
 				**values,
 				"operation": operation,
@@ -244,7 +305,7 @@ def test_late_rows_are_merged_into_their_hour(clean_slate):
 	]
 	insert(late)
 	ingested[some_hour_key] += 7
-	report = rollup.run_rollup(now + timedelta(hours=1))
+	report = rollup.run_rollup(ingested_at + timedelta(hours=2))
 	assert report.late_rows >= 7
 	assert frappe.db.get_value(schema.AGGREGATE, name, "count") == before + 7
 	assert_nothing_lost(ingested)
@@ -286,7 +347,7 @@ def test_without_the_lock_the_watermark_still_folds_each_hour_once(clean_slate, 
 	def no_lock(name, timeout_s):
 		yield True
 
-	monkeypatch.setattr(buffer, "exclusive", no_lock)
+	monkeypatch.setattr(redis_store, "exclusive", no_lock)
 	barrier = threading.Barrier(2, timeout=60)
 	claim = rollup.claim_watermark
 
@@ -405,7 +466,8 @@ def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job, tmp_path):
 	"""Kill the job process (SIGKILL) at many points, each after it has made some progress, re-run it
 	each time: the invariant holds. The runs are checked to have progressed and to have been killed
 	while still running, so a job that crashed at start could not pass."""
-	config.update_config({"delete_batch_size": 5, "aggregation_page_size": 200})
+	# small folds (a few hours each) and pages: a run has many points to be killed at
+	config.update_config({"delete_batch_size": 5, "aggregation_page_size": 200, "rollup_fold_rows": 120})
 	frappe.db.commit()
 	now = frappe.utils.now_datetime()
 	# retention: every row past the detail retention, so that there is much to delete
@@ -430,7 +492,7 @@ def test_killed_jobs_lose_nothing(clean_slate, spawn_job, job, tmp_path):
 		if process.returncode != -signal.SIGKILL:
 			assert process.returncode == 0, output[-2000:]
 		# a killed run leaves its Redis lock behind until it expires; the next run must not wait for that
-		buffer.redis_client().delete(buffer.lock_key("rollup"), buffer.lock_key("retention"))
+		buffer.redis_client().delete(redis_store.lock_key("rollup"), redis_store.lock_key("retention"))
 		frappe.db.rollback()
 		assert_nothing_lost(ingested)
 	assert killed_while_running >= 4, f"only {killed_while_running} of 8 runs were killed while running"
@@ -531,14 +593,9 @@ def test_operations_past_the_hourly_cap_are_folded_into_one_counted_operation(cl
 		"duration_ms": 1.0,
 		"status": "ok",
 	}
-	insert(
-		[
-			buffer.detail_row(
-				capture.new_id(), timeutil.format_datetime(now - timedelta(minutes=30)), late_values
-			)
-		]
-	)
-	rollup.run_rollup(now + timedelta(hours=1))
+	ingested_at = rollup.get_watermark() + timedelta(minutes=10)
+	insert([buffer.detail_row(capture.new_id(), timeutil.format_datetime(ingested_at), late_values)])
+	rollup.run_rollup(ingested_at + timedelta(hours=2))
 	overflow = frappe.get_all(
 		schema.AGGREGATE,
 		filters={"granularity": "hour", "operation": schema.OVERFLOW_OPERATION},

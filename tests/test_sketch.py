@@ -7,11 +7,18 @@ import struct
 import zlib
 from array import array
 
+import numpy as np
 from ddsketch import DDSketch, LogarithmicMapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verenigingen_perf.utils.performance.sketch import QUANTILES, RELATIVE_ACCURACY, Summary, loads
+from verenigingen_perf.utils.performance.sketch import (
+	QUANTILES,
+	RELATIVE_ACCURACY,
+	Summary,
+	keys_of,
+	loads,
+)
 
 durations = st.lists(st.floats(min_value=0.01, max_value=60_000, allow_nan=False), min_size=1, max_size=400)
 
@@ -161,3 +168,24 @@ def test_add_many_equals_adding_one_by_one(values):
 	)
 	assert math.isclose(many.duration_sum_ms, one.duration_sum_ms, rel_tol=1e-9, abs_tol=1e-9)
 	assert many.quantiles(tuple(QUANTILES.values())) == one.quantiles(tuple(QUANTILES.values()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+	values=st.lists(st.floats(min_value=1e-300, max_value=1e300, allow_nan=False), min_size=1, max_size=300)
+)
+def test_keys_of_an_array_are_the_mappings_keys_one_by_one(values):
+	mapping = LogarithmicMapping(RELATIVE_ACCURACY)
+	assert keys_of(np.array(values)).tolist() == [mapping.key(v) for v in values]
+
+
+def test_keys_next_to_bin_boundaries_are_the_mappings():
+	"""The values where numpy's logarithm and the C library's could disagree: the bin boundaries
+	(gamma to a whole power) and the floats just around them."""
+	mapping = LogarithmicMapping(RELATIVE_ACCURACY)
+	boundaries = np.array([mapping.gamma**k for k in range(-600, 1400)])
+	values = np.concatenate(
+		[boundaries, np.nextafter(boundaries, 0), np.nextafter(boundaries, np.inf), [1.0, 2.0, 1000.0]]
+	)
+	values = values[(values > mapping.min_possible) & np.isfinite(values)]
+	assert keys_of(values).tolist() == [mapping.key(float(v)) for v in values]

@@ -20,7 +20,6 @@ _SINCE = re.compile(r"^(\d{1,6})([mhd])$")
 _SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _MAX_LIMIT = 1000
 # a baseline's pin name is a Data column (140 characters)
-_NAME_MAX_CHARS = 140
 
 
 @click.group("vperf")
@@ -73,25 +72,58 @@ def export_alert_rules(context) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @pass_context
 def import_alert_rules(context, path: str) -> None:
-	"""Create or update alert rules from a YAML file, all or none."""
+	"""Create or update alert rules from a YAML file, all or none (exit 2: the file was refused, every
+	reason listed, nothing changed)."""
 	import frappe
 
 	from verenigingen_perf.utils.performance.alerts import rules, store
 
+	text = _read_bounded_text(path, store.MAX_YAML_CHARS)
 	frappe.init(site=_one_site(context))
 	frappe.connect()
 	try:
-		with open(path, encoding="utf-8") as f:
-			result = store.import_rules(f.read())
+		result = store.import_rules(text)
 		frappe.db.commit()
 		click.echo(f"{result['created']} created, {result['updated']} updated")
 	except rules.RuleError as error:
+		# a refused file is bad input, as a bad argument is (nothing was changed)
 		frappe.db.rollback()
 		for line in error.errors:
 			click.echo(line, err=True)
-		sys.exit(1)
+		sys.exit(2)
 	finally:
 		frappe.destroy()
+
+
+def _read_bounded_text(path: str, max_chars: int) -> str:
+	"""A UTF-8 text file of at most `max_chars` (at most 4 bytes each), refused (exit 2) before more
+	than that is read: a large or endless file (a device, a pipe) is never read whole."""
+	max_bytes = 4 * max_chars
+	with open(path, "rb") as f:
+		data = f.read(max_bytes + 1)
+	if len(data) > max_bytes:
+		raise click.BadParameter(f"at most {max_chars:,} characters", param_hint="PATH")
+	try:
+		text = data.decode("utf-8")
+	except UnicodeDecodeError as error:
+		raise click.BadParameter(
+			f"must be UTF-8 text (byte {error.start} is not)", param_hint="PATH"
+		) from None
+	if len(text) > max_chars:
+		raise click.BadParameter(f"at most {max_chars:,} characters", param_hint="PATH")
+	return text
+
+
+def _checked_arguments(context, check: Callable[[], Any]) -> Any:
+	"""The command's arguments checked by the whitelisted API's own rules (`api/arguments.py`), on
+	the first site (the checks read nothing of it): a bad one exits with 2, naming it and the rule."""
+	import frappe
+
+	with _connected(_sites(context)[0]):
+		try:
+			return check()
+		except frappe.ValidationError as error:
+			raise click.BadParameter(frappe.utils.strip_html(str(error))) from None
 
 
 def _sites(context) -> list[str]:
@@ -409,16 +441,20 @@ def refresh_baselines(context) -> None:
 @pass_context
 def pin_baseline(context, name: str, operations: tuple[str, ...]) -> None:
 	"""Freeze the current rolling figures as a named baseline (as the pin_baseline API does)."""
+	from verenigingen_perf.api import arguments
+	from verenigingen_perf.api.detection import MAX_PINNED_OPERATIONS
 	from verenigingen_perf.utils.performance.config import get_config
 	from verenigingen_perf.utils.performance.detection import reports
 
-	if len(name) > _NAME_MAX_CHARS or not name.strip() or "\n" in name:
-		raise click.BadParameter(f"must be one line of 1 to {_NAME_MAX_CHARS} characters", param_hint="NAME")
-	_run_job(
+	pin, listed = _checked_arguments(
 		context,
-		f"Pinned baseline {name!r}",
-		lambda: reports.pin(name, list(operations) or None, get_config()),
+		lambda: (
+			arguments.name(name, "NAME"),
+			arguments.name_list(list(operations), "--operation", MAX_PINNED_OPERATIONS, arguments.name)
+			or None,
+		),
 	)
+	_run_job(context, f"Pinned baseline {pin!r}", lambda: reports.pin(pin, listed, get_config()))
 
 
 commands = [vperf]

@@ -41,6 +41,12 @@ after_job = ["verenigingen_perf.utils.performance.capture.after_job"]
 # endpoint only (api/export.py)
 auth_hooks = ["verenigingen_perf.api.export.authenticate"]
 
+# the stages' consumers, so that no stage knows them: the drain hands every committed batch of rows
+# to these (the OpenTelemetry span export), the rollup every fold's summaries, in its transaction (the
+# exposition's cumulative counters). Another app may add its own.
+vperf_drain_sinks = ["verenigingen_perf.utils.performance.export.otlp.hand_over"]
+vperf_rollup_sinks = ["verenigingen_perf.utils.performance.export.counter_store.fold_into_counters"]
+
 scheduler_events = {
 	"cron": {
 		"* * * * *": [

@@ -6,7 +6,7 @@ from frappe import _
 
 from verenigingen_perf.utils.performance import config, dashboard, redis_store, storage
 from verenigingen_perf.utils.performance.rollup import ensure_state_row
-from verenigingen_perf.utils.performance.schema import ROLLUP_STATE, SETTINGS
+from verenigingen_perf.utils.performance.schema import METRICS_USER, ROLLUP_STATE, SETTINGS
 
 APP = "verenigingen_perf"
 PERFORMANCE_MANAGER = "Performance Manager"
@@ -26,6 +26,44 @@ def ensure_roles() -> None:
 		).insert(ignore_permissions=True)
 
 
+def ensure_metrics_user() -> None:
+	"""The identity a metrics token acts as (api/export.py): a user with the reader role only, no
+	password (nobody logs in as it) and no welcome mail; created when missing. A site that disables it
+	or gives it another role disables the token (the scrape is refused, never run with more)."""
+	if frappe.db.exists("User", METRICS_USER):
+		return
+	user = frappe.get_doc(
+		{
+			"doctype": "User",
+			"email": METRICS_USER,
+			"first_name": _("Performance metrics scraper"),
+			"send_welcome_email": 0,
+			"roles": [{"role": PERFORMANCE_MANAGER}],
+		}
+	)
+	user.flags.no_welcome_mail = True
+	user.insert(ignore_permissions=True)
+
+
+def remove_metrics_user() -> None:
+	"""The metrics user, with the contact the framework made for it; nothing of it kept as a deleted
+	document (the app made it, the app takes it)."""
+	contacts = set(frappe.get_all("Contact", filters={"user": METRICS_USER}, pluck="name"))
+	contacts |= set(frappe.get_all("Contact Email", filters={"email_id": METRICS_USER}, pluck="parent"))
+	for contact in contacts:
+		frappe.delete_doc("Contact", contact, ignore_permissions=True, force=True, delete_permanently=True)
+	if frappe.db.exists("User", METRICS_USER):
+		# the framework's own deletion of the user's notification settings would keep a copy of them
+		frappe.delete_doc(
+			"Notification Settings",
+			METRICS_USER,
+			ignore_permissions=True,
+			force=True,
+			delete_permanently=True,
+		)
+		frappe.delete_doc("User", METRICS_USER, ignore_permissions=True, force=True, delete_permanently=True)
+
+
 def before_install() -> None:
 	# doctype permissions name the role, so it must exist before the doctypes sync
 	ensure_roles()
@@ -34,6 +72,7 @@ def before_install() -> None:
 def after_install() -> None:
 	storage.leave_room_for_updates()
 	ensure_roles()
+	ensure_metrics_user()
 	ensure_state_row()
 	install_shipped_rules()
 	frappe.db.commit()
@@ -42,6 +81,7 @@ def after_install() -> None:
 def after_migrate() -> None:
 	storage.leave_room_for_updates()
 	ensure_roles()
+	ensure_metrics_user()
 	ensure_state_row()
 	install_shipped_rules()
 
@@ -61,9 +101,10 @@ def clear_caches() -> None:
 
 
 def before_uninstall() -> None:
-	"""Remove what the framework's uninstall leaves behind: the role and every grant of it, then the
-	app's state (`remove_app_state`). The doctypes, their tables and the module go with the
-	framework's own uninstall."""
+	"""Remove what the framework's uninstall leaves behind: the metrics user, the role and every grant
+	of it, then the app's state (`remove_app_state`). The doctypes, their tables and the module go with
+	the framework's own uninstall."""
+	remove_metrics_user()
 	remove_role()
 	remove_app_state()
 

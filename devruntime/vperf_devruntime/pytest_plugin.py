@@ -597,16 +597,32 @@ def desk_browser(server_url: str) -> Iterator[Browser]:
 		browser.close()
 
 
+# The console message types a desk page must not log: console.error, console.warn, a failed console.assert
+CONSOLE_PROBLEM_TYPES = ("error", "warning", "assert")
+
+
 @dataclass
 class DeskPage:
-	"""A browser tab in the desk, logged in as `user`. `console_errors` collects the console's errors
-	and the page's uncaught exceptions, in order."""
+	"""A browser tab in the desk, logged in as `user`. `console_problems` collects, in order, the
+	console's errors, warnings and failed assertions and the page's uncaught exceptions; the fixture
+	fails the test when any is left at its end (a test that provokes one on purpose removes it with
+	`expect_console_problem`)."""
 
 	page: Page
 	context: BrowserContext
 	user: str
 	base_url: str
-	console_errors: list[str]
+	console_problems: list[str]
+
+	def expect_console_problem(self, fragment: str, required: bool = True) -> list[str]:
+		"""Take the collected problems containing `fragment` out of `console_problems` (the test
+		provoked them), returning them; fails when there is none, unless not `required`."""
+		expected = [p for p in self.console_problems if fragment in p]
+		assert expected or not required, (
+			f"no console problem containing {fragment!r}: {self.console_problems}"
+		)
+		self.console_problems[:] = [p for p in self.console_problems if fragment not in p]
+		return expected
 
 	def goto(self, path: str) -> None:
 		"""Open `path` (e.g. /app/user) and wait until the desk has shown its page."""
@@ -626,8 +642,10 @@ class DeskPage:
 @pytest.fixture
 def desk_page(desk_browser: Browser, http: Callable, server_url: str) -> Iterator[Callable[[str], DeskPage]]:
 	"""`desk_page(user)` opens a new browser context logged in as `user` (the session of `http(user)`)
-	on the desk (/app); the contexts are closed after the test."""
+	on the desk (/app); the contexts are closed after the test, which fails if a page logged a
+	console warning or error it did not expect."""
 	contexts: list[BrowserContext] = []
+	desks: list[DeskPage] = []
 	base_url = _browser_url(server_url)
 
 	def _open(user: str) -> DeskPage:
@@ -640,19 +658,31 @@ def desk_page(desk_browser: Browser, http: Callable, server_url: str) -> Iterato
 		)
 		page = context.new_page()
 		desk = DeskPage(page, context, user, base_url, [])
+		desks.append(desk)
 
 		def on_console(message: Any) -> None:
-			if message.type == "error":
-				desk.console_errors.append(f"console: {message.text} ({message.location.get('url')})")
+			if message.type in CONSOLE_PROBLEM_TYPES:
+				desk.console_problems.append(
+					f"console {message.type}: {message.text} ({message.location.get('url')})"
+				)
 
 		page.on("console", on_console)
-		page.on("pageerror", lambda error: desk.console_errors.append(f"page error: {error}"))
+
+		def on_page_error(error: Any) -> None:
+			# where it was thrown: the stack's first frames
+			where = " | ".join((error.stack or "").splitlines()[1:4])
+			desk.console_problems.append(f"page error: {error} ({where.strip()})")
+
+		page.on("pageerror", on_page_error)
 		desk.goto("/app")
 		return desk
 
 	yield _open
 	for context in contexts:
 		context.close()
+	left = [f"{desk.user}: {problem}" for desk in desks for problem in desk.console_problems]
+	if left:
+		pytest.fail("the desk logged console problems:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture

@@ -68,6 +68,8 @@ def _site_config(backend: str, env: dict[str, str], existing: dict) -> dict:
 		"developer_mode": 0,
 		# the runtime runs no realtime (socket.io) server: the desk does not try to connect to one
 		"disable_async": 1,
+		# a throwaway site: the tests may uninstall and reinstall the app on it
+		"vperf_disposable_site": 1,
 		# as `bench new-site` writes it: every process of the site decrypts Password fields with it
 		"encryption_key": existing.get("encryption_key") or Fernet.generate_key().decode(),
 	}
@@ -224,6 +226,53 @@ def _after_install_site() -> None:
 	# the framework's setup wizard is not run on a throwaway site
 	frappe.db.set_single_value("System Settings", "setup_complete", 1)
 	frappe.db.set_default("desktop:home_page", "workspace")
+	use_machine_time_zone()
+
+
+def machine_time_zone() -> str:
+	"""The machine's time zone as an IANA name: the one TZ names, else the one /etc/localtime links
+	to, else /etc/timezone's; UTC when none names a known zone."""
+	from zoneinfo import available_timezones
+
+	def zone_of_path(path: str) -> str:
+		# /usr/share/zoneinfo/Europe/Amsterdam (or .../zoneinfo/posix/Europe/Amsterdam) -> Europe/Amsterdam
+		name = path.split("/zoneinfo/", 1)[-1]
+		return name.removeprefix("posix/").removeprefix("right/")
+
+	candidates = [zone_of_path(os.environ.get("TZ", "").lstrip(":"))]
+	if os.path.islink("/etc/localtime"):
+		candidates.append(zone_of_path(os.path.realpath("/etc/localtime")))
+	with contextlib.suppress(OSError):
+		candidates.append(Path("/etc/timezone").read_text().strip())
+	known = available_timezones()
+	return next((name for name in candidates if name in known), "UTC")
+
+
+def use_machine_time_zone() -> None:
+	"""System Settings take the machine's time zone, as a bench's setup wizard takes the one its user
+	picks: with none set the framework runs the site in Asia/Kolkata, so the demo and the desk showed
+	times hours off the machine's clock. Saved as a user would (the caches of the zone are cleared);
+	rows stored before a change keep their times (`run site --fresh` starts over)."""
+	import frappe
+
+	zone = machine_time_zone()
+	settings = frappe.get_single("System Settings")
+	# the zone the users made so far were given (a user gets the site's zone when made): the
+	# framework's own when none was set
+	previous = settings.time_zone or frappe.utils.get_system_timezone()
+	if settings.time_zone != zone or not settings.language:
+		settings.time_zone = zone
+		# the setup wizard sets the language with the zone; System Settings are not saved without one
+		settings.language = settings.language or "en"
+		settings.save(ignore_permissions=True)
+	# the setup wizard gives the standard users the zone; so do the users made with the old one (the
+	# app's metrics user at install): a user's desk shows times in the user's zone
+	users = set(frappe.STANDARD_USERS) | set(frappe.get_all("User", {"time_zone": previous}, pluck="name"))
+	moved = [user for user in users if frappe.db.get_value("User", user, "time_zone") != zone]
+	for user in moved:
+		frappe.db.set_value("User", user, "time_zone", zone)
+	if moved:
+		frappe.clear_cache()
 
 
 def migrate() -> None:
@@ -248,6 +297,7 @@ def migrate() -> None:
 	sync_fixtures()
 	for hook in frappe.get_hooks("after_migrate"):
 		frappe.get_attr(hook)()
+	use_machine_time_zone()
 	frappe.db.commit()
 	frappe.clear_cache()
 	frappe.flags.in_migrate = False

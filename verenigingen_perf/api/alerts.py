@@ -25,7 +25,6 @@ from verenigingen_perf.utils.performance.schema import ALERT, ALERT_RULE, ALERT_
 STATES = (alert_rules.PENDING, alert_rules.FIRING, alert_rules.RESOLVED)
 MAX_LIMIT = 500
 _NOTE_MAX_CHARS = 2000
-_NAME_MAX_CHARS = 140
 ALERT_FIELDS = [
 	"name",
 	"rule",
@@ -70,7 +69,7 @@ def list_alerts(state: Any = None, limit: Any = 100) -> dict[str, Any]:
 def acknowledge_alert(name: Any = None, note: Any = None) -> dict[str, Any]:
 	"""Record who has seen an alert, with a note (it changes no state and no notification)."""
 	begin_api_call(*READER_ROLES)
-	alert = arguments.text(name, "name", _NAME_MAX_CHARS)
+	alert = arguments.name(name, "name")
 	text = arguments.text(note, "note", _NOTE_MAX_CHARS, required=False)
 	if not frappe.db.exists(ALERT, alert):
 		frappe.throw(
@@ -101,7 +100,7 @@ def create_silence(
 	if isinstance(matchers, dict):
 		matchers = json.dumps(matchers)
 	text = arguments.text(matchers, "matchers", 4000)
-	why = arguments.text(reason, "reason", _NAME_MAX_CHARS)
+	why = arguments.name(reason, "reason")
 	start = arguments.moment(starts_at, "starts_at") or frappe.utils.now_datetime()
 	end = arguments.moment(ends_at, "ends_at")
 	if end is None:
@@ -119,7 +118,7 @@ def test_rule(name: Any = None) -> dict[str, Any]:
 	"""Evaluate one rule now, without recording or notifying anything: what it watches and whether
 	each would breach."""
 	begin_api_call(*READER_ROLES)
-	rule_name = arguments.text(name, "name", _NAME_MAX_CHARS)
+	rule_name = arguments.name(name, "name")
 	if not frappe.db.exists(ALERT_RULE, rule_name):
 		frappe.throw(
 			_("name: no alert rule is named {0}").format(repr(rule_name)),

@@ -17,13 +17,11 @@ from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.database import snapshot
 
 ROLE = "System Manager"
-# a snapshot's name (a hash) or a pin's name: Frappe's Data columns hold 140 characters
-_NAME_MAX_CHARS = 140
 MAX_LIMIT = 500
 
 
 def _name(value: Any, argument: str, required: bool = True) -> str | None:
-	return arguments.text(value, argument, _NAME_MAX_CHARS, required=required, single_line=True) or None
+	return arguments.name(value, argument, required=required) or None
 
 
 def _read(name: str) -> dict[str, Any]:

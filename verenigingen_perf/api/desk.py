@@ -18,8 +18,6 @@ from verenigingen_perf.install import READER_ROLES
 from verenigingen_perf.utils.performance import dashboard, operation_view, trace_view
 from verenigingen_perf.utils.performance.config import get_config
 
-# Frappe's Data columns hold 140 characters (an operation name is one)
-_OPERATION_MAX_CHARS = 140
 # capture.new_id: 16 hex digits of time and 8 random ones; the buffer keeps at most 32
 _TRACE_ID = re.compile(r"^[0-9a-f]{8,32}$")
 DASHBOARD_ROUTE = ["performance-dashboard"]
@@ -29,7 +27,7 @@ DASHBOARD_ROUTE = ["performance-dashboard"]
 def operation_detail(operation: Any = None) -> dict[str, Any]:
 	"""One operation's series, baselines, regressions and slowest recent detail rows."""
 	begin_api_call(*READER_ROLES)
-	name = arguments.text(operation, "operation", _OPERATION_MAX_CHARS, single_line=True)
+	name = arguments.name(operation, "operation")
 	return operation_view.operation_view(name, get_config())
 
 

@@ -6,7 +6,6 @@ a bad one is a validation error that names it and the rule, and changes nothing.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +20,6 @@ from verenigingen_perf.utils.performance.detection import reports
 from verenigingen_perf.utils.performance.schema import ACKNOWLEDGED, OPEN, RESOLVED
 
 # Frappe's Data columns hold 140 characters
-_NAME_MAX_CHARS = 140
 _NOTE_MAX_CHARS = 2000
 # operations one pin may list (the rollup keeps at most max_operations_per_hour a period anyway)
 MAX_PINNED_OPERATIONS = 1000
@@ -32,33 +30,17 @@ _MAX_SINCE_DAYS = 7300
 
 
 def _name(value: Any, argument: str, required: bool = True) -> str | None:
-	return arguments.text(value, argument, _NAME_MAX_CHARS, required=required, single_line=True) or None
+	return arguments.name(value, argument, required=required) or None
 
 
 def _operations(value: Any) -> list[str] | None:
 	"""A list, a JSON list or a comma-separated string of operation names; None: every operation."""
 	if value is None or (isinstance(value, str) and not value.strip()):
 		return None
-	items = value
-	if isinstance(value, str):
-		text = value.strip()
-		if text.startswith("{"):
-			arguments.invalid("operations: must be a list of operation names, got a JSON object")
-		if text.startswith("["):
-			try:
-				items = json.loads(text)
-			except ValueError:
-				arguments.invalid("operations: starts like a JSON list but is not valid JSON")
-		else:
-			items = [part for part in text.split(",") if part.strip()]
-	if not isinstance(items, list | tuple):
-		arguments.invalid(f"operations: must be a list of operation names, got {type(value).__name__}")
-	if len(items) > MAX_PINNED_OPERATIONS:
-		arguments.invalid(f"operations: at most {MAX_PINNED_OPERATIONS} may be listed, got {len(items)}")
-	names = [_name(item, f"operations[{i}]") for i, item in enumerate(items)]
+	names = arguments.name_list(value, "operations", MAX_PINNED_OPERATIONS, arguments.name, "operation names")
 	if not names:
 		arguments.invalid("operations: must name at least one operation, or be left out for all")
-	return list(dict.fromkeys(names))
+	return names
 
 
 def _status(value: Any) -> str | None:

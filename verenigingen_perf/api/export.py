@@ -3,8 +3,9 @@
 `metrics` answers the exposition (text written by prometheus_client, see utils/performance/export/) to
 System Manager and Performance Manager (a session, or Frappe's `Authorization: token key:secret` of such
 a user), and to a scraper presenting the metrics token of Performance Settings as `Authorization:
-Bearer <token>`. Guest and every other user are refused; a wrong token is refused by the framework
-(an Authorization header that logs nobody in is an authentication error).
+Bearer <token>`: the request then runs as the app's metrics user (schema.METRICS_USER), which has the
+reader role only, on the metrics endpoint only. Guest and every other user are refused; a wrong token
+is refused by the framework (an Authorization header that logs nobody in is an authentication error).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 import frappe
 from frappe import _
+from frappe.permissions import ALL_USER_ROLE, GUEST_ROLE, SYSTEM_USER_ROLE
 from werkzeug.wrappers import Response
 
 from verenigingen_perf.api import begin_api_call
-from verenigingen_perf.install import READER_ROLES
+from verenigingen_perf.install import PERFORMANCE_MANAGER, READER_ROLES
 from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.export import prometheus
-from verenigingen_perf.utils.performance.schema import SETTINGS
+from verenigingen_perf.utils.performance.schema import METRICS_USER, SETTINGS
 
 METRICS_METHOD = "verenigingen_perf.api.export.metrics"
 METRICS_PATHS = tuple(f"/api{version}/method/{METRICS_METHOD}" for version in ("", "/v1", "/v2"))
@@ -30,9 +32,8 @@ TOKEN_FIELD = "metrics_token"
 _TOKEN_MAX_CHARS = 200
 # random bytes of a generated token (secrets.token_urlsafe: 256 bits)
 _TOKEN_BYTES = 32
-# the identity a valid metrics token acts as, on the metrics endpoint only
-_TOKEN_USER = "Administrator"
-_TOKEN_FLAG = "vperf_metrics_token"
+# what the metrics user may hold: the reader role, and the roles Frappe gives every desk user
+_TOKEN_USER_ROLES = {PERFORMANCE_MANAGER, GUEST_ROLE, ALL_USER_ROLE, SYSTEM_USER_ROLE}
 
 
 def authenticate() -> None:
@@ -44,10 +45,18 @@ def authenticate() -> None:
 	if frappe.session.user not in ("", "Guest"):
 		return
 	scheme, _space, credentials = (request.headers.get("Authorization") or "").partition(" ")
-	if scheme.lower() != "bearer" or not valid_token(credentials.strip()):
+	if scheme.lower() != "bearer" or not valid_token(credentials.strip()) or not token_user_is_least():
 		return
-	frappe.flags[_TOKEN_FLAG] = True
-	frappe.set_user(_TOKEN_USER)
+	frappe.set_user(METRICS_USER)
+
+
+def token_user_is_least() -> bool:
+	"""The metrics user exists, is enabled and holds the reader role and nothing more (an
+	administrator who gave it another role, or disabled it, disabled the token)."""
+	if not frappe.db.get_value("User", METRICS_USER, "enabled"):
+		return False
+	roles = set(frappe.get_roles(METRICS_USER))
+	return PERFORMANCE_MANAGER in roles and roles <= _TOKEN_USER_ROLES
 
 
 def valid_token(token: Any) -> bool:
@@ -64,8 +73,7 @@ def valid_token(token: Any) -> bool:
 def metrics() -> Response:
 	"""The exposition: OpenMetrics when the scraper asks for it (Accept), else Prometheus text."""
 	frappe.flags.disable_traceback = True
-	if not frappe.flags.get(_TOKEN_FLAG):
-		frappe.only_for(list(READER_ROLES))
+	frappe.only_for(list(READER_ROLES))
 	snapshot = prometheus.snapshot(get_config())
 	body, content_type = prometheus.render(snapshot, frappe.get_request_header("Accept"))
 	return Response(body, status=200, content_type=content_type)

@@ -6,15 +6,13 @@ member. Every argument is checked here, and a bad one is a validation error that
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict
 from typing import Any
 
 import frappe
 from frappe import _
 
-from verenigingen_perf.api import begin_api_call
+from verenigingen_perf.api import arguments, begin_api_call
 from verenigingen_perf.install import READER_ROLES
 from verenigingen_perf.utils.performance import dashboard, health, member_analysis
 from verenigingen_perf.utils.performance.config import (
@@ -24,56 +22,27 @@ from verenigingen_perf.utils.performance.config import (
 	validate_member_doctype,
 )
 
-# Frappe's name column is varchar(140); a name is passed to the database as a parameter only, so
-# apart from its length and control characters any text is a valid name ("Union Street" included)
-_NAME_MAX_CHARS = 140
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # names listed (before de-duplication) in one batch call: generous, but never unbounded
 _MAX_LISTED_NAMES = 10 * BATCH_HARD_CAP
 
 
-def _invalid(message: str) -> None:
-	frappe.throw(message, frappe.ValidationError, title="Invalid argument")
+_invalid = arguments.invalid
 
 
 def parse_member_name(value: Any, argument: str = "member_name") -> str:
+	"""A member's name: a name is passed to the database as a parameter only, so apart from its length
+	and control characters any text is a valid one ("Union Street" included)."""
 	if not isinstance(value, str):
 		_invalid(f"{argument}: must be a member's name (text), got {type(value).__name__}")
-	name = value.strip()
-	if not name:
-		_invalid(f"{argument}: must not be empty")
-	if len(name) > _NAME_MAX_CHARS:
-		_invalid(f"{argument}: a name has at most {_NAME_MAX_CHARS} characters, got {len(name)}")
-	if _CONTROL.search(name):
-		_invalid(f"{argument}: must not contain control characters")
-	return name
+	return arguments.name(value, argument)
 
 
 def parse_member_names(value: Any) -> list[str]:
 	"""A list, a JSON list string or a comma-separated string; de-duplicated in order."""
-	items = value
-	if isinstance(value, str):
-		text = value.strip()
-		if text.startswith("{"):
-			_invalid("member_names: must be a list of names, got a JSON object")
-		if text.startswith("["):
-			try:
-				items = json.loads(text)
-			except ValueError:
-				_invalid("member_names: starts like a JSON list but is not valid JSON")
-		else:
-			items = [part for part in text.split(",") if part.strip()]
-	if not isinstance(items, list | tuple):
-		_invalid(
-			"member_names: must be a list of names, a JSON list or a comma-separated string, "
-			f"got {type(value).__name__}"
-		)
-	if not items:
+	names = arguments.name_list(value, "member_names", _MAX_LISTED_NAMES, parse_member_name)
+	if not names:
 		_invalid("member_names: must name at least one member")
-	if len(items) > _MAX_LISTED_NAMES:
-		_invalid(f"member_names: at most {_MAX_LISTED_NAMES} names may be listed, got {len(items)}")
-	names = [parse_member_name(item, f"member_names[{i}]") for i, item in enumerate(items)]
-	return list(dict.fromkeys(names))
+	return names
 
 
 def parse_limit(value: Any, config: PerformanceConfig) -> int:

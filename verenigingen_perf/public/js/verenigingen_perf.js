@@ -5,6 +5,9 @@ frappe.provide("verenigingen_perf.desk");
 verenigingen_perf.desk = {
 	API: "verenigingen_perf.api",
 
+	// the units of the server's durations (figures' `unit`), in milliseconds
+	DURATION_UNITS_MS: { ms: 1, s: 1000 },
+
 	// levels as health.py and monitoring.py name them, coloured as Frappe's indicators are
 	LEVEL_COLOURS: { healthy: "green", warning: "orange", critical: "red", "no data": "gray" },
 
@@ -13,10 +16,15 @@ verenigingen_perf.desk = {
 	},
 
 	// a figure as shown, with the measured value kept in data-value (the browser tests read it);
-	// small values keep their significant digits (an error rate of 0.01 is not "0.0")
+	// small values keep their significant digits (an error rate of 0.01 is not "0.0"); a figure in
+	// milliseconds or seconds is a duration, shown in the unit its size calls for
 	figure(value, { key = "", unit = "", digits = null } = {}) {
 		const measured = value !== null && value !== undefined;
-		const text = measured ? `${this.number(value, digits)}${unit ? " " + unit : ""}` : __("No data");
+		const text = !measured
+			? __("No data")
+			: unit in this.DURATION_UNITS_MS
+			? this.duration(value * this.DURATION_UNITS_MS[unit])
+			: `${this.number(value, digits)}${unit ? " " + unit : ""}`;
 		return `<span class="vperf-figure${measured ? "" : " text-muted"}" data-key="${this.escape(
 			key
 		)}" data-value="${measured ? this.escape(value) : ""}">${this.escape(text)}</span>`;
@@ -26,6 +34,51 @@ verenigingen_perf.desk = {
 		const magnitude = Math.abs(value);
 		const fraction = digits ?? (Number.isInteger(value) ? 0 : magnitude >= 100 ? 1 : magnitude >= 1 ? 2 : 4);
 		return Number(value).toLocaleString(undefined, { maximumFractionDigits: fraction });
+	},
+
+	// a duration given in milliseconds, in the unit its size calls for: 0.25 ms is "250 µs",
+	// 95000 ms "1.58 min"
+	duration(ms) {
+		const magnitude = Math.abs(ms);
+		if (magnitude >= 3600000) return __("{0} h", [this.number(ms / 3600000)]);
+		if (magnitude >= 60000) return __("{0} min", [this.number(ms / 60000)]);
+		if (magnitude >= 1000) return __("{0} s", [this.number(ms / 1000)]);
+		if (magnitude >= 1 || magnitude === 0) return __("{0} ms", [this.number(ms)]);
+		return __("{0} µs", [this.number(ms * 1000)]);
+	},
+
+	// a datetime as the server stores and sends it (naive, in the system's time zone, often with
+	// microseconds: "2026-12-07 06:00:00.000000") as Frappe shows one to this user: in the user's
+	// time zone, date format and time format
+	datetime(value) {
+		if (!value) return "";
+		return frappe.datetime.str_to_user(this.datetime_text(value));
+	},
+
+	// the same inside HTML, keeping the stored value in data-value (the browser tests read it)
+	datetime_html(value, { key = "" } = {}) {
+		if (!value) return `<span class="text-muted">${this.escape(__("No data"))}</span>`;
+		return `<span class="vperf-datetime" data-key="${this.escape(key)}" data-value="${this.escape(
+			value
+		)}">${this.escape(this.datetime(value))}</span>`;
+	},
+
+	// the start of a day of a chart's series in the user's date format (the system's day, as the
+	// server counted it), or of an hour in the user's time zone: the user's date format without
+	// the year, so that an axis's labels stay short ("07.12 06:00" for dd.mm.yyyy)
+	period_label(period_start, { hourly = true } = {}) {
+		const text = this.datetime_text(period_start);
+		if (!hourly) return frappe.datetime.str_to_user(text.slice(0, 10), false, true);
+		const day_and_month = frappe.datetime
+			.get_user_date_fmt()
+			.toUpperCase()
+			.replace(/^Y+[^A-Z]|[^A-Z]Y+$/, "");
+		return frappe.datetime.convert_to_user_tz(text, false).format(`${day_and_month} HH:mm`);
+	},
+
+	// "YYYY-MM-DD HH:mm:ss", the form frappe.datetime parses: no "T", no fraction of a second
+	datetime_text(value) {
+		return String(value).replace("T", " ").slice(0, 19);
 	},
 
 	level(level) {
@@ -52,7 +105,7 @@ verenigingen_perf.desk = {
 	},
 
 	// percentiles over periods: only periods with measurements are drawn (no 0 for "nothing measured")
-	percentile_chart(element, points, { title, label_length = 16 } = {}) {
+	percentile_chart(element, points, { title, hourly = true } = {}) {
 		const measured = points.filter((p) => p.count);
 		if (!measured.length) {
 			$(element).html(`<div class="text-muted vperf-empty">${this.escape(__("No data"))}</div>`);
@@ -63,7 +116,11 @@ verenigingen_perf.desk = {
 			const [p] = measured;
 			$(element).html(
 				`<div class="vperf-single-point">${this.escape(title || "")}: ${this.escape(
-					__("only {0} measured: p50 {1} ms, p95 {2} ms", [p.period_start, this.number(p.p50_ms), this.number(p.p95_ms)])
+					__("only {0} measured: p50 {1}, p95 {2}", [
+						this.period_label(p.period_start, { hourly }),
+						this.duration(p.p50_ms),
+						this.duration(p.p95_ms),
+					])
 				)}</div>`
 			);
 			return null;
@@ -73,7 +130,7 @@ verenigingen_perf.desk = {
 			type: "line",
 			height: 220,
 			data: {
-				labels: measured.map((p) => p.period_start.slice(5, label_length)),
+				labels: measured.map((p) => this.period_label(p.period_start, { hourly })),
 				datasets: [
 					{ name: __("p50 (ms)"), values: measured.map((p) => p.p50_ms) },
 					{ name: __("p95 (ms)"), values: measured.map((p) => p.p95_ms) },
@@ -84,14 +141,14 @@ verenigingen_perf.desk = {
 		});
 	},
 
-	count_chart(element, points, datasets, { title, label_length = 16 } = {}) {
+	count_chart(element, points, datasets, { title, hourly = true } = {}) {
 		if (!points.some((p) => datasets.some((d) => p[d.key]))) return null;
 		return new frappe.Chart(element, {
 			title,
 			type: "bar",
 			height: 200,
 			data: {
-				labels: points.map((p) => p.period_start.slice(5, label_length)),
+				labels: points.map((p) => this.period_label(p.period_start, { hourly })),
 				datasets: datasets.map((d) => ({ name: d.label, values: points.map((p) => p[d.key] || 0) })),
 			},
 			barOptions: { stacked: 1 },
@@ -100,7 +157,7 @@ verenigingen_perf.desk = {
 	},
 
 	operation_link(operation) {
-		return `<a href="#" class="vperf-operation-link" data-operation="${this.escape(operation)}">${this.escape(
+		return `<a href="#" class="vperf-operation-link text-break" data-operation="${this.escape(operation)}">${this.escape(
 			operation
 		)}</a>`;
 	},
@@ -140,7 +197,9 @@ verenigingen_perf.desk = {
 	route_option(name) {
 		const options = frappe.route_options || {};
 		const value = options[name] || new URLSearchParams(window.location.search).get(name) || "";
-		frappe.route_options = null;
+		// taken, so that a later visit without it does not show it again; the object itself stays:
+		// Frappe v16's sidebar reads frappe.route_options.sidebar once the page is shown
+		delete options[name];
 		if (value) {
 			const url = new URL(window.location.href);
 			url.searchParams.set(name, value);
@@ -210,7 +269,7 @@ verenigingen_perf.desk.member_analysis_html = function (result) {
 				[
 					{ label: __("Statement shape"), render: (r) => `<code>${desk.escape(r.shape)}</code>` },
 					{ label: __("Times"), render: (r) => desk.figure(r.count, { key: "repeated_shapes.count" }) },
-					{ label: __("Total (ms)"), render: (r) => desk.figure(r.total_ms, { key: "repeated_shapes.total_ms" }) },
+					{ label: __("Total time"), render: (r) => desk.figure(r.total_ms, { key: "repeated_shapes.total_ms", unit: "ms" }) },
 				],
 				m.repeated_shapes || [],
 				{ empty: __("No statement shape repeated {0} times or more", [result.thresholds.n_plus_one_min_repeats]) }

@@ -33,8 +33,7 @@ import redis
 
 from verenigingen_perf.utils.performance import internal_errors, job_reports, operations
 from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
-from verenigingen_perf.utils.performance.config import ExportConfig, MonitoringConfig, get_config
-from verenigingen_perf.utils.performance.export import otlp
+from verenigingen_perf.utils.performance.config import MonitoringConfig, PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.redis_store import key as _key
 from verenigingen_perf.utils.performance.redis_store import redis_client
 from verenigingen_perf.utils.performance.schema import (
@@ -116,31 +115,6 @@ if not claimed_at or tonumber(claimed_at) > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
-
-
-@contextlib.contextmanager
-def exclusive(name: str, timeout_s: int) -> Iterator[bool | None]:
-	"""A non-blocking Redis lock for one of the app's jobs: yields True when held, False when another
-	run holds it, None when Redis cannot be reached (the caller then relies on its own checks).
-
-	A run that dies keeps it until `timeout_s`; one that outlives it relies on its own
-	compare-and-set checks, so releasing an expired lock is not an error."""
-	lock = redis_client().lock(lock_key(name), timeout=timeout_s, blocking=False)
-	try:
-		acquired = lock.acquire()
-	except redis.exceptions.RedisError:
-		yield None
-		return
-	try:
-		yield acquired
-	finally:
-		if acquired:
-			with contextlib.suppress(redis.exceptions.RedisError):
-				lock.release()
-
-
-def lock_key(name: str) -> str:
-	return _key(f"{name}_lock")
 
 
 def buffer_key() -> str:
@@ -263,9 +237,18 @@ class _Flusher:
 		# by this process asks (one site's long interval must not hold back another's measurements)
 		self.interval_s_by_site: dict[str, float] = {}
 		self.interval_lock = threading.Lock()
-		self.pid = 0
 		self.thread: threading.Thread | None = None
 		self.unreported_drops: dict[str, int] = {}
+
+	def forked(self) -> None:
+		"""In a forked child (a web or job worker made from a preloaded parent): the parent's thread
+		does not exist here, and its queue and locks are not ours."""
+		self.queue = deque()
+		self.lock = threading.Lock()
+		self.wake = threading.Event()
+		self.interval_lock = threading.Lock()
+		self.thread = None
+		self.unreported_drops = {}
 
 	def add(self, pending: _Pending, interval_ms: int) -> None:
 		if len(self.queue) >= MAX_QUEUED:
@@ -278,15 +261,14 @@ class _Flusher:
 			with self.interval_lock:
 				self.interval_s_by_site[pending.site] = seconds
 				self.interval_s = min(self.interval_s_by_site.values())
-		if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
+		# no os.getpid() here (a system call on every request): a fork resets the thread (`forked`)
+		if self.thread is None or not self.thread.is_alive():
 			self._start()
 
 	def _start(self) -> None:
 		with self.lock:
-			if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
+			if self.thread is not None and self.thread.is_alive():
 				return
-			# after a fork the parent's thread does not exist here, and its queue is not ours
-			self.pid = os.getpid()
 			self.thread = threading.Thread(target=self._run, name="vperf-buffer-flusher", daemon=True)
 			self.thread.start()
 
@@ -371,6 +353,7 @@ def _push_script() -> Any:
 
 
 _flusher = _Flusher()
+os.register_at_fork(after_in_child=_flusher.forked)
 atexit.register(lambda: _flusher.flush())
 
 
@@ -477,8 +460,6 @@ class DrainReport:
 	malformed: int = 0
 	duration_s: float = 0.0
 	buffered_after: int | None = 0
-	# spans the OTLP backlog had no room for
-	otlp_dropped: int = 0
 	errors: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -528,7 +509,7 @@ def drain(max_batches: int | None = None) -> DrainReport:
 	zone = system_zone()
 	for claim_id in _stale_claims(monitoring):
 		items = _read_claim(claim_id)
-		_insert_batch(_Batch(claim_id, items, *_rows(items, frappe.utils.now(), zone)), report, config.export)
+		_insert_batch(_Batch(claim_id, items, *_rows(items, frappe.utils.now(), zone)), report, config)
 		report.claims_taken_over += 1
 	claimer = _Claimer(
 		redis_client().register_script(_CLAIM), buffer_key(), claims_key(), monitoring.drain_batch_size, zone
@@ -544,7 +525,7 @@ def drain(max_batches: int | None = None) -> DrainReport:
 			more = max_batches is None or report.batches + 1 < max_batches
 			following = prefetch(pool) if more else None
 			try:
-				_insert_batch(batch, report, config.export)
+				_insert_batch(batch, report, config)
 			except BaseException:
 				if following is not None:
 					_give_back(following)
@@ -588,18 +569,13 @@ def _read_claim(claim_id: str) -> list[bytes]:
 	return redis_client().lrange(claim_list_key(claim_id), 0, -1)
 
 
-def _insert_batch(batch: _Batch, report: DrainReport, export: ExportConfig) -> None:
+def _insert_batch(batch: _Batch, report: DrainReport, config: PerformanceConfig) -> None:
 	claim_id, items, rows, malformed = batch.claim_id, batch.items, batch.rows, batch.malformed
 	insert_rows(rows)
 	frappe.db.commit()
-	# the database copy is committed: the OTLP export gets the spans from here, never from the
-	# request path, and nothing it does can undo the insert
-	try:
-		report.otlp_dropped += otlp.hand_over((row_values(row) for row in rows), export)
-	except redis.exceptions.RedisError as error:
-		report.errors.append(f"OTLP hand-over: {type(error).__name__}")
-	except Exception as error:
-		internal_errors.report("export.otlp.hand_over", error)
+	# the database copy is committed: the sinks get the rows from here, never from the request path,
+	# and nothing they do can undo the insert
+	_hand_to_sinks(rows, config, report)
 	# released only after the commit: a crash before this line leaves the claim to be taken over
 	pipe = redis_client().pipeline(transaction=False)
 	pipe.delete(claim_list_key(claim_id)).hdel(claims_key(), claim_id).execute()
@@ -607,6 +583,27 @@ def _insert_batch(batch: _Batch, report: DrainReport, export: ExportConfig) -> N
 	report.entries_read += len(items)
 	report.rows_inserted += len(rows)
 	report.malformed += malformed
+
+
+# hooks.py's wiring: functions given every batch of rows the drain has committed (dicts by column)
+# and the site's configuration, e.g. the OpenTelemetry span export; the drain knows none of them
+DRAIN_SINKS_HOOK = "vperf_drain_sinks"
+
+
+def _hand_to_sinks(rows: list[tuple], config: PerformanceConfig, report: DrainReport) -> None:
+	"""Each registered sink gets the committed rows; one that fails costs only itself (logged with its
+	traceback, or noted in the report when Redis refused it)."""
+	sinks = frappe.get_hooks(DRAIN_SINKS_HOOK)
+	if not sinks:
+		return
+	values = [row_values(row) for row in rows]
+	for path in sinks:
+		try:
+			frappe.get_attr(path)(values, config)
+		except redis.exceptions.RedisError as error:
+			report.errors.append(f"{path}: {type(error).__name__}")
+		except Exception as error:
+			internal_errors.report(f"buffer.drain_sink {path}", error)
 
 
 _KINDS: dict[str, Kind] = {

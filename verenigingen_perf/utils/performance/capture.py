@@ -77,29 +77,45 @@ class SqlCounter:
 		self.seconds = 0.0
 
 
+# where a database connection object keeps its counter
+_COUNTER_ATTRIBUTE = "_vperf_sql_counter"
+_COUNTING_CLASS_FLAG = "_vperf_counts_sql"
+
+
 def sql_counter() -> SqlCounter | None:
-	"""The counter of the current connection, wrapping its `sql` method on first use."""
+	"""The counter of the current connection (a new one for each connection object)."""
 	db = getattr(frappe.local, "db", None)
 	if db is None:
 		return None
-	counter = db.__dict__.get("_vperf_sql_counter")
-	if counter is not None:
-		return counter
-	counter = SqlCounter()
-	original = db.sql
+	counter = db.__dict__.get(_COUNTER_ATTRIBUTE)
+	if counter is None:
+		counter = db.__dict__[_COUNTER_ATTRIBUTE] = SqlCounter()
+		_count_statements_of(type(db))
+	return counter
+
+
+def _count_statements_of(database_class: type) -> None:
+	"""Wrap the connection class's `sql` once per process: each request has a connection object of
+	its own, and wrapping every one cost the request path more than all its other bookkeeping. A
+	connection without a counter runs the statement untouched."""
+	if database_class.__dict__.get(_COUNTING_CLASS_FLAG):
+		return
+	original = database_class.sql
 
 	@functools.wraps(original)
-	def counted_sql(*args: Any, **kwargs: Any) -> Any:
+	def counted_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+		counter = self.__dict__.get(_COUNTER_ATTRIBUTE)
+		if counter is None:
+			return original(self, *args, **kwargs)
 		started = time.perf_counter()
 		try:
-			return original(*args, **kwargs)
+			return original(self, *args, **kwargs)
 		finally:
 			counter.seconds += time.perf_counter() - started
 			counter.count += 1
 
-	db.sql = counted_sql
-	db._vperf_sql_counter = counter
-	return counter
+	database_class.sql = counted_sql
+	setattr(database_class, _COUNTING_CLASS_FLAG, True)
 
 
 # --- spans ----------------------------------------------------------------------------------------

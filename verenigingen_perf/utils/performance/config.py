@@ -85,6 +85,9 @@ class DataRetentionConfig:
 	# a rollup run stops between two hours once it has run this long (the next run goes on): it is
 	# scheduled every few minutes on the default queue, whose jobs Frappe stops after 300 s
 	rollup_run_budget_s: int
+	# a fold (one transaction) covers whole ingested hours holding at most this many detail rows (one
+	# hour whatever it holds): a backlog is folded many hours at a time
+	rollup_fold_rows: int
 
 
 @dataclass(frozen=True)
@@ -175,10 +178,17 @@ class DetectionConfig:
 class AlertingConfig:
 	"""Alert notifications (see alerts/)."""
 
-	# a group's new firing alerts wait this long for each other, then go out as one notification
+	# a new group's first firing alerts wait this long for each other, then go out as one notification
 	group_wait_s: int
+	# after that a group is notified at most once per interval (its new and resolved alerts together)
+	group_interval_minutes: int
+	# a group that keeps firing with nothing new is notified again after this
+	repeat_interval_minutes: int
 	# a failed delivery is tried again after this, doubled at every further attempt
 	retry_base_s: int
+	# webhooks go to public addresses only (not loopback, link-local or private ones): on a server, a
+	# webhook URL must not become a way into its own network
+	webhook_refuse_private_addresses: bool
 
 
 @dataclass(frozen=True)
@@ -346,6 +356,7 @@ SETTINGS: dict[str, Setting] = {
 		),
 		_s("job_lock_timeout_s", "retention", "job_lock_timeout_s", kind=int, minimum=60, maximum=_DAY_S),
 		_s("rollup_run_budget_s", "retention", "rollup_run_budget_s", kind=int, minimum=1, maximum=_DAY_S),
+		_s("rollup_fold_rows", "retention", "rollup_fold_rows", kind=int, minimum=1, maximum=10_000_000),
 		_s("monitoring_enabled", "monitoring", "enabled", kind=bool),
 		_s("sampling_rate", "monitoring", "sampling_rate", maximum=1),
 		_s("capture_memory_peak", "monitoring", "capture_memory_peak", kind=bool),
@@ -466,7 +477,29 @@ SETTINGS: dict[str, Setting] = {
 		_s("anomaly_min_samples", "detection", "anomaly_min_samples", kind=int, minimum=1, maximum=1_000_000),
 		_s("detection_report_hours", "detection", "detection_report_hours", kind=int, minimum=1, maximum=720),
 		_s("alert_group_wait_s", "alerting", "group_wait_s", kind=int, maximum=3600),
+		_s(
+			"alert_group_interval_minutes",
+			"alerting",
+			"group_interval_minutes",
+			kind=int,
+			minimum=1,
+			maximum=1440,
+		),
+		_s(
+			"alert_repeat_interval_minutes",
+			"alerting",
+			"repeat_interval_minutes",
+			kind=int,
+			minimum=1,
+			maximum=10_080,
+		),
 		_s("alert_retry_base_s", "alerting", "retry_base_s", kind=int, minimum=1, maximum=3600),
+		_s(
+			"alert_webhook_refuse_private_addresses",
+			"alerting",
+			"webhook_refuse_private_addresses",
+			kind=bool,
+		),
 		_s("desk_refresh_s", "desk", "refresh_s", kind=int, minimum=5, maximum=3600),
 		_s("desk_slow_rows", "desk", "slow_rows", kind=int, minimum=1, maximum=200),
 		_s("desk_slow_rows_hours", "desk", "slow_rows_hours", kind=int, minimum=1, maximum=168),
@@ -611,9 +644,13 @@ _DETECTION_DEFAULTS = {
 	"anomaly_z": 3.5,
 	"anomaly_min_samples": 20,
 	"detection_report_hours": 24,
-	# Alertmanager's own defaults: 30 s of group wait; retries from 30 s, doubling
+	# Alertmanager's own defaults: 30 s of group wait, 5 minutes of group interval, 4 hours between
+	# repeats; retries from 30 s, doubling
 	"alert_group_wait_s": 30,
+	"alert_group_interval_minutes": 5,
+	"alert_repeat_interval_minutes": 240,
 	"alert_retry_base_s": 30,
+	"alert_webhook_refuse_private_addresses": True,
 }
 
 # the page refreshes as often as its data may change (the dashboard cache's lifetime at the most);
@@ -670,6 +707,7 @@ _RETENTION_DEFAULTS = {
 	"aggregation_page_size": 10000,
 	"job_lock_timeout_s": 3600,
 	"rollup_run_budget_s": 200,
+	"rollup_fold_rows": 50_000,
 }
 
 # Production levels are set from what a healthy real Frappe v15 site measured (see the README,

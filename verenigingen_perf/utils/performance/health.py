@@ -31,7 +31,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import frappe
+
+from verenigingen_perf.utils.performance import buffer, job_reports, monitoring, rollup, schedule
 from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, PerformanceThresholds
+from verenigingen_perf.utils.performance.detection import reports as detection
+from verenigingen_perf.utils.performance.levels import CRITICAL, HEALTHY, NO_DATA, WARNING, value_level
 from verenigingen_perf.utils.performance.schema import (
 	AGGREGATE,
 	ALL_OPERATIONS,
@@ -42,7 +47,6 @@ from verenigingen_perf.utils.performance.schema import (
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, decode_stored
 from verenigingen_perf.utils.performance.timeutil import as_datetime, epoch_text, format_datetime
 
-HEALTHY, WARNING, CRITICAL, NO_DATA = "healthy", "warning", "critical", "no data"
 # the most a score can be: the top of the 0-100 scale, not a threshold
 FULL_SCORE = 100.0
 # the operation types the health score judges (measured blocks run inside them)
@@ -60,12 +64,6 @@ def component_score(value: float, level: Level, health: Level) -> float:
 		share = (value - level.warning) / (level.critical - level.warning)
 		return health.warning - (health.warning - health.critical) * share
 	return health.critical * level.critical / value
-
-
-def value_level(value: float, level: Level) -> str:
-	if value <= level.warning:
-		return HEALTHY
-	return WARNING if value <= level.critical else CRITICAL
 
 
 def score_level(score: float, health: Level) -> str:
@@ -343,13 +341,6 @@ def operation_types(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 	return {row["operation"]: row["operation_type"] for row in rows if row["operation"] != ALL_OPERATIONS}
 
 
-def job_lag_s(last_finished: float | None, period_s: float, now: float) -> float | None:
-	"""How long past its schedule a job's last report is (0 while on time); None if it never ran."""
-	if last_finished is None:
-		return None
-	return round(max(0.0, now - last_finished - period_s), 1)
-
-
 # --- collecting (Frappe) ----------------------------------------------------------------------------
 
 # the columns the health check and the dashboard read from aggregate rows
@@ -372,19 +363,6 @@ JOBS = {
 	"drain": "verenigingen_perf.utils.performance.buffer.drain_job",
 	"rollup": "verenigingen_perf.utils.performance.rollup.rollup_job",
 }
-_EVENT_PERIOD_S = {
-	"all": 60,
-	"hourly": 3600,
-	"hourly_long": 3600,
-	"hourly_maintenance": 3600,
-	"daily": 86400,
-	"daily_long": 86400,
-	"daily_maintenance": 86400,
-	"weekly": 7 * 86400,
-	"weekly_long": 7 * 86400,
-	"monthly": 31 * 86400,
-	"monthly_long": 31 * 86400,
-}
 
 
 def read_aggregates(granularity: str, since: datetime, operation: str | None = None) -> list[dict[str, Any]]:
@@ -392,7 +370,6 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	statement, numbers normalised and each sketch decoded once. Rows come as tuples and are made
 	into dicts here: the framework's own `as_dict` and a conversion per column cost more than the
 	query."""
-	import frappe
 
 	columns = ", ".join(f"`{c}`" for c in READ_COLUMNS)
 	# the tuple unpacked below is READ_COLUMNS, in that order
@@ -435,25 +412,11 @@ def read_aggregates(granularity: str, since: datetime, operation: str | None = N
 	]
 
 
-def schedule_period_s(method: str) -> float | None:
-	"""How often `hooks.py` schedules a job, read from the hooks (Frappe caches them: no SQL)."""
-	import frappe
-	from croniter import croniter
-
-	for event, methods in frappe.get_hooks("scheduler_events").items():
-		if event == "cron":
-			for expression, cron_methods in methods.items():
-				if method in cron_methods:
-					first = croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
-					return (croniter(expression, first).get_next(datetime) - first).total_seconds()
-		elif method in methods:
-			return _EVENT_PERIOD_S.get(event)
-	return None
-
-
 def job_lags(reports: Any, now_epoch: float) -> dict[str, float | None]:
 	return {
-		job: job_lag_s(reports.finished_at(job), schedule_period_s(method) or 0.0, now_epoch)
+		job: schedule.job_lag_s(
+			reports.finished_at(job), schedule.schedule_period_s(method) or 0.0, now_epoch
+		)
 		for job, method in JOBS.items()
 	}
 
@@ -482,7 +445,6 @@ def freshness(reports: Any, watermark: Any = _UNREAD) -> dict[str, Any]:
 	"""How current the data is: the rollup watermark (read here unless the caller has it), the jobs'
 	last reports, what waits in the buffer; `unavailable` names what could not be read (Redis down),
 	never a guessed figure."""
-	from verenigingen_perf.utils.performance import buffer, rollup
 
 	if watermark is _UNREAD:
 		watermark = rollup.get_watermark()
@@ -516,10 +478,6 @@ def with_trust(report: dict[str, Any], monitor: dict[str, Any]) -> dict[str, Any
 def system_health(config: PerformanceConfig, now: datetime | None = None) -> dict[str, Any]:
 	"""The quick health check's system part: score, level, components, slowest operations,
 	freshness and the monitoring section."""
-	import frappe
-
-	from verenigingen_perf.utils.performance import job_reports, monitoring
-	from verenigingen_perf.utils.performance.detection import reports as detection
 
 	now = now or frappe.utils.now_datetime()
 	reports = job_reports.read()

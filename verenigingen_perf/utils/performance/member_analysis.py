@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from verenigingen_perf.utils.performance.config import PerformanceConfig
-from verenigingen_perf.utils.performance.health import CRITICAL, HEALTHY, WARNING, value_level
+from verenigingen_perf.utils.performance.levels import CRITICAL, HEALTHY, WARNING, value_level
 from verenigingen_perf.utils.performance.statements import (
 	ShapeFigures,
 	group_shapes,
@@ -224,7 +224,6 @@ def measure_member_performance(
 	child_rows, link_values = _count_children_and_links(doc)
 	memory_peak_kb = _allocation_peak_kb(doctype, member_name)
 	shapes = group_shapes(statements)
-	repeats = config.analysis.n_plus_one_min_repeats
 	measurement = MemberMeasurement(
 		doctype=doctype,
 		member=member_name,
@@ -235,9 +234,14 @@ def measure_member_performance(
 		child_rows=child_rows,
 		link_values=link_values,
 		shapes=shapes,
-		repeated_shapes=[s for s in shapes if s.count >= repeats],
+		repeated_shapes=repeated_shapes(shapes, config),
 	)
 	return judge(measurement, config)
+
+
+def repeated_shapes(shapes: list[ShapeFigures], config: PerformanceConfig) -> list[ShapeFigures]:
+	"""The shapes run at least `n_plus_one_min_repeats` times while loading one record: N+1 patterns."""
+	return [shape for shape in shapes if shape.count >= config.analysis.n_plus_one_min_repeats]
 
 
 def _allocation_peak_kb(doctype: str, member: str) -> float:

@@ -31,9 +31,14 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
-from verenigingen_perf.utils.performance.config import Level, PerformanceConfig
-from verenigingen_perf.utils.performance.health import CRITICAL, HEALTHY, NO_DATA, WARNING, value_level
+import frappe
+
+from verenigingen_perf.utils.performance import buffer, capture, job_reports, rollup, schedule
+from verenigingen_perf.utils.performance.config import Level, PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.levels import CRITICAL, HEALTHY, NO_DATA, WARNING, value_level
+from verenigingen_perf.utils.performance.schema import METRIC, REQUEST_TYPES
 from verenigingen_perf.utils.performance.schema import MONITOR_SAMPLE as SAMPLE
+from verenigingen_perf.utils.performance.timeutil import as_datetime, floor_hour, format_datetime, from_epoch
 
 _LEVEL_ORDER = {NO_DATA: -1, HEALTHY: 0, WARNING: 1, CRITICAL: 2}
 # jobs whose lag the monitor judges: the name they report under, their method
@@ -145,18 +150,14 @@ def quantile(values: list[float], q: float) -> float | None:
 def collect(config: PerformanceConfig, since_previous: bool = False) -> dict[str, Any]:
 	"""The monitor's signals now; with `since_previous`, also what was measured since the previous
 	sample: counts, rates and the capture's own cost."""
-	import frappe
-
-	from verenigingen_perf.utils.performance import buffer, health, job_reports, rollup
-	from verenigingen_perf.utils.performance.timeutil import floor_hour, format_datetime
 
 	now = time.time()
 	reports = job_reports.read()
 	state = buffer.state()
 	sample: dict[str, Any] = {"sampled_at": format_datetime(frappe.utils.now_datetime())}
 	for job, method in JOBS.items():
-		period = health.schedule_period_s(method) or 0.0
-		sample[f"{job}_lag_s"] = health.job_lag_s(reports.finished_at(job), period, now)
+		period = schedule.schedule_period_s(method) or 0.0
+		sample[f"{job}_lag_s"] = schedule.job_lag_s(reports.finished_at(job), period, now)
 	sample["buffered"] = state.buffered
 	sample["buffer_age_s"] = buffer.oldest_buffered_age_s(now)
 	watermark = rollup.get_watermark()
@@ -185,11 +186,6 @@ _COST_ROWS = 5000
 def _since_previous(sample: dict[str, Any], previous: dict[str, Any], now: float) -> dict[str, Any]:
 	"""Counts and rates since the previous sample, and the capture's cost over the requests drained
 	since then."""
-	import frappe
-
-	from verenigingen_perf.utils.performance import buffer
-	from verenigingen_perf.utils.performance.schema import METRIC, REQUEST_TYPES
-	from verenigingen_perf.utils.performance.timeutil import format_datetime, from_epoch
 
 	if not previous.get("finished_at"):
 		return {"minutes": None}
@@ -237,9 +233,6 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 def _storage(config: PerformanceConfig, reports: Any) -> dict[str, Any]:
 	"""Table sizes as the retention job last measured them, their growth over the last day of
 	samples, and the days until the budget."""
-	import frappe
-
-	from verenigingen_perf.utils.performance.timeutil import format_datetime
 
 	measured = (reports.by_job.get("retention") or {}).get("storage") or []
 	if not measured:
@@ -253,8 +246,6 @@ def _storage(config: PerformanceConfig, reports: Any) -> dict[str, Any]:
 	)
 	growth = days = None
 	if earlier:
-		from verenigingen_perf.utils.performance.timeutil import as_datetime
-
 		elapsed_days = (frappe.utils.now_datetime() - as_datetime(earlier[0][0])).total_seconds() / 86400
 		growth = round((storage_mb - float(earlier[0][1])) / elapsed_days, 3) if elapsed_days else None
 	budget = config.meta.storage_budget_mb
@@ -265,16 +256,12 @@ def _storage(config: PerformanceConfig, reports: Any) -> dict[str, Any]:
 
 def sample_job() -> dict[str, Any]:
 	"""Scheduled every minute: record one sample of the monitor's signals."""
-	from verenigingen_perf.utils.performance.config import get_config
 
 	return record_sample(get_config())
 
 
 def record_sample(config: PerformanceConfig) -> dict[str, Any]:
 	"""Collect, judge and store one sample."""
-	import frappe
-
-	from verenigingen_perf.utils.performance import capture, job_reports
 
 	sample = collect(config, since_previous=True)
 	judged = signals(sample, config)
@@ -333,7 +320,6 @@ HISTORY_COLUMNS = (
 
 def latest(reports: Any = None) -> dict[str, Any] | None:
 	"""The last recorded sample with its judged signals (from the job reports: no statement)."""
-	from verenigingen_perf.utils.performance import job_reports
 
 	reports = reports or job_reports.read()
 	return reports.by_job.get("monitor")
@@ -360,9 +346,6 @@ def summary(config: PerformanceConfig, reports: Any = None) -> dict[str, Any]:
 def status(config: PerformanceConfig, hours: int) -> dict[str, Any]:
 	"""The monitoring_status answer: signals now (live), their levels, and the history of the last
 	`hours` of samples."""
-	import frappe
-
-	from verenigingen_perf.utils.performance.timeutil import format_datetime
 
 	live = collect(config)
 	last = latest() or {}

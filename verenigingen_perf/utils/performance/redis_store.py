@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import frappe
 import redis
 
@@ -38,3 +41,28 @@ def delete_app_keys() -> int:
 	for start in range(0, len(keys), 1000):
 		client.delete(*keys[start : start + 1000])
 	return len(keys)
+
+
+@contextlib.contextmanager
+def exclusive(name: str, timeout_s: int) -> Iterator[bool | None]:
+	"""A non-blocking Redis lock for one of the app's jobs: yields True when held, False when another
+	run holds it, None when Redis cannot be reached (the caller then relies on its own checks).
+
+	A run that dies keeps it until `timeout_s`; one that outlives it relies on its own
+	compare-and-set checks, so releasing an expired lock is not an error."""
+	lock = redis_client().lock(lock_key(name), timeout=timeout_s, blocking=False)
+	try:
+		acquired = lock.acquire()
+	except redis.exceptions.RedisError:
+		yield None
+		return
+	try:
+		yield acquired
+	finally:
+		if acquired:
+			with contextlib.suppress(redis.exceptions.RedisError):
+				lock.release()
+
+
+def lock_key(name: str) -> str:
+	return key(f"{name}_lock")

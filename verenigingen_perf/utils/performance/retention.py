@@ -19,7 +19,7 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, job_reports, rollup, storage
+from verenigingen_perf.utils.performance import job_reports, redis_store, rollup, storage
 from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
 from verenigingen_perf.utils.performance.schema import AGGREGATE, METRIC
@@ -55,7 +55,7 @@ def run_retention(now: datetime | None = None) -> RetentionReport:
 	started = time.monotonic()
 	report = RetentionReport()
 	retention = get_config().retention
-	with buffer.exclusive("retention", retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("retention", retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another retention run is going on"
 			return report

@@ -1,9 +1,10 @@
 """Hourly and daily aggregates of Performance Metric.
 
 The rollup advances a watermark over *ingestion time* (a detail row's `creation`, stamped by the
-drain), one complete hour at a time, up to now minus the configured delay. Each hour of ingestion is
-folded, in one transaction with the watermark's move, into the aggregates of the hours (and days) in
-which its rows *started*. A row that arrives late, for an hour already aggregated, is therefore folded
+drain) by whole hours, up to now minus the configured delay. Each fold (one or more complete hours of
+ingestion, holding at most `rollup_fold_rows` rows unless one hour alone holds more) is merged, in one
+transaction with the watermark's move, into the aggregates of the hours (and days) in which its rows
+*started*. A row that arrives late, for an hour already aggregated, is therefore folded
 into that hour's aggregate (merged, never overwritten), and every row is folded exactly once:
 
 	aggregated count + detail rows created at or after the watermark == rows ingested.
@@ -34,10 +35,9 @@ from typing import Any
 import frappe
 import redis
 
-from verenigingen_perf.utils.performance import buffer, job_reports
+from verenigingen_perf.utils.performance import buffer, job_reports, redis_store
 from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
-from verenigingen_perf.utils.performance.export import counter_store
 from verenigingen_perf.utils.performance.schema import (
 	AGGREGATE,
 	ALL_OPERATIONS,
@@ -51,10 +51,14 @@ from verenigingen_perf.utils.performance.timeutil import (
 	floor_day,
 	floor_hour,
 	format_datetime,
-	to_epoch,
+	from_epoch,
 )
 
 HOUR = timedelta(hours=1)
+# hooks.py's wiring: functions given every fold's hourly summaries (by type, operation and started
+# hour; the site-wide rows left out) and the configuration, inside the fold's transaction; each
+# returns the rows it wrote. The rollup knows none of them (the exposition's counters are one)
+ROLLUP_SINKS_HOOK = "vperf_rollup_sinks"
 AGGREGATE_COLUMNS = (
 	"operation",
 	"operation_type",
@@ -94,7 +98,10 @@ BucketKey = tuple[str, str, datetime]
 class RollupReport:
 	status: str = "ok"
 	rows_aggregated: int = 0
+	# ingested hours the watermark moved over (empty ones between folds are skipped, not counted)
 	hours_folded: int = 0
+	# transactions: each folds one or more whole hours (at most `rollup_fold_rows` rows, or one hour)
+	folds: int = 0
 	buckets_written: int = 0
 	late_rows: int = 0
 	operations_over_cap: int = 0
@@ -102,7 +109,8 @@ class RollupReport:
 	waiting_for_drain: bool = False
 	duration_s: float = 0.0
 	peak_buckets_in_memory: int = 0
-	export_counters_written: int = 0
+	# rows the fold sinks wrote (the exposition's counters)
+	sink_rows_written: int = 0
 	errors: list[str] = field(default_factory=list)
 
 
@@ -182,12 +190,12 @@ def rollup_job() -> dict[str, Any]:
 def run_rollup(
 	now: datetime | None = None, on_hour: Callable[[datetime], None] | None = None
 ) -> RollupReport:
-	"""Fold every complete ingested hour; `on_hour` is told each hour folded (a progress bar)."""
+	"""Fold every complete ingested hour; `on_hour` is told the last hour of each fold (a progress bar)."""
 	started = time.monotonic()
 	report = RollupReport()
 	config = get_config()
 	retention, monitoring = config.retention, config.monitoring
-	with buffer.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("rollup", retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another rollup is running"
 			return report
@@ -196,13 +204,15 @@ def run_rollup(
 		degraded = acquired is None
 		while (hour := _next_ingested_hour(watermark := get_watermark())) is not None:
 			end = hour + HOUR
+			oldest_claim = None
 			if not degraded:
 				try:
-					if _drain_holds_rows_before(end):
-						report.waiting_for_drain = True
-						break
+					oldest_claim = _oldest_drain_claim()
 				except redis.exceptions.RedisError:
 					degraded = True
+			if oldest_claim is not None and oldest_claim < end:
+				report.waiting_for_drain = True
+				break
 			if degraded:
 				report.status = (
 					"degraded: Redis unreachable (no lock, drain claims unknown); only hours that ended "
@@ -214,11 +224,13 @@ def run_rollup(
 			if time.monotonic() - started > retention.rollup_run_budget_s:
 				report.status = "stopped: rollup_run_budget_s reached; the next run goes on"
 				break
-			if not _fold_hour(watermark, hour, end, config, report):
+			furthest = floor_hour(min(limit, oldest_claim) if oldest_claim is not None else limit)
+			end = _fold_end(hour, furthest, retention.rollup_fold_rows)
+			if not _fold(watermark, hour, end, config, report):
 				report.status = "stopped: the watermark moved under this run"
 				break
 			if on_hour is not None:
-				on_hour(hour)
+				on_hour(end - HOUR)
 		watermark = get_watermark()
 		report.watermark = format_datetime(watermark) if watermark else None
 	report.duration_s = round(time.monotonic() - started, 3)
@@ -238,25 +250,45 @@ def _next_ingested_hour(watermark: datetime | None) -> datetime | None:
 	return floor_hour(as_datetime(first[0][0])) if first and first[0][0] else None
 
 
-def _drain_holds_rows_before(end: datetime) -> bool:
-	"""True while a drain that claimed a batch before `end` has not committed and released it."""
-	end_epoch = to_epoch(end)
+def _oldest_drain_claim() -> datetime | None:
+	"""When the oldest batch a drain has claimed and not yet committed and released was claimed: no
+	hour ending after it may be folded yet (its rows may still commit with a creation before it)."""
 	claims = buffer.redis_client().hvals(buffer.claims_key())
-	return any(float(claimed_at) < end_epoch for claimed_at in claims)
+	return from_epoch(min(float(claimed_at) for claimed_at in claims)) if claims else None
 
 
-def _fold_hour(
+def _fold_end(start: datetime, furthest: datetime, max_rows: int) -> datetime:
+	"""Where a fold from `start` ends: whole ingested hours, up to `furthest`, holding at most
+	`max_rows` detail rows, and at least the one hour from `start`.
+
+	One transaction then folds a backlog of many hours, and each day's aggregates are read, merged
+	and written once per fold instead of once per hour; `max_rows` bounds the fold's time and memory."""
+	if furthest <= start + HOUR:
+		return start + HOUR
+	past_the_cap = frappe.db.sql(
+		f"""select creation from `tab{METRIC}` where creation >= %s and creation < %s
+		order by creation limit 1 offset %s""",
+		(format_datetime(start), format_datetime(furthest), max_rows),
+	)
+	if not past_the_cap:
+		return furthest
+	# the rows before the hour of the first row past the cap are at most `max_rows`
+	return max(start + HOUR, floor_hour(as_datetime(past_the_cap[0][0])))
+
+
+def _fold(
 	watermark: datetime | None,
 	start: datetime,
 	end: datetime,
 	config: PerformanceConfig,
 	report: RollupReport,
 ) -> bool:
-	"""Fold the rows ingested in [start, end) into their aggregates; move the watermark; commit.
+	"""Fold the rows ingested in [start, end) (one or more whole hours) into their aggregates; move
+	the watermark; commit.
 
 	Counts, sums and extremes per (type, operation, started hour) come from one GROUP BY; the
 	durations for the sketches are streamed in pages (bounded memory). Both read the same rows: no
-	drain can add a row to an ingestion hour that is being folded (see `_drain_holds_rows_before`).
+	drain can add a row to an ingestion hour that is being folded (see `_oldest_drain_claim`).
 	The watermark row is locked first, so a second run folding the same hour waits, then finds the
 	watermark moved and folds nothing."""
 	if not claim_watermark(watermark):
@@ -290,8 +322,10 @@ def _fold_hour(
 		rows += len(page)
 	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
 	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
-	# the exposition's cumulative counters grow with this fold, in its transaction (exactly once)
-	report.export_counters_written += counter_store.fold(by_hour, config.export.prometheus_top_operations)
+	# what is built on every fold (the exposition's cumulative counters) grows with it, in its
+	# transaction: exactly once, and a sink that fails fails the fold
+	for sink in frappe.get_hooks(ROLLUP_SINKS_HOOK):
+		report.sink_rows_written += frappe.get_attr(sink)(by_hour, config)
 	by_hour.update(site_wide_summaries(by_hour))
 	daily: defaultdict[BucketKey, Summary] = defaultdict(Summary)
 	for (operation_type, operation, hour), summary in by_hour.items():
@@ -302,7 +336,8 @@ def _fold_hour(
 	set_watermark(end)
 	frappe.db.commit()
 	report.rows_aggregated += rows
-	report.hours_folded += 1
+	report.hours_folded += round((end - start) / HOUR)
+	report.folds += 1
 	report.buckets_written += written
 	return True
 

@@ -48,3 +48,7 @@ EXPORT_COUNTER = "Performance Export Counter"
 
 # database health (database/): snapshots of what the database reports about itself
 DATABASE_SNAPSHOT = "Performance Database Snapshot"
+
+# the user a valid metrics token acts as (api/export.py): it has the reader role only, no password and
+# no session, and is created and removed with the app
+METRICS_USER = "performance-metrics@verenigingen-perf.invalid"

@@ -27,6 +27,31 @@ QUANTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p95_ms": 0.95, "p99_ms": 0.99}
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 
 
+def _log_gamma_factor(mapping: LogarithmicMapping) -> float:
+	"""What the mapping multiplies a base-2 logarithm by, from its public attributes and with
+	ddsketch's own arithmetic (LogarithmicMapping: 1 / log1p(gamma - 1), times log(2))."""
+	mantissa = 2 * mapping.relative_accuracy / (1 - mapping.relative_accuracy)
+	return (1 / math.log1p(mantissa)) * math.log(2)
+
+
+_LOG_GAMMA_FACTOR = _log_gamma_factor(_MAPPING)
+_KEY_OFFSET = _MAPPING.key(1.0)
+# a value whose scaled logarithm lies this close to a whole number may fall on either side of a bin
+# boundary when numpy's log and the C library's differ in the last bit: its key is the mapping's own
+_BOUNDARY = 1e-7
+
+
+def keys_of(durations: np.ndarray) -> np.ndarray:
+	"""`_MAPPING.key` of every value (all above `min_possible`), computed for the whole array at once:
+	exactly the mapping's keys (the few values next to a bin boundary are keyed one by one)."""
+	scaled = np.log(durations) / math.log(2) * _LOG_GAMMA_FACTOR
+	keys = np.ceil(scaled).astype(np.int64) + _KEY_OFFSET
+	near = np.flatnonzero(np.abs(scaled - np.rint(scaled)) < _BOUNDARY)
+	for index in near.tolist():
+		keys[index] = _MAPPING.key(float(durations[index]))
+	return keys
+
+
 def new_sketch() -> DDSketch:
 	return DDSketch(RELATIVE_ACCURACY)
 
@@ -115,15 +140,15 @@ class Summary:
 		self.memory_max_mb = max(self.memory_max_mb, max(memories))
 		self.add_durations(durations)
 
-	def add_durations(self, durations: list[float]) -> None:
-		"""Only the sketch part of `add`: the keys DDSketch.add computes (its mapping's public `key`),
-		counted into the bins; values too small for the mapping count as zeros."""
-		if not durations:
+	def add_durations(self, durations: list[float] | np.ndarray) -> None:
+		"""Only the sketch part of `add`: the keys DDSketch.add computes (`keys_of`), counted into
+		the bins; values too small for the mapping count as zeros."""
+		values = np.asarray(durations, dtype=np.float64)
+		if not values.size:
 			return
-		smallest, key = _MAPPING.min_possible, _MAPPING.key
-		keys = [key(v) for v in durations if v > smallest]
-		self.bins.add_keys(keys)
-		self.bins.zero_count += len(durations) - len(keys)
+		positive = values[values > _MAPPING.min_possible]
+		self.bins.add_key_array(keys_of(positive))
+		self.bins.zero_count += int(values.size - positive.size)
 
 	def merge(self, other: Summary) -> None:
 		if not other.count:
@@ -193,9 +218,10 @@ class Summary:
 
 
 StoredBins = tuple[int, int, np.ndarray]  # zero count, first key, counts from that key on
-# room for every key of durations from a microsecond to hours at 1% accuracy, so that merging
-# seldom has to grow the array
-_INITIAL_KEYS = 2048
+# keys of room kept on each side when the bins are made or grown: the array covers what was added
+# (a rollup holds thousands of summaries at once, so no more than that), and merging a sketch with a
+# slightly wider range seldom has to grow it again
+_SLACK_KEYS = 32
 
 
 def decode_stored(text: str) -> StoredBins:
@@ -239,10 +265,14 @@ class StoredSketchMerger:
 
 	def add_keys(self, keys: list[int]) -> None:
 		"""Count one value at each key."""
-		if not keys:
+		self.add_key_array(np.asarray(keys, dtype=np.int64))
+
+	def add_key_array(self, keys: np.ndarray) -> None:
+		"""Count one value at each key (an integer array)."""
+		if not keys.size:
 			return
-		low = min(keys)
-		counts = np.bincount(np.asarray(keys, dtype=np.int64) - low)
+		low = int(keys.min())
+		counts = np.bincount(keys - low)
 		start = self._room(low, low + len(counts))
 		self.bins[start : start + len(counts)] += counts
 
@@ -267,12 +297,13 @@ class StoredSketchMerger:
 	def _room(self, low_key: int, high_key: int) -> int:
 		"""Make the array cover keys [low_key, high_key); the index of low_key."""
 		if self.bins is None:
-			self.first_key = (low_key + high_key) // 2 - _INITIAL_KEYS // 2
-			self.bins = np.zeros(_INITIAL_KEYS, dtype=np.int64)
+			self.first_key = low_key - _SLACK_KEYS
+			self.bins = np.zeros(high_key - low_key + 2 * _SLACK_KEYS, dtype=np.int64)
 		last_key = self.first_key + len(self.bins)
 		if low_key < self.first_key or high_key > last_key:
-			new_first = min(low_key, self.first_key)
-			grown = np.zeros(max(high_key, last_key) - new_first, dtype=np.int64)
+			new_first = min(low_key - _SLACK_KEYS, self.first_key)
+			new_last = max(high_key + _SLACK_KEYS, last_key)
+			grown = np.zeros(new_last - new_first, dtype=np.int64)
 			grown[self.first_key - new_first : self.first_key - new_first + len(self.bins)] = self.bins
 			self.bins, self.first_key = grown, new_first
 		return low_key - self.first_key

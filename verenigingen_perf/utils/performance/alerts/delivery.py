@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import frappe
-import requests
 
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
+from verenigingen_perf.utils.performance.alerts import transport
 from verenigingen_perf.utils.performance.config import get_config
-from verenigingen_perf.utils.performance.schema import ALERT_CHANNEL, ALERT_DELIVERY
+from verenigingen_perf.utils.performance.schema import ALERT_CHANNEL, ALERT_DELIVERY, METRICS_USER
 
 QUEUED, SENDING, SENT, FAILED, GAVE_UP = "queued", "sending", "sent", "failed", "gave up"
 SIGNATURE_HEADER = "X-Vperf-Signature"
@@ -44,13 +45,22 @@ def _alert_view(alert: alert_rules.AlertState) -> dict[str, Any]:
 
 
 def message(notification: alert_rules.Notification) -> dict[str, Any]:
-	"""The notification as every channel renders it."""
+	"""The notification as every channel renders it: its firing alerts, then the ones resolved since
+	the group's previous notification."""
 	lines = [
-		f"- {a.labels.get('instance', '')}: {a.severity}"
+		f"- {a.labels.get('instance', '')}: {a.severity}, {a.state}"
 		+ ("" if a.value is None else f", value {a.value:.4g}")
 		for a in notification.alerts
 	]
-	title = f"[{notification.status.upper()}] {notification.rule} ({len(notification.alerts)} alert(s)) on {frappe.local.site}"
+	counts = ", ".join(
+		f"{len(alerts)} {state}"
+		for state, alerts in (
+			(alert_rules.FIRING, notification.firing),
+			(alert_rules.RESOLVED, notification.resolved),
+		)
+		if alerts
+	)
+	title = f"[{notification.status.upper()}] {notification.rule} ({counts}) on {frappe.local.site}"
 	return {
 		"version": 1,
 		"key": notification.key,
@@ -108,13 +118,7 @@ def dispatch_due(now: datetime) -> int:
 	)
 	sent = 0
 	for name in due:
-		token = frappe.generate_hash(length=16)
-		frappe.db.sql(
-			f"update `tab{ALERT_DELIVERY}` set status=%s, claim=%s where name=%s and status=%s",
-			(SENDING, token, name, QUEUED),
-		)
-		frappe.db.commit()
-		if frappe.db.get_value(ALERT_DELIVERY, name, "claim") != token:
+		if not claim(name):
 			continue
 		frappe.enqueue(
 			"verenigingen_perf.utils.performance.alerts.delivery.deliver",
@@ -124,6 +128,18 @@ def dispatch_due(now: datetime) -> int:
 		)
 		sent += 1
 	return sent
+
+
+def claim(delivery: str) -> bool:
+	"""Claim a queued delivery for one attempt (committed): True for the one caller whose token the
+	row then holds, False for every other (another dispatcher claimed it first)."""
+	token = frappe.generate_hash(length=16)
+	frappe.db.sql(
+		f"update `tab{ALERT_DELIVERY}` set status=%s, claim=%s where name=%s and status=%s",
+		(SENDING, token, delivery, QUEUED),
+	)
+	frappe.db.commit()
+	return frappe.db.get_value(ALERT_DELIVERY, delivery, "claim") == token
 
 
 # an attempt has its channel's timeout (at most a minute) per request; one still "sending" an hour
@@ -226,7 +242,9 @@ def _send(channel: Any, payload: dict[str, Any]) -> int | None:
 
 
 def role_users(role: str) -> list[str]:
-	return frappe.get_all(
+	"""The enabled users of a role who read notifications (not the app's metrics user: nobody reads
+	its bell or its mail)."""
+	users = frappe.get_all(
 		"User",
 		filters={
 			"enabled": 1,
@@ -237,6 +255,7 @@ def role_users(role: str) -> list[str]:
 		},
 		pluck="name",
 	)
+	return [user for user in users if user != METRICS_USER]
 
 
 def _desk(channel: Any, payload: dict[str, Any]) -> None:
@@ -271,11 +290,10 @@ def webhook_bodies(channel_format: str, payload: dict[str, Any], secret: str | N
 	if channel_format == "slack":
 		return [{"text": payload["text"]}]
 	if channel_format == "pagerduty":
-		action = "trigger" if payload["status"] == alert_rules.FIRING else "resolve"
 		return [
 			{
 				"routing_key": secret or "",
-				"event_action": action,
+				"event_action": "trigger" if alert["state"] == alert_rules.FIRING else "resolve",
 				"dedup_key": alert["fingerprint"],
 				"payload": {
 					"summary": f"{alert['rule']}: {alert['labels'].get('instance', '')}"[:1024],
@@ -294,17 +312,18 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def _webhook(channel: Any, payload: dict[str, Any]) -> int:
+	"""Every body of the notification (PagerDuty: one per alert), all within the channel's
+	`timeout_s` of wall clock (transport.post)."""
 	secret = channel.get_password("secret", raise_exception=False) if channel.secret else None
+	refuse_private = get_config().alerting.webhook_refuse_private_addresses
+	deadline = time.monotonic() + channel.timeout_s
 	code = 0
 	for body in webhook_bodies(channel.webhook_format, payload, secret):
 		data = json.dumps(body, sort_keys=True).encode()
 		headers = {"Content-Type": "application/json"}
 		if secret and channel.webhook_format != "pagerduty":
 			headers[SIGNATURE_HEADER] = signature(secret, data)
-		response = requests.post(
-			channel.url, data=data, headers=headers, timeout=channel.timeout_s, allow_redirects=False
-		)
-		code = response.status_code
+		code = transport.post(channel.url, data, headers, channel.timeout_s, refuse_private, deadline)
 		if not 200 <= code < 300:
 			return code
 	return code

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, job_reports, records
+from verenigingen_perf.utils.performance import internal_errors, job_reports, records, redis_store
 from verenigingen_perf.utils.performance.alerts import delivery, sources, store
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
-from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.schema import ALERT
 from verenigingen_perf.utils.performance.timeutil import as_datetime, format_datetime
 
@@ -37,6 +37,8 @@ class EvaluationReport:
 	deliveries_queued: int = 0
 	duration_s: float = 0.0
 	errors: list[str] = field(default_factory=list)
+	# rules, sources, silences and windows this pass could not evaluate and went on without
+	skipped: list[str] = field(default_factory=list)
 
 
 ALERT_FIELDS = [
@@ -83,11 +85,25 @@ def _as_state(row: dict[str, Any]) -> alert_rules.AlertState:
 	)
 
 
-def open_alerts() -> dict[str, alert_rules.AlertState]:
+def alerts_to_evaluate() -> tuple[dict[str, alert_rules.AlertState], list[alert_rules.AlertState]]:
+	"""The open alerts (pending or firing) by fingerprint, and the resolved ones still to be notified
+	as resolved (batched into their group's next notification), in one statement."""
 	rows = frappe.get_all(
-		ALERT, filters={"state": ("in", [alert_rules.PENDING, alert_rules.FIRING])}, fields=ALERT_FIELDS
+		ALERT,
+		or_filters={
+			"state": ("in", [alert_rules.PENDING, alert_rules.FIRING]),
+			"notified_state": alert_rules.FIRING,
+		},
+		fields=ALERT_FIELDS,
 	)
-	return {row["fingerprint"]: _as_state(row) for row in rows}
+	current, awaiting = {}, []
+	for row in rows:
+		alert = _as_state(row)
+		if alert.state == alert_rules.RESOLVED:
+			awaiting.append(alert)
+		else:
+			current[alert.fingerprint] = alert
+	return current, awaiting
 
 
 def evaluate(
@@ -95,35 +111,69 @@ def evaluate(
 	readings: sources.Readings,
 	current: dict[str, alert_rules.AlertState],
 	now: datetime,
+	skipped: list[alert_rules.Skipped] | None = None,
 ) -> list[alert_rules.AlertState]:
-	"""Every alert after this pass (new, moved, and the open ones whose instance is gone: resolved)."""
+	"""Every alert after this pass (new, moved, and the open ones whose instance is gone: resolved).
+
+	A rule that cannot be evaluated (its source could not be read, or its observations fail) is
+	skipped and listed in `skipped`: its open alerts stay as they are, every other rule goes on."""
+	skipped = [] if skipped is None else skipped
 	after: dict[str, alert_rules.AlertState] = {}
+	not_evaluated = set()
 	for rule in rules.values():
-		for observation in sources.observations(rule, readings, now):
-			labels = alert_rules.instance_labels(rule, observation)
-			key = alert_rules.fingerprint(labels)
-			if key in after:
-				continue
-			state = alert_rules.step(
-				rule,
-				labels,
-				current.get(key),
-				alert_rules.breaches(rule, observation),
-				observation.value,
-				now,
-			)
-			if state is not None:
-				after[key] = state
+		if rule.source in readings.failed:
+			not_evaluated.add(rule.name)
+			continue
+		try:
+			stepped = _step_rule(rule, readings, current, now, after)
+		except Exception as error:
+			not_evaluated.add(rule.name)
+			skipped.append(alert_rules.Skipped("rule", rule.name, error))
+			continue
+		after.update(stepped)
 	for key, alert in current.items():
-		if key not in after:
+		if key in after:
+			continue
+		if alert.rule in not_evaluated:
+			after[key] = alert
+		else:
 			after[key] = alert_rules.step(
 				rules.get(alert.rule) or _gone(alert), alert.labels, alert, False, None, now
 			)
 	return list(after.values())
 
 
+def _step_rule(
+	rule: alert_rules.Rule,
+	readings: sources.Readings,
+	current: dict[str, alert_rules.AlertState],
+	now: datetime,
+	taken: dict[str, alert_rules.AlertState],
+) -> dict[str, alert_rules.AlertState]:
+	"""The states of one rule's instances after this pass (nothing of it is kept if it fails)."""
+	stepped: dict[str, alert_rules.AlertState] = {}
+	for observation in sources.observations(rule, readings, now):
+		labels = alert_rules.instance_labels(rule, observation)
+		key = alert_rules.fingerprint(labels)
+		if key in taken or key in stepped:
+			continue
+		state = alert_rules.step(
+			rule,
+			labels,
+			# a copy: a rule that fails half way leaves its alerts as they were
+			replace(current[key]) if key in current else None,
+			alert_rules.breaches(rule, observation),
+			observation.value,
+			now,
+		)
+		if state is not None:
+			stepped[key] = state
+	return stepped
+
+
 def _gone(alert: alert_rules.AlertState) -> alert_rules.Rule:
-	"""A stand-in for a rule deleted or disabled while its alert was open: the alert resolves."""
+	"""A stand-in for a rule deleted or disabled while its alert was open (the alert resolves) or
+	awaiting its resolved notification (it goes nowhere: the rule's channels are gone with it)."""
 	return alert_rules.Rule(alert.rule, "health", "score", ">", severity=alert.severity)
 
 
@@ -132,34 +182,54 @@ def apply_suppression(
 	silences: list[alert_rules.Silence],
 	windows: list[alert_rules.MaintenanceWindow],
 	now: datetime,
+	skipped: list[alert_rules.Skipped] | None = None,
 ) -> None:
+	active, broken = alert_rules.active_suppressions(silences, windows, now)
+	if skipped is not None:
+		skipped += [alert_rules.Skipped("maintenance window", name, error) for name, error in broken]
 	keys = alert_rules.inhibited_keys(alerts)
 	for alert in alerts:
 		if alert.state == alert_rules.RESOLVED:
 			continue
-		silenced = alert_rules.suppressed(alert.labels, silences, windows, now)
+		silenced = alert_rules.suppressed(alert.labels, active)
 		inhibited = alert_rules.is_inhibited(alert, keys)
 		if (silenced, inhibited) != (alert.silenced, alert.inhibited):
 			alert.silenced, alert.inhibited, alert.changed = silenced, inhibited, True
+
+
+def notification_timing(config: PerformanceConfig) -> alert_rules.NotificationTiming:
+	alerting = config.alerting
+	return alert_rules.NotificationTiming(
+		group_wait=timedelta(seconds=alerting.group_wait_s),
+		group_interval=timedelta(minutes=alerting.group_interval_minutes),
+		repeat_interval=timedelta(minutes=alerting.repeat_interval_minutes),
+	)
 
 
 def run_evaluation(now: datetime | None = None) -> EvaluationReport:
 	started = time.monotonic()
 	report = EvaluationReport()
 	config = get_config()
-	with buffer.exclusive("alerts", config.retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("alerts", config.retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another evaluation is under way"
 			return report
 		now = now or frappe.utils.now_datetime()
-		rules = store.enabled_rules()
+		skipped: list[alert_rules.Skipped] = []
+		rules = store.enabled_rules(skipped)
 		report.rules = len(rules)
 		readings = sources.read(list(rules.values()), config, now)
-		current = open_alerts()
-		alerts = evaluate(rules, readings, current, now)
-		apply_suppression(alerts, store.silences(now), store.maintenance_windows(), now)
+		skipped += [alert_rules.Skipped("source", source, error) for source, error in readings.failed.items()]
+		current, awaiting = alerts_to_evaluate()
+		alerts = evaluate(rules, readings, current, now, skipped) + awaiting
+		apply_suppression(
+			alerts, store.silences(now, skipped), store.maintenance_windows(now, skipped), now, skipped
+		)
+		# alerts of a rule deleted or disabled meanwhile are still planned (and go to no channel), so
+		# that none waits for a notification for ever
+		notified_rules = {**{a.rule: _gone(a) for a in alerts}, **rules}
 		notifications = alert_rules.plan_notifications(
-			rules, alerts, now, timedelta(seconds=config.alerting.group_wait_s)
+			notified_rules, alerts, now, notification_timing(config)
 		)
 		for alert in alerts:
 			if alert.changed:
@@ -170,13 +240,23 @@ def run_evaluation(now: datetime | None = None) -> EvaluationReport:
 				(format_datetime(now), alert_rules.PENDING, alert_rules.FIRING),
 			)
 		for notification in notifications:
-			report.deliveries_queued += delivery.queue(notification, rules[notification.rule], now)
+			report.deliveries_queued += delivery.queue(notification, notified_rules[notification.rule], now)
 		report.notifications = len(notifications)
 		report.alerts_open = sum(a.state != alert_rules.RESOLVED for a in alerts)
+		_report_skipped(skipped, report)
 		frappe.db.commit()
 		delivery.dispatch_due(now)
 	report.duration_s = round(time.monotonic() - started, 3)
 	return report
+
+
+def _report_skipped(skipped: list[alert_rules.Skipped], report: EvaluationReport) -> None:
+	"""Each skipped item in the job's report, and as the app's own failure (its traceback in the Error
+	Log, rate-limited, and counted: the monitor's `capture_errors_per_min`). Never raised: a bad record
+	must not stop the other rules, under tests too."""
+	for item in skipped:
+		report.skipped.append(str(item))
+		internal_errors.report(f"alerts.{item.kind}", item.error, may_raise=False)
 
 
 def _summary(alert: alert_rules.AlertState) -> str:

@@ -4,11 +4,13 @@ A rule watches one source and yields one *instance* per thing it watches (the si
 signal, a regression), identified by a fingerprint of its labels. Each evaluation moves an instance's
 state (`step`): pending while the condition holds for less than the rule's `for`, firing after, resolved
 when it no longer holds. Notifications follow Alertmanager's discipline (`plan_notifications`): alerts
-are grouped by the rule's group-by labels; a group's new firing alerts wait `group_wait` and then go
-out together; a group that keeps firing is notified again after its `repeat_interval`; resolved alerts
-that had been notified are notified as resolved; a firing critical alert inhibits the warning alert of
-the same labels; a silence or a maintenance window matching the labels holds notifications back (the
-alert is still recorded, marked silenced) and an alert still firing when it ends is notified then.
+are grouped by the rule's group-by labels; a new group's first firing alerts wait `group_wait` and then
+go out together; after that the group is notified at most once per `group_interval`, when alerts have
+started firing or have resolved since its last notification (the resolved ones batched into it), and
+again after `repeat_interval` while it keeps firing with nothing new. A firing critical alert inhibits
+the warning alert of the same labels; a silence or a maintenance window matching the labels holds
+notifications back (the alert is still recorded, marked silenced) and an alert still firing when it
+ends is notified then. A rule's three intervals default to the site's (`NotificationTiming`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ _LABEL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _MAX_LABELS = 20
 _MAX_LABEL_VALUE = 200
 _MAX_RULE_NAME = 140
+# a rule's notification intervals: 0 takes the site's default (Performance Settings), else at most these
+MAX_GROUP_WAIT_S = 3600
+MAX_GROUP_INTERVAL_MINUTES = 1440
+MAX_REPEAT_INTERVAL_MINUTES = 10_080
+
+
+@dataclass(frozen=True)
+class Skipped:
+	"""Something a pass could not evaluate and went on without (a rule, a source, a silence, a
+	maintenance window): each is reported, none stops the others."""
+
+	kind: str
+	name: str
+	error: BaseException
+
+	def __str__(self) -> str:
+		return f"{self.kind} {self.name!r}: {type(self.error).__name__}: {str(self.error)[:300]}"
 
 
 class RuleError(ValueError):
@@ -77,7 +96,10 @@ class Rule:
 	severity: str = "warning"
 	labels: tuple[tuple[str, str], ...] = ()
 	group_by: tuple[str, ...] = ("rule",)
-	repeat_interval_minutes: int = 60
+	# 0: the site's default (NotificationTiming)
+	group_wait_s: int = 0
+	group_interval_minutes: int = 0
+	repeat_interval_minutes: int = 0
 	channels: tuple[str, ...] = ()
 	enabled: bool = True
 	description: str = ""
@@ -98,6 +120,8 @@ class Rule:
 			"severity": self.severity,
 			"labels": dict(self.labels),
 			"group_by": list(self.group_by),
+			"group_wait_s": self.group_wait_s,
+			"group_interval_minutes": self.group_interval_minutes,
 			"repeat_interval_minutes": self.repeat_interval_minutes,
 			"channels": list(self.channels),
 		}
@@ -196,8 +220,24 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 		data.get("window_minutes", 5), "window_minutes", field_error, 1, MAX_WINDOW_MINUTES, whole=True
 	)
 	for_minutes = _number(data.get("for_minutes", 0), "for_minutes", field_error, 0, 10_080, whole=True)
+	group_wait = _number(
+		data.get("group_wait_s") or 0, "group_wait_s", field_error, 0, MAX_GROUP_WAIT_S, whole=True
+	)
+	group_interval = _number(
+		data.get("group_interval_minutes") or 0,
+		"group_interval_minutes",
+		field_error,
+		0,
+		MAX_GROUP_INTERVAL_MINUTES,
+		whole=True,
+	)
 	repeat = _number(
-		data.get("repeat_interval_minutes", 60), "repeat_interval_minutes", field_error, 1, 10_080, whole=True
+		data.get("repeat_interval_minutes") or 0,
+		"repeat_interval_minutes",
+		field_error,
+		0,
+		MAX_REPEAT_INTERVAL_MINUTES,
+		whole=True,
 	)
 	severity = data.get("severity") or "warning"
 	if severity not in SEVERITIES:
@@ -232,6 +272,8 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 		severity=severity,
 		labels=labels,
 		group_by=tuple(dict.fromkeys(group_by)),
+		group_wait_s=int(group_wait),
+		group_interval_minutes=int(group_interval),
 		repeat_interval_minutes=int(repeat),
 		channels=channels,
 		enabled=bool(data.get("enabled", True)),
@@ -396,6 +438,7 @@ class Silence:
 	matchers: tuple[tuple[str, str], ...]
 	starts_at: datetime
 	ends_at: datetime
+	name: str = ""
 
 	def active(self, now: datetime) -> bool:
 		return self.starts_at <= now < self.ends_at
@@ -408,32 +451,57 @@ class MaintenanceWindow:
 	matchers: tuple[tuple[str, str], ...]
 	cron: str
 	duration_minutes: int
+	name: str = ""
 
 	def active(self, now: datetime) -> bool:
+		"""Raises croniter's errors for an expression that never matches (30 February)."""
 		last_start = croniter(self.cron, now + timedelta(seconds=1)).get_prev(datetime)
 		return last_start <= now < last_start + timedelta(minutes=self.duration_minutes)
 
 
-def validate_cron(expression: Any) -> str | None:
-	"""None when `expression` is a valid five-field cron expression, else the reason."""
+# a maintenance window must start at least this often: a cron that never matches within it (30
+# February, or 29 February in most years) is refused
+CRON_HORIZON = timedelta(days=366)
+
+
+def validate_cron(expression: Any, now: datetime | None = None) -> str | None:
+	"""None when `expression` is a valid five-field cron expression that matches within
+	`CRON_HORIZON` of `now` (when given), else the reason."""
 	if not isinstance(expression, str) or not expression.strip() or len(expression) > 100:
 		return "must be a cron expression such as '0 2 * * 0' (Sundays 02:00)"
 	if len(expression.split()) != 5:
 		return "must have five fields: minute hour day-of-month month day-of-week"
 	if not croniter.is_valid(expression):
 		return f"{expression!r} is not a valid cron expression"
+	if now is not None:
+		try:
+			first = croniter(expression, now).get_next(datetime)
+		except Exception:
+			first = None
+		if first is None or first - now > CRON_HORIZON:
+			return f"{expression!r} does not start within a year (a date that does not exist, such as 30 February?)"
 	return None
 
 
-def suppressed(
-	labels: Mapping[str, str],
-	silences: Iterable[Silence],
-	windows: Iterable[MaintenanceWindow],
-	now: datetime,
-) -> bool:
-	return any(s.active(now) and matchers_match(s.matchers, labels) for s in silences) or any(
-		w.active(now) and matchers_match(w.matchers, labels) for w in windows
-	)
+def active_suppressions(
+	silences: Iterable[Silence], windows: Iterable[MaintenanceWindow], now: datetime
+) -> tuple[list[tuple[tuple[str, str], ...]], list[tuple[str, BaseException]]]:
+	"""The matchers of every silence and window active now (each judged once a pass, not per alert),
+	and the windows that could not be judged (skipped, each with its error: one bad window holds
+	nothing back and stops nothing)."""
+	active = [s.matchers for s in silences if s.active(now)]
+	broken = []
+	for window in windows:
+		try:
+			if window.active(now):
+				active.append(window.matchers)
+		except Exception as error:
+			broken.append((window.name, error))
+	return active, broken
+
+
+def suppressed(labels: Mapping[str, str], active_matchers: Iterable[tuple[tuple[str, str], ...]]) -> bool:
+	return any(matchers_match(matchers, labels) for matchers in active_matchers)
 
 
 def _inhibition_key(labels: Mapping[str, str]) -> tuple:
@@ -452,31 +520,73 @@ def is_inhibited(alert: AlertState, keys: set[tuple]) -> bool:
 # --- notifications ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NotificationTiming:
+	"""Alertmanager's three intervals (the site's defaults, or a rule's own)."""
+
+	group_wait: timedelta
+	group_interval: timedelta
+	repeat_interval: timedelta
+
+	def of(self, rule: Rule) -> NotificationTiming:
+		"""The rule's own intervals where it sets them (non-zero), these elsewhere."""
+		return NotificationTiming(
+			timedelta(seconds=rule.group_wait_s) if rule.group_wait_s else self.group_wait,
+			timedelta(minutes=rule.group_interval_minutes)
+			if rule.group_interval_minutes
+			else self.group_interval,
+			timedelta(minutes=rule.repeat_interval_minutes)
+			if rule.repeat_interval_minutes
+			else self.repeat_interval,
+		)
+
+
 @dataclass
 class Notification:
-	"""One message to a rule's channels: a group's alerts, firing or resolved."""
+	"""One message to a rule's channels: a group's firing alerts and the ones resolved since its
+	previous notification. Its status is firing while any alert in it fires."""
 
 	rule: str
 	group: tuple[tuple[str, str], ...]
 	status: str
 	alerts: list[AlertState] = field(default_factory=list)
+	at: datetime | None = None
 
 	@property
 	def key(self) -> str:
-		return fingerprint({"rule": self.rule, "group": json.dumps(self.group), "status": self.status})
+		"""The notification's identity: its group and moment (every attempt of it sends the same)."""
+		return fingerprint(
+			{"rule": self.rule, "group": json.dumps(self.group), "status": self.status, "at": str(self.at)}
+		)
+
+	@property
+	def firing(self) -> list[AlertState]:
+		return [a for a in self.alerts if a.state == FIRING]
+
+	@property
+	def resolved(self) -> list[AlertState]:
+		return [a for a in self.alerts if a.state == RESOLVED]
 
 
 def group_of(rule: Rule, alert: AlertState) -> tuple[tuple[str, str], ...]:
 	return tuple((label, alert.labels.get(label, "")) for label in rule.group_by)
 
 
+def awaits_resolved_notification(alert: AlertState) -> bool:
+	"""Resolved after it was notified as firing, and not yet notified as resolved."""
+	return alert.state == RESOLVED and alert.notified_state == FIRING
+
+
 def plan_notifications(
-	rules: Mapping[str, Rule], alerts: Iterable[AlertState], now: datetime, group_wait: timedelta
+	rules: Mapping[str, Rule], alerts: Iterable[AlertState], now: datetime, defaults: NotificationTiming
 ) -> list[Notification]:
-	"""What goes out now. Per rule and group: the firing alerts (not silenced or inhibited) that were
-	never notified, once the oldest of them has waited `group_wait`, together with the group's other
-	firing alerts; all of them again when the group's last notification is `repeat_interval` old; and
-	the resolved alerts that had been notified as firing. Marks what it plans as notified."""
+	"""What goes out now, at most one notification per rule and group:
+	- a group never notified: once the oldest of its new firing alerts has waited `group_wait`;
+	- a group notified before: when alerts started firing or resolved since, once its last
+	  notification is `group_interval` old; when nothing changed, once it is `repeat_interval` old.
+	A notification carries every firing alert of the group that is not silenced or inhibited, and the
+	resolved ones not yet notified as resolved. `alerts` are the open ones and those awaiting a
+	resolved notification (`awaits_resolved_notification`). Marks what it plans as notified."""
 	groups: dict[tuple[str, tuple], list[AlertState]] = defaultdict(list)
 	for alert in alerts:
 		rule = rules.get(alert.rule)
@@ -484,23 +594,31 @@ def plan_notifications(
 			groups[(alert.rule, group_of(rule, alert))].append(alert)
 	planned = []
 	for (rule_name, group), members in groups.items():
-		rule = rules[rule_name]
+		timing = defaults.of(rules[rule_name])
 		firing = [a for a in members if a.state == FIRING and not a.silenced and not a.inhibited]
 		fresh = [a for a in firing if a.notified_state != FIRING]
-		last = max((a.last_notified_at for a in firing if a.last_notified_at), default=None)
-		due_fresh = fresh and min(a.fired_at or now for a in fresh) + group_wait <= now
-		due_repeat = last is not None and now - last >= timedelta(minutes=rule.repeat_interval_minutes)
-		if firing and (due_fresh or due_repeat):
-			planned.append(
-				Notification(rule_name, group, FIRING, sorted(firing, key=lambda a: a.fingerprint))
+		resolved = [a for a in members if awaits_resolved_notification(a)]
+		last = max((a.last_notified_at for a in members if a.last_notified_at), default=None)
+		if last is None:
+			due = bool(fresh) and min(a.fired_at or now for a in fresh) + timing.group_wait <= now
+		else:
+			since = now - last
+			due = bool(fresh or resolved) and since >= timing.group_interval
+			due = due or (bool(firing) and since >= timing.repeat_interval)
+		if not due:
+			continue
+		by_fingerprint = lambda a: (a.fingerprint, a.started_at)  # noqa: E731
+		planned.append(
+			Notification(
+				rule_name,
+				group,
+				FIRING if firing else RESOLVED,
+				sorted(firing, key=by_fingerprint) + sorted(resolved, key=by_fingerprint),
+				at=now,
 			)
-			for alert in firing:
-				alert.last_notified_at, alert.notified_state, alert.changed = now, FIRING, True
-		resolved = [a for a in members if a.state == RESOLVED and a.notified_state == FIRING]
-		if resolved:
-			planned.append(
-				Notification(rule_name, group, RESOLVED, sorted(resolved, key=lambda a: a.fingerprint))
-			)
-			for alert in resolved:
-				alert.last_notified_at, alert.notified_state, alert.changed = now, RESOLVED, True
+		)
+		for alert in firing:
+			alert.last_notified_at, alert.notified_state, alert.changed = now, FIRING, True
+		for alert in resolved:
+			alert.last_notified_at, alert.notified_state, alert.changed = now, RESOLVED, True
 	return planned

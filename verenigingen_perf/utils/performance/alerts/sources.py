@@ -14,8 +14,10 @@ from typing import Any
 
 import frappe
 
+from verenigingen_perf.utils.performance import health, monitoring
 from verenigingen_perf.utils.performance.alerts.rules import Observation, Rule, matches
 from verenigingen_perf.utils.performance.config import PerformanceConfig
+from verenigingen_perf.utils.performance.database import recommend, snapshot
 from verenigingen_perf.utils.performance.schema import (
 	ACKNOWLEDGED,
 	ALL_OPERATIONS,
@@ -23,6 +25,7 @@ from verenigingen_perf.utils.performance.schema import (
 	METRIC,
 	OPEN,
 	REGRESSION,
+	REQUEST_TYPES,
 )
 from verenigingen_perf.utils.performance.timeutil import as_datetime, format_datetime
 
@@ -43,60 +46,79 @@ class Readings:
 	anomalies: list[dict[str, Any]] = field(default_factory=list)
 	# the latest database health snapshot's figures (database_figures), None without a snapshot
 	database: dict[str, tuple[float | None, str | None]] | None = None
+	# the sources that could not be read this pass, with their errors (their rules are skipped)
+	failed: dict[str, BaseException] = field(default_factory=dict)
 
 
 def read(rules: list[Rule], config: PerformanceConfig, now: datetime) -> Readings:
+	"""What the rules need, each source read on its own: one that fails (a stored snapshot that cannot
+	be read, say) is named in `failed` with its error, and the rules of the other sources go on."""
 	needed = {rule.source for rule in rules}
 	readings = Readings()
-	if "health" in needed:
-		from verenigingen_perf.utils.performance import health
+	operation_windows = [r.window_minutes for r in rules if r.source == "operation"]
+	readers = {
+		"health": lambda: _read_health(readings, config, now),
+		"monitor": lambda: _read_monitor(readings),
+		"operation": lambda: _read_operations(readings, operation_windows, now),
+		"regressions": lambda: _read_regressions(readings),
+		"anomalies": lambda: _read_anomalies(readings, now),
+		"database": lambda: _read_database(readings, config),
+	}
+	for source, reader in readers.items():
+		if source not in needed:
+			continue
+		try:
+			reader()
+		except Exception as error:
+			readings.failed[source] = error
+	return readings
 
-		readings.health = health.system_health(config, now)
-	if "monitor" in needed:
-		from verenigingen_perf.utils.performance import monitoring
 
-		readings.monitor = monitoring.latest()
-	short = [
-		r.window_minutes
-		for r in rules
-		if r.source == "operation" and r.window_minutes <= DETAIL_WINDOW_MINUTES
-	]
-	long = [
-		r.window_minutes
-		for r in rules
-		if r.source == "operation" and r.window_minutes > DETAIL_WINDOW_MINUTES
-	]
+def _read_health(readings: Readings, config: PerformanceConfig, now: datetime) -> None:
+
+	readings.health = health.system_health(config, now)
+
+
+def _read_monitor(readings: Readings) -> None:
+
+	readings.monitor = monitoring.latest()
+
+
+def _read_operations(readings: Readings, windows: list[int], now: datetime) -> None:
+	short = [w for w in windows if w <= DETAIL_WINDOW_MINUTES]
+	long = [w for w in windows if w > DETAIL_WINDOW_MINUTES]
 	if short:
 		readings.detail = _detail_rows(now - timedelta(minutes=max(short)))
 	if long:
-		from verenigingen_perf.utils.performance import health
-
 		readings.hourly = health.read_aggregates("hour", _hours_start(now, max(long)))
-	if "regressions" in needed:
-		readings.regressions = frappe.get_all(
-			REGRESSION,
-			filters={"status": ("in", [OPEN, ACKNOWLEDGED])},
-			fields=["name", "operation", "metric", "change_value"],
-		)
-	if "anomalies" in needed:
-		readings.anomalies = frappe.get_all(
-			ANOMALY,
-			filters={"period_start": (">=", now - 2 * HOUR)},
-			fields=["operation", "metric", "period_start", "score"],
-		)
-	if "database" in needed:
-		from verenigingen_perf.utils.performance.database import snapshot
 
-		latest = snapshot.latest()
-		readings.database = database_figures(latest, config) if latest else None
-	return readings
+
+def _read_regressions(readings: Readings) -> None:
+	readings.regressions = frappe.get_all(
+		REGRESSION,
+		filters={"status": ("in", [OPEN, ACKNOWLEDGED])},
+		fields=["name", "operation", "metric", "change_value"],
+	)
+
+
+def _read_anomalies(readings: Readings, now: datetime) -> None:
+	readings.anomalies = frappe.get_all(
+		ANOMALY,
+		filters={"period_start": (">=", now - 2 * HOUR)},
+		fields=["operation", "metric", "period_start", "score"],
+	)
+
+
+def _read_database(readings: Readings, config: PerformanceConfig) -> None:
+
+	latest = snapshot.latest()
+	readings.database = database_figures(latest, config) if latest else None
 
 
 def database_figures(
 	data: dict[str, Any], config: PerformanceConfig
 ) -> dict[str, tuple[float | None, str | None]]:
 	"""What a database rule may watch in one snapshot: each figure with its level, when it has one."""
-	from verenigingen_perf.utils.performance.database import recommend
 
 	connections = data.get("connections") or {}
 	ratio = (data.get("cache") or {}).get("ratio")
@@ -217,8 +239,6 @@ def _operations(
 def _aggregated_operations(rule: Rule, hourly: list[dict[str, Any]], now: datetime) -> list[Observation]:
 	"""An operation rule over hours: its figure from the merged hourly aggregates (sketches merged,
 	never averaged); without `operation`, from the site-wide rows of the request types."""
-	from verenigingen_perf.utils.performance import health
-	from verenigingen_perf.utils.performance.schema import REQUEST_TYPES
 
 	start = _hours_start(now, rule.window_minutes)
 	rows = [r for r in hourly if start <= r["period_start"] < now.replace(minute=0, second=0, microsecond=0)]

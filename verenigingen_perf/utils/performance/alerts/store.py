@@ -12,6 +12,8 @@ import yaml
 from frappe import _
 
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
+from verenigingen_perf.utils.performance.alerts import transport
+from verenigingen_perf.utils.performance.config import get_config
 from verenigingen_perf.utils.performance.schema import (
 	ALERT_CHANNEL,
 	ALERT_RULE,
@@ -35,6 +37,8 @@ RULE_FIELDS = (
 	"severity",
 	"labels",
 	"group_by",
+	"group_wait_s",
+	"group_interval_minutes",
 	"repeat_interval_minutes",
 )
 # a silence longer than this is a rule to disable, not a silence
@@ -44,6 +48,12 @@ MAX_CHANNEL_TIMEOUT_S = 60
 MAX_CHANNEL_ATTEMPTS = 20
 MAX_YAML_CHARS = 1_000_000
 MAX_RULES = 5000
+# a rules document nests four levels (rules, the list, a rule, its labels); more is no rules file
+MAX_YAML_DEPTH = 10
+# scalars, lists and mappings in one document: 5,000 rules of a few dozen values each
+MAX_YAML_NODES = 500_000
+# PyYAML's C parser when it was built with libyaml (the pure-Python one otherwise)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _rule_data(row: dict[str, Any], channels: list[str]) -> dict[str, Any]:
@@ -62,47 +72,69 @@ def _channels_by_rule() -> dict[str, list[str]]:
 	return by_rule
 
 
-def enabled_rules() -> dict[str, alert_rules.Rule]:
+class StoredRecordError(ValueError):
+	"""A record stored broken (edited in the database, or saved before a check existed)."""
+
+
+def _skip(skipped: list[alert_rules.Skipped] | None, kind: str, name: str, errors: list[str]) -> None:
+	if skipped is not None:
+		skipped.append(alert_rules.Skipped(kind, name, StoredRecordError("; ".join(errors))))
+
+
+def enabled_rules(skipped: list[alert_rules.Skipped] | None = None) -> dict[str, alert_rules.Rule]:
 	"""Every enabled rule, validated (two statements, however many rules). A rule stored broken
-	(edited in the database) is skipped and logged, never a reason to stop the others."""
+	is skipped (and listed in `skipped`), never a reason to stop the others."""
 	channels = _channels_by_rule()
 	out = {}
 	for row in frappe.get_all(ALERT_RULE, filters={"enabled": 1}, fields=list(RULE_FIELDS)):
 		try:
 			rule = alert_rules.validate(_rule_data(row, channels.get(row["rule_name"], [])))
 		except alert_rules.RuleError as error:
-			from verenigingen_perf.utils.performance import internal_errors
-
-			internal_errors.report("alerts.rule", error, may_raise=False)
+			_skip(skipped, "rule", row["rule_name"], error.errors)
 			continue
 		out[rule.name] = rule
 	return out
 
 
-def silences(now: datetime) -> list[alert_rules.Silence]:
+def silences(now: datetime, skipped: list[alert_rules.Skipped] | None = None) -> list[alert_rules.Silence]:
+	"""The silences active now; one stored broken is skipped (and listed in `skipped`)."""
 	rows = frappe.get_all(
 		ALERT_SILENCE,
 		filters={"ends_at": (">", now), "starts_at": ("<=", now)},
-		fields=["matchers", "starts_at", "ends_at"],
+		fields=["name", "matchers", "starts_at", "ends_at"],
 	)
 	out = []
 	for row in rows:
 		matchers, errors = alert_rules.parse_matchers(row["matchers"], "silence")
-		if not errors:
-			out.append(
-				alert_rules.Silence(matchers, as_datetime(row["starts_at"]), as_datetime(row["ends_at"]))
+		if errors:
+			_skip(skipped, "silence", row["name"], errors)
+			continue
+		out.append(
+			alert_rules.Silence(
+				matchers, as_datetime(row["starts_at"]), as_datetime(row["ends_at"]), row["name"]
 			)
+		)
 	return out
 
 
-def maintenance_windows() -> list[alert_rules.MaintenanceWindow]:
+def maintenance_windows(
+	now: datetime, skipped: list[alert_rules.Skipped] | None = None
+) -> list[alert_rules.MaintenanceWindow]:
+	"""The enabled maintenance windows; one stored broken (a cron that never starts within a year of
+	`now` among them) is skipped (and listed in `skipped`)."""
 	out = []
 	for row in frappe.get_all(
-		MAINTENANCE_WINDOW, filters={"enabled": 1}, fields=["matchers", "cron", "duration_minutes"]
+		MAINTENANCE_WINDOW, filters={"enabled": 1}, fields=["name", "matchers", "cron", "duration_minutes"]
 	):
 		matchers, errors = alert_rules.parse_matchers(row["matchers"], "maintenance window")
-		if not errors and alert_rules.validate_cron(row["cron"]) is None:
-			out.append(alert_rules.MaintenanceWindow(matchers, row["cron"], int(row["duration_minutes"])))
+		if problem := alert_rules.validate_cron(row["cron"], now):
+			errors.append(f"maintenance window: cron: {problem}")
+		if errors:
+			_skip(skipped, "maintenance window", row["name"], errors)
+			continue
+		out.append(
+			alert_rules.MaintenanceWindow(matchers, row["cron"], int(row["duration_minutes"]), row["name"])
+		)
 	return out
 
 
@@ -143,6 +175,8 @@ def channel_errors(data: dict[str, Any]) -> list[str]:
 		url = urlparse(str(data.get("url") or ""))
 		if url.scheme not in ("http", "https") or not url.netloc or len(str(data.get("url"))) > 1000:
 			errors.append(f"{where}: url: must be an http:// or https:// address")
+		elif problem := private_address(str(data.get("url"))):
+			errors.append(f"{where}: url: {problem}")
 		if data.get("webhook_format") not in ("generic", "slack", "pagerduty"):
 			errors.append(f"{where}: webhook_format: must be generic, slack or pagerduty")
 	timeout = data.get("timeout_s")
@@ -152,6 +186,25 @@ def channel_errors(data: dict[str, Any]) -> list[str]:
 	if not isinstance(attempts, int) or not 1 <= attempts <= MAX_CHANNEL_ATTEMPTS:
 		errors.append(f"{where}: max_attempts: must be a whole number from 1 to {MAX_CHANNEL_ATTEMPTS}")
 	return errors
+
+
+# saving a channel waits at most this long for its host's addresses
+_RESOLVE_ON_SAVE_S = 3
+
+
+def private_address(url: str) -> str | None:
+	"""Why a webhook URL is refused (it resolves to a loopback, link-local or private address while
+	`alert_webhook_refuse_private_addresses` is on), or None. A host that cannot be resolved now is
+	not refused here: every attempt checks again."""
+	if not get_config().alerting.webhook_refuse_private_addresses:
+		return None
+	try:
+		transport.resolve(url, refuse_private=True, timeout_s=_RESOLVE_ON_SAVE_S)
+	except transport.AddressRefused as refused:
+		return str(refused)
+	except transport.DeliveryError:
+		return None
+	return None
 
 
 def validate_channel_document(doc: Any) -> None:
@@ -176,7 +229,7 @@ def validate_silence_document(doc: Any) -> None:
 
 def validate_window_document(doc: Any) -> None:
 	_matchers, errors = alert_rules.parse_matchers(doc.matchers, "maintenance window")
-	if problem := alert_rules.validate_cron(doc.cron):
+	if problem := alert_rules.validate_cron(doc.cron, frappe.utils.now_datetime()):
 		errors.append(f"maintenance window: cron: {problem}")
 	if not isinstance(doc.duration_minutes, int) or not 1 <= doc.duration_minutes <= MAX_WINDOW_MINUTES:
 		errors.append(
@@ -202,13 +255,44 @@ def export_rules() -> str:
 	return yaml.safe_dump({"rules": documents}, sort_keys=False, allow_unicode=True)
 
 
+def check_yaml_shape(text: str) -> None:
+	"""Refuse, before anything is built, what would make loading a small text cost a lot: anchors and
+	aliases (a few hundred bytes of nested aliases expand to gigabytes), nesting deeper than
+	MAX_YAML_DEPTH and more than MAX_YAML_NODES values. Reads the parser's events, stopping at the
+	first problem."""
+	depth = nodes = 0
+	for event in yaml.parse(text, Loader=_YAML_LOADER):
+		if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+			raise alert_rules.RuleError(
+				[f"yaml: anchors and aliases (&name, *name) are not accepted (line {_line(event)})"]
+			)
+		if isinstance(event, yaml.CollectionStartEvent):
+			depth += 1
+			if depth > MAX_YAML_DEPTH:
+				raise alert_rules.RuleError(
+					[f"yaml: nested more than {MAX_YAML_DEPTH} levels deep (line {_line(event)})"]
+				)
+		elif isinstance(event, yaml.CollectionEndEvent):
+			depth -= 1
+		if isinstance(event, yaml.NodeEvent):
+			nodes += 1
+			if nodes > MAX_YAML_NODES:
+				raise alert_rules.RuleError([f"yaml: more than {MAX_YAML_NODES:,} values"])
+
+
+def _line(event: Any) -> int:
+	mark = getattr(event, "start_mark", None)
+	return mark.line + 1 if mark is not None else 0
+
+
 def import_rules(text: str) -> dict[str, Any]:
 	"""Create or update the rules of a YAML document (`rules: [...]`), all or none: one bad rule and
 	nothing changes (every error is listed)."""
 	if len(text) > MAX_YAML_CHARS:
 		raise alert_rules.RuleError([f"yaml: at most {MAX_YAML_CHARS:,} characters"])
 	try:
-		document = yaml.safe_load(text)
+		check_yaml_shape(text)
+		document = yaml.load(text, Loader=_YAML_LOADER)
 	except yaml.YAMLError as error:
 		raise alert_rules.RuleError([f"yaml: not valid YAML ({str(error).splitlines()[0][:200]})"])
 	if not isinstance(document, dict) or not isinstance(document.get("rules"), list):

@@ -19,7 +19,7 @@ from typing import Any
 
 import frappe
 
-from verenigingen_perf.utils.performance import buffer, job_reports, rollup
+from verenigingen_perf.utils.performance import job_reports, redis_store, rollup
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
 from verenigingen_perf.utils.performance.detection import anomalies, baselines, regressions
 from verenigingen_perf.utils.performance.schema import ANOMALY, REGRESSION, RESOLVED, ROLLUP_STATE
@@ -113,7 +113,7 @@ def run_detection(now: datetime | None = None) -> DetectionReport:
 	started = time.monotonic()
 	report = DetectionReport()
 	config = get_config()
-	with buffer.exclusive("detection", config.retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("detection", config.retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another detection run is under way"
 			return report

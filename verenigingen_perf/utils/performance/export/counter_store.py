@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import frappe
 
 from verenigingen_perf.utils.performance.bulk import BulkWrite
+from verenigingen_perf.utils.performance.config import PerformanceConfig
 from verenigingen_perf.utils.performance.export import counters
 from verenigingen_perf.utils.performance.schema import EXPORT_COUNTER, OVERFLOW_OPERATION
 from verenigingen_perf.utils.performance.sketch import StoredSketchMerger, Summary
@@ -46,6 +47,13 @@ def fold(summaries: Mapping[tuple[str, str, object], Summary], top: int) -> int:
 	changed = counters.fold(stored, folded, top, OVERFLOW_OPERATION)
 	_upsert(list(changed.values()))
 	return len(changed)
+
+
+def fold_into_counters(
+	summaries: Mapping[tuple[str, str, object], Summary], config: PerformanceConfig
+) -> int:
+	"""A rollup sink (hooks.py `vperf_rollup_sinks`): `fold` with the configured top operations."""
+	return fold(summaries, config.export.prometheus_top_operations)
 
 
 def exposed() -> list[counters.Counter]:

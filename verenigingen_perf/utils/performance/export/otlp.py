@@ -26,7 +26,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import frappe
 import orjson
+from frappe.utils.password import get_decrypted_password
+
+from verenigingen_perf.utils.performance import job_reports, redis_store
+from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.redis_store import key, redis_client
+from verenigingen_perf.utils.performance.schema import SETTINGS
+from verenigingen_perf.utils.performance.timeutil import as_datetime, to_epoch
 
 # OTLP's sizes: a trace id is 16 bytes, a span id 8
 _TRACE_ID_BYTES = 16
@@ -183,30 +191,27 @@ def parse_headers(text: str | None) -> dict[str, str]:
 
 
 def backlog_key() -> str:
-	from verenigingen_perf.utils.performance.redis_store import key
 
 	return key("otlp_backlog")
 
 
 def dropped_key() -> str:
-	from verenigingen_perf.utils.performance.redis_store import key
 
 	return key("otlp_dropped")
 
 
 def exported_key() -> str:
-	from verenigingen_perf.utils.performance.redis_store import key
 
 	return key("otlp_exported")
 
 
-def hand_over(rows: Iterable[Mapping[str, Any]], export: Any) -> int:
-	"""The drain's step: append the spans it just inserted (and committed) to the backlog, when the
-	export is on. Returns how many were dropped from a full backlog."""
+def hand_over(rows: Iterable[Mapping[str, Any]], config: PerformanceConfig) -> int:
+	"""A drain sink (hooks.py `vperf_drain_sinks`): append the spans the drain just inserted (and
+	committed) to the backlog, when the export is on. Returns how many were dropped from a full
+	backlog (they are counted in Redis too, for the exposition)."""
+	export = config.export
 	if not export.otlp_enabled:
 		return 0
-	from verenigingen_perf.utils.performance.redis_store import redis_client
-	from verenigingen_perf.utils.performance.timeutil import as_datetime, to_epoch
 
 	records = [span_record(row, int(to_epoch(as_datetime(row["started_at"])) * 1e9)) for row in rows]
 	client = redis_client()
@@ -225,8 +230,6 @@ def hand_over(rows: Iterable[Mapping[str, Any]], export: Any) -> int:
 def backlog_state() -> tuple[int | None, int | None, int | None]:
 	"""(spans waiting, spans dropped, spans exported); None for each when Redis cannot be read."""
 	import redis
-
-	from verenigingen_perf.utils.performance.redis_store import redis_client
 
 	try:
 		pipe = redis_client().pipeline(transaction=False)
@@ -254,7 +257,6 @@ class ExportReport:
 def export_job() -> dict[str, Any]:
 	"""Scheduled every minute. An endpoint that is down is reported (status), not raised: its spans
 	wait in the backlog; the app's own failures are recorded and raised."""
-	from verenigingen_perf.utils.performance import job_reports
 
 	return job_reports.run_and_record(
 		"otlp", run_export, lambda errors: ExportReport(status="failed", errors=errors)
@@ -262,13 +264,6 @@ def export_job() -> dict[str, Any]:
 
 
 def run_export() -> ExportReport:
-	import frappe
-	from frappe.utils.password import get_decrypted_password
-
-	from verenigingen_perf.utils.performance import buffer
-	from verenigingen_perf.utils.performance.config import get_config
-	from verenigingen_perf.utils.performance.redis_store import redis_client
-	from verenigingen_perf.utils.performance.schema import SETTINGS
 
 	started = time.monotonic()
 	config = get_config()
@@ -285,7 +280,7 @@ def run_export() -> ExportReport:
 	from opentelemetry.sdk.trace.export import SpanExportResult
 
 	headers = parse_headers(get_decrypted_password(SETTINGS, SETTINGS, "otlp_headers", raise_exception=False))
-	with buffer.exclusive("otlp", config.retention.job_lock_timeout_s) as acquired:
+	with redis_store.exclusive("otlp", config.retention.job_lock_timeout_s) as acquired:
 		if acquired is False:
 			report.status = "skipped: another export is running"
 			return report

@@ -1,10 +1,13 @@
 """The Prometheus/OpenMetrics exposition, written by `prometheus_client` from one snapshot.
 
 `snapshot()` reads what a scrape exposes, in a fixed number of statements whatever the history: the
-exposed counter rows (one), the hourly site-wide rows of the health window (one), the watermark (one);
-job reports, buffer and OTLP figures come from Redis, table sizes from the retention job's last report.
-`ExportCollector` turns a snapshot into metric families (every series labelled with the site), and
-`exposition()` renders them on a private registry with the format the scraper asked for.
+exposed counter rows (one), the hourly site-wide rows of the health window (one), the watermark (one),
+the open regressions (one) and the latest database snapshot's name (one; a snapshot never changes,
+so a process reads each one's figures once); job reports, the monitor's last sample, buffer and OTLP
+figures come from Redis, table sizes from the retention job's last report, the configured levels from
+the cached configuration. `ExportCollector` turns a snapshot into metric families (every series
+labelled with the site), and `render()` renders them on a private registry with the format the
+scraper asked for.
 
 The counters are those the rollup folded: they lag the site by up to the rollup's delay (the hour
 being filled, plus `aggregation_delay_minutes`); `vperf_aggregated_until_timestamp_seconds` says how far
@@ -27,7 +30,15 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from verenigingen_perf.utils.performance.config import LEVEL_PAIRS, flat_values
 from verenigingen_perf.utils.performance.export import counters
+from verenigingen_perf.utils.performance.schema import (
+	ACKNOWLEDGED,
+	DATABASE_SNAPSHOT,
+	OPEN,
+	OVERFLOW_OPERATION,
+	REGRESSION,
+)
 
 PREFIX = "vperf"
 OPERATION_LABELS = ("site", "type", "operation")
@@ -54,6 +65,18 @@ class Snapshot:
 	aggregated_until: float | None = None
 	# table -> (rows, bytes), as the retention job last measured them
 	tables: dict[str, tuple[int, int]] = field(default_factory=dict)
+	# setting -> value: every configured warning and critical level (config.LEVEL_PAIRS), so that alert
+	# rules and dashboards compare against the site's own levels instead of numbers of their own
+	thresholds: dict[str, float] = field(default_factory=dict)
+	# the monitor's judged signals in its last sample: (signal, unit, value)
+	monitor_signals: list[tuple[str, str, float]] = field(default_factory=list)
+	# the latest database health snapshot of this backend: its cache hit ratio (None: it has none) and
+	# when it was taken (None: no snapshot)
+	database_cache_hit_ratio: float | None = None
+	database_snapshot_at: float | None = None
+	# (operation type, operation, metric) -> regressions open or acknowledged; an operation without a
+	# series of its own is counted under the `other` operation of its type (bounded as the counters are)
+	open_regressions: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class ExportCollector:
@@ -68,6 +91,10 @@ class ExportCollector:
 		yield from self._health(s)
 		yield from self._jobs(s)
 		yield from self._pipeline(s)
+		yield from self._levels(s)
+		yield from self._monitor(s)
+		yield from self._database(s)
+		yield from self._regressions(s)
 
 	def _operations(self, s: Snapshot) -> Iterator[Metric]:
 		families = {
@@ -195,6 +222,55 @@ class ExportCollector:
 		yield rows
 		yield size
 
+	def _levels(self, s: Snapshot) -> Iterator[Metric]:
+		threshold = GaugeMetricFamily(
+			f"{PREFIX}_threshold",
+			"A configured warning or critical level, by its setting name (Performance Settings)",
+			labels=["site", "setting"],
+		)
+		for setting, value in sorted(s.thresholds.items()):
+			threshold.add_metric([s.site, setting], value)
+		yield threshold
+
+	def _monitor(self, s: Snapshot) -> Iterator[Metric]:
+		signal = GaugeMetricFamily(
+			f"{PREFIX}_monitor_signal_value",
+			"Each signal of the monitor's last sample, in its unit (label unit); absent without a value",
+			labels=["site", "signal", "unit"],
+		)
+		for name, unit, value in s.monitor_signals:
+			signal.add_metric([s.site, name, unit], value)
+		yield signal
+
+	def _database(self, s: Snapshot) -> Iterator[Metric]:
+		for name, help_text, value in (
+			(
+				"database_cache_hit_ratio",
+				"The latest database health snapshot's cache hit ratio (absent when it has none)",
+				s.database_cache_hit_ratio,
+			),
+			(
+				"database_snapshot_timestamp_seconds",
+				"When the latest database health snapshot was taken (Unix time)",
+				s.database_snapshot_at,
+			),
+		):
+			gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=["site"])
+			if value is not None:
+				gauge.add_metric([s.site], value)
+			yield gauge
+
+	def _regressions(self, s: Snapshot) -> Iterator[Metric]:
+		regressions = GaugeMetricFamily(
+			f"{PREFIX}_open_regressions",
+			"Regressions open or acknowledged, per operation (those without a series of their own under"
+			" the other operations of their type) and metric",
+			labels=[*OPERATION_LABELS, "metric"],
+		)
+		for (operation_type, operation, metric), count in sorted(s.open_regressions.items()):
+			regressions.add_metric([s.site, operation_type, operation, metric], count)
+		yield regressions
+
 
 def render(snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
 	"""The exposition in the format `accept` asks for (OpenMetrics or Prometheus text), and its
@@ -209,7 +285,7 @@ def snapshot(config: Any) -> Snapshot:
 	"""Read what a scrape exposes (see the module docstring for its statements)."""
 	import frappe
 
-	from verenigingen_perf.utils.performance import buffer, health, job_reports, monitoring, rollup
+	from verenigingen_perf.utils.performance import buffer, health, job_reports, monitoring, rollup, schedule
 	from verenigingen_perf.utils.performance.dashboard import storage_figures
 	from verenigingen_perf.utils.performance.export import counter_store, otlp
 	from verenigingen_perf.utils.performance.timeutil import to_epoch
@@ -227,7 +303,9 @@ def snapshot(config: Any) -> Snapshot:
 	epoch_now = time.time()
 	for job, method in monitoring.JOBS.items():
 		last = reports.by_job.get(job) or {}
-		lag = health.job_lag_s(reports.finished_at(job), health.schedule_period_s(method) or 0.0, epoch_now)
+		lag = schedule.job_lag_s(
+			reports.finished_at(job), schedule.schedule_period_s(method) or 0.0, epoch_now
+		)
 		failed = str(last.get("status", "")).startswith("failed")
 		result.jobs[job] = (reports.finished_at(job), failed, lag)
 	state = buffer.state()
@@ -239,4 +317,89 @@ def snapshot(config: Any) -> Snapshot:
 	result.aggregated_until = to_epoch(watermark) if watermark else None
 	for table in storage_figures(reports).get("tables") or []:
 		result.tables[table["doctype"]] = (int(table["rows"]), int(table["bytes"]))
+	result.thresholds = configured_levels(config)
+	if last_sample := monitoring.latest(reports):
+		result.monitor_signals = [
+			(s.name, s.unit, float(s.value))
+			for s in monitoring.signals(last_sample, config)
+			if s.value is not None
+		]
+	result.database_snapshot_at, result.database_cache_hit_ratio = _latest_database_cache()
+	members = {c.key for c in result.counters if c.operation != OVERFLOW_OPERATION}
+	result.open_regressions = regressions_by_series(_open_regressions(), members)
 	return result
+
+
+def configured_levels(config: Any) -> dict[str, float]:
+	"""Every warning and critical level of the configuration, by its setting name."""
+	values = flat_values(config)
+	return {
+		setting: float(values[setting])
+		for warning, critical, _ in LEVEL_PAIRS
+		for setting in (warning, critical)
+	}
+
+
+def regressions_by_series(
+	rows: list[tuple[str, str, str, int]], members: set[counters.Key]
+) -> dict[tuple[str, str, str], int]:
+	"""Regression counts per (type, operation, metric) where an operation that has no series of its
+	own is counted under the other operations of its type: the labels stay as bounded as the
+	counters' (at most N + 1 operations per type, times the regression metrics)."""
+	counts: dict[tuple[str, str, str], int] = {}
+	for operation_type, operation, metric, count in rows:
+		if (operation_type, operation) not in members:
+			operation = OVERFLOW_OPERATION
+		key = (operation_type, operation, metric)
+		counts[key] = counts.get(key, 0) + int(count)
+	return counts
+
+
+# site -> (the latest database snapshot's name, its cache hit ratio): a snapshot never changes once
+# taken, so a process reads each one's figures once, not at every scrape
+_database_cache_ratios: dict[str, tuple[str, float | None]] = {}
+
+
+def _latest_database_cache() -> tuple[float | None, float | None]:
+	"""When the latest database snapshot of this backend was taken, and its cache hit ratio as the
+	alert rules read it (one statement; the snapshot itself is read once per process). The summary
+	column cannot say "no ratio": Frappe stores an unset Float as 0, which would read as a cache that
+	missed every read."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import internal_errors
+	from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
+	from verenigingen_perf.utils.performance.timeutil import as_datetime, to_epoch
+
+	rows = frappe.db.sql(
+		f"select name, taken_at from `tab{DATABASE_SNAPSHOT}` where db_type=%s order by taken_at desc limit 1",
+		(frappe.db.db_type,),
+	)
+	if not rows:
+		return None, None
+	name, taken_at = rows[0]
+	known = _database_cache_ratios.get(frappe.local.site)
+	if known is None or known[0] != name:
+		try:
+			ratio = (database_snapshot.read(name).get("cache") or {}).get("ratio")
+		except (ValueError, frappe.DoesNotExistError) as error:
+			# a snapshot stored unreadable (or deleted meanwhile) leaves its ratio out, not the scrape
+			internal_errors.report("metrics: latest database snapshot", error, may_raise=False)
+			ratio = None
+		known = _database_cache_ratios[frappe.local.site] = (name, None if ratio is None else float(ratio))
+	return to_epoch(as_datetime(taken_at)), known[1]
+
+
+def _open_regressions() -> list[tuple[str, str, str, int]]:
+	"""Regressions open or acknowledged (those the shipped rule "New regression" alerts on), counted
+	per (type, operation, metric) in one statement."""
+	import frappe
+
+	return [
+		tuple(row)
+		for row in frappe.db.sql(
+			f"select operation_type, operation, metric, count(*) from `tab{REGRESSION}`"
+			" where status in (%s, %s) group by operation_type, operation, metric",
+			(OPEN, ACKNOWLEDGED),
+		)
+	]

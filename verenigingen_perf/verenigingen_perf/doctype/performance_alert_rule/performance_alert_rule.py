@@ -23,6 +23,8 @@ class PerformanceAlertRule(Document):
 		enabled: DF.Check
 		for_minutes: DF.Int
 		group_by: DF.Data | None
+		group_interval_minutes: DF.Int
+		group_wait_s: DF.Int
 		labels: DF.SmallText | None
 		level: DF.Literal["warning", "critical"]
 		metric: DF.Data | None

@@ -20,8 +20,11 @@ class PerformanceSettings(Document):
 
 		aggregation_delay_minutes: DF.Data | None
 		aggregation_page_size: DF.Data | None
+		alert_group_interval_minutes: DF.Data | None
 		alert_group_wait_s: DF.Data | None
+		alert_repeat_interval_minutes: DF.Data | None
 		alert_retry_base_s: DF.Data | None
+		alert_webhook_refuse_private_addresses: DF.Literal["", "Yes", "No"]
 		anomaly_min_history: DF.Data | None
 		anomaly_min_samples: DF.Data | None
 		anomaly_recent_hours: DF.Data | None
@@ -108,6 +111,7 @@ class PerformanceSettings(Document):
 		regression_threshold: DF.Data | None
 		regression_use_pinned_baseline: DF.Literal["", "Yes", "No"]
 		regression_window_hours: DF.Data | None
+		rollup_fold_rows: DF.Data | None
 		rollup_run_budget_s: DF.Data | None
 		sampling_rate: DF.Data | None
 		slow_query_ms: DF.Data | None

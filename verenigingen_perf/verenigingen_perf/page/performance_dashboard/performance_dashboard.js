@@ -41,7 +41,8 @@ class PerformanceDashboard {
 				this.render(data);
 				this.timer = setTimeout(() => this.refresh(), data.refresh_s * 1000);
 			})
-			.catch(() => {}); // frappe.xcall has shown the server's message; Refresh tries again
+			// frappe.xcall has shown the server's message; Refresh tries again
+			.catch(() => this.page.set_indicator(__("Not loaded"), "red"));
 	}
 
 	render(data) {
@@ -55,11 +56,11 @@ class PerformanceDashboard {
 				`<div class="text-muted small mb-3 vperf-generated" data-generated-at="${d.escape(
 					data.generated_at
 				)}" data-cached="${data.cached ? 1 : 0}">${d.escape(
-					__("Generated at {0} ({1}), environment {2}; reloads every {3} s", [
-						data.generated_at,
+					__("Generated at {0} ({1}), environment {2}; reloads every {3}", [
+						d.datetime(data.generated_at),
 						data.cached ? __("cached") : __("fresh"),
 						data.environment,
-						data.refresh_s,
+						d.duration(data.refresh_s * 1000),
 					])
 				)}</div>`,
 				this.health_html(data.health),
@@ -81,8 +82,8 @@ class PerformanceDashboard {
 		];
 		d.percentile_chart(this.$body.find(".vperf-hourly-p")[0], data.hourly_series, { title: __("Requests: p50 and p95 (ms)") });
 		d.count_chart(this.$body.find(".vperf-hourly-n")[0], data.hourly_series, counts, { title: __("Counts") });
-		d.percentile_chart(this.$body.find(".vperf-daily-p")[0], data.daily_series, { title: __("Requests: p50 and p95 (ms)"), label_length: 10 });
-		d.count_chart(this.$body.find(".vperf-daily-n")[0], data.daily_series, counts, { title: __("Counts"), label_length: 10 });
+		d.percentile_chart(this.$body.find(".vperf-daily-p")[0], data.daily_series, { title: __("Requests: p50 and p95 (ms)"), hourly: false });
+		d.count_chart(this.$body.find(".vperf-daily-n")[0], data.daily_series, counts, { title: __("Counts"), hourly: false });
 	}
 
 	load_database() {
@@ -106,7 +107,7 @@ class PerformanceDashboard {
 				{ label: __("Value"), render: (r) => r[1] },
 			],
 			[
-				[__("Snapshot"), d.escape(`${db.taken_at} (${__(db.kind)}, ${db.db_type})`)],
+				[__("Snapshot"), d.escape(`${d.datetime(db.taken_at)} (${__(db.kind)}, ${db.db_type})`)],
 				[__("Tables"), d.figure(db.tables, { key: "database.tables" })],
 				[__("Size (MB)"), d.figure(db.total_bytes / 1048576, { key: "database.total_mb", digits: 1 })],
 				[__("Statement shapes"), d.figure(db.statements, { key: "database.statements" })],
@@ -204,7 +205,7 @@ class PerformanceDashboard {
 		const counts = `<p>${d.figure(detection.open_regressions, { key: "detection.open_regressions" })} ${d.escape(
 			__("open regressions")
 		)} &middot; ${d.figure(detection.anomalies, { key: "detection.anomalies" })} ${d.escape(
-			__("anomalies since {0}", [detection.anomalies_since])
+			__("anomalies since {0}", [d.datetime(detection.anomalies_since)])
 		)} &middot; ${d.figure(alerts.firing, { key: "alerts.firing" })} ${d.escape(__("firing alerts"))} &middot; ${d.figure(
 			alerts.pending,
 			{ key: "alerts.pending" }
@@ -214,7 +215,7 @@ class PerformanceDashboard {
 				{ label: __("Operation"), render: (r) => d.operation_link(r.operation) },
 				{ label: __("Metric"), render: (r) => d.escape(r.metric) },
 				{ label: __("Change"), render: (r) => d.figure(r.change_value) },
-				{ label: __("Since"), render: (r) => d.escape(r.first_detected) },
+				{ label: __("Since"), render: (r) => d.datetime_html(r.first_detected, { key: "detection.first_detected" }) },
 			],
 			detection.worst_regressions,
 			{ empty: __("No open regressions") }
@@ -235,15 +236,16 @@ class PerformanceDashboard {
 		);
 		const measured = storage.measured_at
 			? `<div class="text-muted small mb-2">${d.escape(
-					__("Table sizes as the retention job measured them at {0}", [storage.measured_at])
+					__("Table sizes as the retention job measured them at {0}", [d.datetime(storage.measured_at)])
 			  )}</div>`
 			: "";
+		const when = (key) => d.datetime_html(freshness[key], { key: `freshness.${key}` });
 		const fresh = [
-			[__("Aggregated until"), freshness.aggregated_until],
-			[__("Last drain"), freshness.last_drain_at],
-			[__("Last rollup"), freshness.last_rollup_at],
-			[__("Last retention"), freshness.last_retention_at],
-			[__("Waiting in the buffer"), freshness.buffered_measurements.buffered],
+			[__("Aggregated until"), when("aggregated_until")],
+			[__("Last drain"), when("last_drain_at")],
+			[__("Last rollup"), when("last_rollup_at")],
+			[__("Last retention"), when("last_retention_at")],
+			[__("Waiting in the buffer"), d.figure(freshness.buffered_measurements.buffered ?? null)],
 		];
 		const unavailable = freshness.unavailable.length
 			? `<div class="text-danger">${d.escape(__("Unavailable: {0}", [freshness.unavailable.join("; ")]))}</div>`
@@ -255,7 +257,7 @@ class PerformanceDashboard {
 				d.table(
 					[
 						{ label: __("What"), render: (r) => d.escape(r[0]) },
-						{ label: __("When / how many"), render: (r) => (r[1] === null ? d.figure(null) : d.escape(r[1])) },
+						{ label: __("When / how many"), render: (r) => r[1] },
 					],
 					fresh
 				) +

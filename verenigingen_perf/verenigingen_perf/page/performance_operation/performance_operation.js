@@ -27,6 +27,9 @@ class PerformanceOperationView {
 				if (value && value !== this.operation) this.show(value);
 			},
 		});
+		// operation names run to 140 characters: the field takes the page form's whole row (a sixth
+		// of it by default) so that a long name shows in full
+		$(this.operation_field.wrapper).removeClass("col-md-2").addClass("col-md-12");
 		this.page.set_primary_action(__("Refresh"), () => this.show(this.operation), "refresh");
 		this.page.add_inner_button(__("Dashboard"), () => frappe.set_route("performance-dashboard"));
 		this.desk.bind_links(this.$body);
@@ -34,23 +37,36 @@ class PerformanceOperationView {
 
 	show(operation) {
 		this.operation = operation;
+		this.page.clear_indicator();
 		if (!operation) {
+			this.set_title(__("Performance Operation"));
 			this.$body.html(`<div class="text-muted">${this.desk.escape(__("Choose an operation, or open one from the dashboard."))}</div>`);
 			return Promise.resolve();
 		}
 		this.operation_field.set_value(operation);
-		this.page.set_title(operation);
+		this.operation_field.$input.attr("title", operation);
+		this.set_title(operation);
 		return frappe
 			.xcall(`${this.desk.API}.desk.operation_detail`, { operation })
 			.then((data) => this.render(data))
-			.catch(() => this.$body.empty()); // frappe.xcall has shown the server's message
+			.catch(() => {
+				// frappe.xcall has shown the server's message (no permission, a name that is no operation's)
+				this.page.set_indicator(__("Not loaded"), "red");
+				this.$body.empty();
+			});
+	}
+
+	// the operation's name as it is (never read as HTML), in the page head and the browser's tab
+	set_title(title) {
+		this.page.set_title(this.desk.escape(title), null, false, title, title);
 	}
 
 	render(data) {
 		const d = this.desk;
 		if (!data.measured) {
+			this.page.set_indicator(__("Not measured"), "gray");
 			this.$body.html(
-				`<div class="text-muted vperf-empty" data-section="not-measured">${d.escape(
+				`<div class="text-muted text-break vperf-empty" data-section="not-measured">${d.escape(
 					__("No measurement of {0} is kept (not measured, or older than the retention).", [data.operation])
 				)}</div>`
 			);
@@ -60,10 +76,10 @@ class PerformanceOperationView {
 		const figure = (key, unit) => d.figure(t[key], { key: `last_7d.${key}`, unit });
 		this.$body.html(
 			[
-				`<div class="text-muted small mb-3" data-generated-at="${d.escape(data.generated_at)}">${d.escape(
+				`<div class="text-muted small mb-3 vperf-generated" data-generated-at="${d.escape(data.generated_at)}">${d.escape(
 					data.operation_types.length
-						? __("Generated at {0}; types: {1}", [data.generated_at, data.operation_types.join(", ")])
-						: __("Generated at {0}; no aggregates kept, only recent detail rows", [data.generated_at])
+						? __("Generated at {0}; types: {1}", [d.datetime(data.generated_at), data.operation_types.join(", ")])
+						: __("Generated at {0}; no aggregates kept, only recent detail rows", [d.datetime(data.generated_at)])
 				)}</div>`,
 				d.section(
 					__("Last 7 days"),
@@ -97,8 +113,8 @@ class PerformanceOperationView {
 		d.percentile_chart(this.$body.find(".vperf-hourly-p")[0], data.hourly_series, { title: __("p50 and p95 (ms)") });
 		this.statements_chart(this.$body.find(".vperf-hourly-q")[0], data.hourly_series);
 		d.count_chart(this.$body.find(".vperf-hourly-n")[0], data.hourly_series, counts, { title: __("Calls and errors") });
-		d.percentile_chart(this.$body.find(".vperf-daily-p")[0], data.daily_series, { title: __("p50 and p95 (ms)"), label_length: 10 });
-		d.count_chart(this.$body.find(".vperf-daily-n")[0], data.daily_series, counts, { title: __("Calls and errors"), label_length: 10 });
+		d.percentile_chart(this.$body.find(".vperf-daily-p")[0], data.daily_series, { title: __("p50 and p95 (ms)"), hourly: false });
+		d.count_chart(this.$body.find(".vperf-daily-n")[0], data.daily_series, counts, { title: __("Calls and errors"), hourly: false });
 	}
 
 	statements_chart(element, points) {
@@ -110,7 +126,7 @@ class PerformanceOperationView {
 			type: "line",
 			height: 180,
 			data: {
-				labels: measured.map((p) => p.period_start.slice(5, 16)),
+				labels: measured.map((p) => this.desk.period_label(p.period_start)),
 				datasets: [{ name: __("Statements per call"), values: measured.map((p) => p.queries_per_call) }],
 			},
 			lineOptions: { hideDots: 1 },
@@ -125,7 +141,7 @@ class PerformanceOperationView {
 			d.table(
 				[
 					{ label: __("Kind"), render: (b) => d.escape(b.baseline_kind + (b.pin_name ? `: ${b.pin_name}` : "")) },
-					{ label: __("Period"), render: (b) => d.escape(`${b.period_start} – ${b.period_end}`) },
+					{ label: __("Period"), render: (b) => `${d.datetime_html(b.period_start)} – ${d.datetime_html(b.period_end)}` },
 					{ label: __("Samples"), render: (b) => d.figure(b.sample_count, { key: "baselines.sample_count" }) },
 					{ label: __("p50 – p95 band"), render: (b) => `${d.figure(b.p50_ms, { key: "baselines.p50_ms", unit: "ms" })} – ${d.figure(b.p95_ms, { key: "baselines.p95_ms", unit: "ms" })}` },
 					{ label: __("p99"), render: (b) => d.figure(b.p99_ms, { unit: "ms" }) },
@@ -141,16 +157,18 @@ class PerformanceOperationView {
 
 	regressions_html(regressions) {
 		const d = this.desk;
+		// a duration metric's values are milliseconds (detection/rules.py: duration_p50, _p95, _p99)
+		const value = (r, key) => d.figure(r[key], { unit: r.metric.startsWith("duration_") ? "ms" : "" });
 		return d.section(
 			__("Regressions"),
 			d.table(
 				[
 					{ label: __("Metric"), render: (r) => d.escape(r.metric) },
 					{ label: __("Status"), render: (r) => d.escape(__(r.status)) },
-					{ label: __("Before"), render: (r) => d.figure(r.before_value) },
-					{ label: __("After"), render: (r) => d.figure(r.after_value) },
+					{ label: __("Before"), render: (r) => value(r, "before_value") },
+					{ label: __("After"), render: (r) => value(r, "after_value") },
 					{ label: __("Change"), render: (r) => d.figure(r.change_value) },
-					{ label: __("First detected"), render: (r) => d.escape(r.first_detected) },
+					{ label: __("First detected"), render: (r) => d.datetime_html(r.first_detected) },
 					{ label: "", render: (r) => d.doc_link("Performance Regression", r.name, __("Open")) },
 				],
 				regressions,
@@ -163,10 +181,10 @@ class PerformanceOperationView {
 	slow_rows_html(rows, since) {
 		const d = this.desk;
 		return d.section(
-			__("Slowest calls since {0}", [since]),
+			__("Slowest calls since {0}", [d.datetime(since)]),
 			d.table(
 				[
-					{ label: __("Started"), render: (r) => d.escape(r.started_at) },
+					{ label: __("Started"), render: (r) => d.datetime_html(r.started_at, { key: "slow_rows.started_at" }) },
 					{ label: __("Duration"), render: (r) => d.figure(r.duration_ms, { key: "slow_rows.duration_ms", unit: "ms" }) },
 					{ label: __("Statements"), render: (r) => d.figure(r.query_count) },
 					{ label: __("SQL time"), render: (r) => d.figure(r.db_time_ms, { unit: "ms" }) },
