@@ -280,28 +280,40 @@ def test_the_token_acts_as_the_metrics_user_with_the_reader_role_only(
 	)
 	assert explicit == [PERFORMANCE_MANAGER]
 	assert frappe.db.get_value("User", METRICS_USER, "enabled") == 1
-	# each change in a fresh transaction (SQLite: the web server commits between them)
-	frappe.db.rollback()
-	user = frappe.get_doc("User", METRICS_USER)
-	try:
-		user.add_roles("System Manager")
-		frappe.db.commit()
-		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
-		frappe.db.rollback()
-		user.remove_roles("System Manager")
-		user.reload()
-		user.enabled = 0
-		user.save(ignore_permissions=True)
-		frappe.db.commit()
-		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
-	finally:
-		frappe.db.rollback()
-		user = frappe.get_doc("User", METRICS_USER)
+
+	def change_user(change) -> None:
+		"""A change of the metrics user in a transaction of its own, tried again while SQLite's one
+		writer is the web server (it commits between the test's statements)."""
+		for attempt in range(5):
+			frappe.db.rollback()
+			try:
+				user = frappe.get_doc("User", METRICS_USER)
+				change(user)
+				frappe.db.commit()
+				return
+			except frappe.QueryDeadlockError:
+				if attempt == 4:
+					raise
+				time.sleep(1)
+
+	def enable_alone(user) -> None:
 		user.remove_roles("System Manager")
 		user.reload()
 		user.enabled = 1
 		user.save(ignore_permissions=True)
-		frappe.db.commit()
+
+	def disable(user) -> None:
+		user.enabled = 0
+		user.save(ignore_permissions=True)
+
+	try:
+		change_user(lambda user: user.add_roles("System Manager"))
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+		change_user(lambda user: user.remove_roles("System Manager"))
+		change_user(disable)
+		assert scrape(server_url, Authorization=f"Bearer {token}").status_code in (401, 403)
+	finally:
+		change_user(enable_alone)
 	assert scrape(server_url, Authorization=f"Bearer {token}").status_code == 200
 
 
