@@ -51,7 +51,9 @@ def list_alerts(state: Any = None, limit: Any = 100) -> dict[str, Any]:
 	"""Alerts, newest first; of one state when given (pending, firing, resolved)."""
 	begin_api_call(*READER_ROLES)
 	if state not in (None, "") and state not in STATES:
-		arguments.invalid(f"state: must be one of {', '.join(STATES)}, got {str(state)[:40]!r}")
+		arguments.invalid(
+			_("state: must be one of {0}, got {1}").format(", ".join(STATES), repr(str(state)[:40]))
+		)
 	filters = {"state": state} if state else {}
 	rows = frappe.get_all(
 		ALERT,
@@ -104,7 +106,7 @@ def create_silence(
 	start = arguments.moment(starts_at, "starts_at") or frappe.utils.now_datetime()
 	end = arguments.moment(ends_at, "ends_at")
 	if end is None:
-		arguments.invalid("ends_at: must be given (YYYY-MM-DD HH:MM:SS)")
+		arguments.invalid(_("ends_at: must be given (YYYY-MM-DD HH:MM:SS)"))
 	doc = frappe.get_doc(
 		{"doctype": ALERT_SILENCE, "matchers": text, "reason": why, "starts_at": start, "ends_at": end}
 	)

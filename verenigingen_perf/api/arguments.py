@@ -33,7 +33,11 @@ def whole_number(value: Any, argument: str, low: int, high: int) -> int:
 	except (TypeError, ValueError):
 		number = float("nan")
 	if isinstance(value, bool) or not number.is_integer() or not low <= number <= high:
-		invalid(f"{argument}: must be a whole number from {low} to {high}, got {str(value)[:40]!r}")
+		invalid(
+			_("{0}: must be a whole number from {1} to {2}, got {3}").format(
+				argument, low, high, repr(str(value)[:40])
+			)
+		)
 	return int(number)
 
 
@@ -41,15 +45,15 @@ def text(value: Any, argument: str, max_chars: int, required: bool = True, singl
 	"""Stripped text of at most `max_chars` ("" when optional and missing)."""
 	if value is None or (isinstance(value, str) and not value.strip()):
 		if required:
-			invalid(f"{argument}: must not be empty")
+			invalid(_("{0}: must not be empty").format(argument))
 		return ""
 	if not isinstance(value, str):
-		invalid(f"{argument}: must be text, got {type(value).__name__}")
+		invalid(_("{0}: must be text, got {1}").format(argument, type(value).__name__))
 	stripped = value.strip()
 	if len(stripped) > max_chars:
-		invalid(f"{argument}: at most {max_chars} characters, got {len(stripped)}")
+		invalid(_("{0}: at most {1} characters, got {2}").format(argument, max_chars, len(stripped)))
 	if single_line and _CONTROL.search(stripped):
-		invalid(f"{argument}: must not contain control characters")
+		invalid(_("{0}: must not contain control characters").format(argument))
 	return stripped
 
 
@@ -76,11 +80,11 @@ def json_depth(text: str, limit: int) -> int:
 def json_document(value: str, argument: str, what: str = "JSON", max_depth: int = JSON_MAX_DEPTH) -> Any:
 	"""`value` parsed as JSON, refused when it nests deeper than `max_depth` (checked before parsing)."""
 	if json_depth(value, max_depth) > max_depth:
-		invalid(f"{argument}: nested more than {max_depth} levels deep")
+		invalid(_("{0}: nested more than {1} levels deep").format(argument, max_depth))
 	try:
 		return json.loads(value)
 	except ValueError:
-		invalid(f"{argument}: starts like {what} but is not valid JSON")
+		invalid(_("{0}: starts like {1} but is not valid JSON").format(argument, what))
 
 
 def name_list(
@@ -96,7 +100,7 @@ def name_list(
 	if isinstance(value, str):
 		stripped = value.strip()
 		if stripped.startswith("{"):
-			invalid(f"{argument}: must be a list of {noun}, got a JSON object")
+			invalid(_("{0}: must be a list of {1}, got a JSON object").format(argument, noun))
 		if stripped.startswith("["):
 			items = json_document(stripped, argument, "a JSON list")
 		else:
@@ -107,7 +111,7 @@ def name_list(
 			f"got {type(value).__name__}"
 		)
 	if len(items) > max_items:
-		invalid(f"{argument}: at most {max_items} names may be listed, got {len(items)}")
+		invalid(_("{0}: at most {1} names may be listed, got {2}").format(argument, max_items, len(items)))
 	return list(dict.fromkeys(item(entry, f"{argument}[{i}]") for i, entry in enumerate(items)))
 
 
@@ -116,11 +120,15 @@ def moment(value: Any, argument: str) -> datetime | None:
 	if value is None or value == "":
 		return None
 	if not isinstance(value, str) or len(value) > _MOMENT_MAX_CHARS:
-		invalid(f"{argument}: must be a date and time (YYYY-MM-DD HH:MM:SS)")
+		invalid(_("{0}: must be a date and time (YYYY-MM-DD HH:MM:SS)").format(argument))
 	try:
 		parsed = datetime.fromisoformat(value.strip())
 	except ValueError:
-		invalid(f"{argument}: must be a date and time (YYYY-MM-DD HH:MM:SS), got {value[:40]!r}")
+		invalid(
+			_("{0}: must be a date and time (YYYY-MM-DD HH:MM:SS), got {1}").format(
+				argument, repr(value[:40])
+			)
+		)
 	if parsed.tzinfo is not None:
-		invalid(f"{argument}: give the site's local time, without a time zone")
+		invalid(_("{0}: give the site's local time, without a time zone").format(argument))
 	return parsed

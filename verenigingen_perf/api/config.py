@@ -3,6 +3,7 @@
 from typing import Any
 
 import frappe
+from frappe import _
 
 from verenigingen_perf.api import begin_api_call
 from verenigingen_perf.utils.performance import config
@@ -13,7 +14,7 @@ def _parse_values(values: Any) -> dict[str, Any]:
 		try:
 			values = frappe.parse_json(values) if values.strip() else {}
 		except ValueError:
-			frappe.throw("values: must be a JSON object of setting name to value", frappe.ValidationError)
+			frappe.throw(_("values: must be a JSON object of setting name to value"), frappe.ValidationError)
 	if values is None:
 		return {}
 	if not isinstance(values, dict):
@@ -51,7 +52,7 @@ def update_config(values: Any = None, environment: Any = None) -> dict[str, Any]
 	try:
 		return config.describe(config.update_config(parsed, env))
 	except config.ConfigValidationError as e:
-		frappe.throw("; ".join(e.errors), frappe.ValidationError, title="Invalid performance settings")
+		frappe.throw("; ".join(e.errors), frappe.ValidationError, title=_("Invalid performance settings"))
 
 
 @frappe.whitelist(methods=["GET", "POST"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from frappe import _
 
 from verenigingen_perf.api import arguments, begin_api_call
 from verenigingen_perf.utils.performance.config import get_config
@@ -82,7 +83,7 @@ def compare_snapshots(old: Any = None, new: Any = None) -> dict[str, Any]:
 	newer = _read(new_name) if new_name else snapshot.latest()
 	older = _read(old_name) if old_name else snapshot.latest(pinned=True)
 	if newer is None:
-		arguments.invalid("new: there is no snapshot yet")
+		arguments.invalid(_("new: there is no snapshot yet"))
 	if older is None:
-		arguments.invalid("old: no snapshot is pinned; name the snapshot to compare against")
+		arguments.invalid(_("old: no snapshot is pinned; name the snapshot to compare against"))
 	return snapshot.compare_snapshots(older, newer, get_config())

@@ -37,7 +37,7 @@ def trace_detail(trace_id: Any = None) -> dict[str, Any]:
 	begin_api_call(*READER_ROLES)
 	text = arguments.text(trace_id, "trace_id", 32, single_line=True).lower()
 	if not _TRACE_ID.match(text):
-		arguments.invalid("trace_id: must be 8 to 32 hexadecimal digits (the X-Vperf-Trace header)")
+		arguments.invalid(_("trace_id: must be 8 to 32 hexadecimal digits (the X-Vperf-Trace header)"))
 	return trace_view.trace_view(text, get_config().desk.trace_max_spans)
 
 

@@ -39,7 +39,7 @@ def _operations(value: Any) -> list[str] | None:
 		return None
 	names = arguments.name_list(value, "operations", MAX_PINNED_OPERATIONS, arguments.name, "operation names")
 	if not names:
-		arguments.invalid("operations: must name at least one operation, or be left out for all")
+		arguments.invalid(_("operations: must name at least one operation, or be left out for all"))
 	return names
 
 
@@ -47,7 +47,9 @@ def _status(value: Any) -> str | None:
 	if value is None or value == "":
 		return None
 	if value not in STATUSES:
-		arguments.invalid(f"status: must be one of {', '.join(STATUSES)}, got {str(value)[:40]!r}")
+		arguments.invalid(
+			_("status: must be one of {0}, got {1}").format(", ".join(STATUSES), repr(str(value)[:40]))
+		)
 	return value
 
 
@@ -56,9 +58,9 @@ def _since(value: Any, now: datetime) -> datetime | None:
 	if moment is None:
 		return None
 	if moment > now:
-		arguments.invalid("since: must not be in the future")
+		arguments.invalid(_("since: must not be in the future"))
 	if moment < now - timedelta(days=_MAX_SINCE_DAYS):
-		arguments.invalid(f"since: at most {_MAX_SINCE_DAYS} days back")
+		arguments.invalid(_("since: at most {0} days back").format(_MAX_SINCE_DAYS))
 	return moment
 
 

@@ -6,6 +6,7 @@ import hmac
 from typing import Any
 
 import frappe
+from frappe import _
 
 from verenigingen_perf.api import arguments, begin_api_call
 from verenigingen_perf.install import READER_ROLES
@@ -34,7 +35,7 @@ def heartbeat(token: Any = None) -> dict[str, Any]:
 	in Performance Settings (no token set: closed to visitors)."""
 	frappe.flags.disable_traceback = True
 	if frappe.session.user == "Guest" and not _valid_token(token):
-		frappe.throw("heartbeat: a valid token is required", frappe.PermissionError)
+		frappe.throw(_("heartbeat: a valid token is required"), frappe.PermissionError)
 	if frappe.session.user != "Guest":
 		frappe.only_for(list(READER_ROLES))
 	stale = monitoring.heartbeat_verdict(get_config())

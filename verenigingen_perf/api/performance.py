@@ -33,7 +33,7 @@ def parse_member_name(value: Any, argument: str = "member_name") -> str:
 	"""A member's name: a name is passed to the database as a parameter only, so apart from its length
 	and control characters any text is a valid one ("Union Street" included)."""
 	if not isinstance(value, str):
-		_invalid(f"{argument}: must be a member's name (text), got {type(value).__name__}")
+		_invalid(_("{0}: must be a member's name (text), got {1}").format(argument, type(value).__name__))
 	return arguments.name(value, argument)
 
 
@@ -41,18 +41,18 @@ def parse_member_names(value: Any) -> list[str]:
 	"""A list, a JSON list string or a comma-separated string; de-duplicated in order."""
 	names = arguments.name_list(value, "member_names", _MAX_LISTED_NAMES, parse_member_name)
 	if not names:
-		_invalid("member_names: must name at least one member")
+		_invalid(_("member_names: must name at least one member"))
 	return names
 
 
 def parse_limit(value: Any, config: PerformanceConfig) -> int:
 	maximum = config.analysis.batch_max_members
 	if isinstance(value, bool) or value is None:
-		_invalid(f"limit: must be a whole number from 1 to {maximum}, got {value!r}")
+		_invalid(_("limit: must be a whole number from 1 to {0}, got {1}").format(maximum, repr(value)))
 	try:
 		number = float(value.strip()) if isinstance(value, str) else float(value)
 	except (TypeError, ValueError):
-		_invalid(f"limit: must be a whole number from 1 to {maximum}, got {value!r}")
+		_invalid(_("limit: must be a whole number from 1 to {0}, got {1}").format(maximum, repr(value)))
 	if not number.is_integer() or not 1 <= number <= maximum:
 		_invalid(
 			f"limit: must be a whole number from 1 to {maximum} (batch_max_members; never above "
@@ -64,7 +64,7 @@ def parse_limit(value: Any, config: PerformanceConfig) -> int:
 def _check_member_doctype(doctype: str) -> None:
 	"""The configured member doctype can hold members (a clear error naming the setting if not)."""
 	if problem := validate_member_doctype(doctype):
-		_invalid(f"{problem} (set member_doctype in Performance Settings)")
+		_invalid(_("{0} (set member_doctype in Performance Settings)").format(problem))
 
 
 def _check_member_access(doctype: str, member: str, argument: str) -> None:
@@ -109,7 +109,7 @@ def comprehensive_member_analysis(member_name: Any = None) -> dict[str, Any]:
 	"""What loading this member in the desk costs, measured, with recommendations."""
 	begin_api_call(*READER_ROLES)
 	if member_name is None:
-		_invalid("member_name: is required")
+		_invalid(_("member_name: is required"))
 	member = parse_member_name(member_name)
 	config = get_config()
 	return {
@@ -131,7 +131,7 @@ def batch_member_analysis(member_names: Any = None, limit: Any = None) -> dict[s
 	begin_api_call(*READER_ROLES)
 	config = get_config()
 	if member_names is None:
-		_invalid("member_names: is required")
+		_invalid(_("member_names: is required"))
 	names = parse_member_names(member_names)
 	maximum = parse_limit(config.analysis.batch_max_members if limit is None else limit, config)
 	if len(names) > maximum:

@@ -5,8 +5,9 @@ and even there only for System Managers, with bounded, validated arguments."""
 from typing import Any
 
 import frappe
+from frappe import _
 
-from verenigingen_perf.api import begin_api_call
+from verenigingen_perf.api import arguments, begin_api_call
 
 # the most statements one call may run, and the kinds of planted failure
 MAX_STATEMENTS = 1000
@@ -16,29 +17,18 @@ FAILURE_KINDS = ("validation", "server")
 def _require_test_site() -> None:
 	frappe.flags.disable_traceback = True
 	if not frappe.conf.get("allow_tests"):
-		frappe.throw("Test endpoints are disabled on this site (allow_tests is off)", frappe.PermissionError)
-	begin_api_call("System Manager")
-
-
-def _whole_number(value: Any, argument: str, maximum: int) -> int:
-	try:
-		number = float(value)
-	except (TypeError, ValueError):
-		number = float("nan")
-	if isinstance(value, bool) or not number.is_integer() or not 0 <= number <= maximum:
 		frappe.throw(
-			f"{argument}: must be a whole number from 0 to {maximum}, got {str(value)[:40]!r}",
-			frappe.ValidationError,
+			_("Test endpoints are disabled on this site (allow_tests is off)"), frappe.PermissionError
 		)
-	return int(number)
+	begin_api_call("System Manager")
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def run_statements(count: Any = 0) -> int:
 	"""Run exactly `count` SQL statements."""
 	_require_test_site()
-	count = _whole_number(count, "count", MAX_STATEMENTS)
-	for _ in range(count):
+	count = arguments.whole_number(count, "count", 0, MAX_STATEMENTS)
+	for _statement in range(count):
 		frappe.db.sql("select 1")
 	return count
 
@@ -48,7 +38,7 @@ def fail(kind: Any = "server") -> None:
 	"""Raise: a validation error (HTTP 417) or an unexpected exception (HTTP 500)."""
 	_require_test_site()
 	if kind not in FAILURE_KINDS:
-		frappe.throw(f"kind: must be one of {', '.join(FAILURE_KINDS)}", frappe.ValidationError)
+		frappe.throw(_("kind: must be one of {0}").format(", ".join(FAILURE_KINDS)), frappe.ValidationError)
 	if kind == "validation":
 		frappe.throw("planted validation failure", frappe.ValidationError)
 	raise RuntimeError("planted server failure")
@@ -61,16 +51,16 @@ def enqueue_probe(statements: Any = 0, fail: Any = 0, chain: Any = 0) -> str:
 	_require_test_site()
 	job = frappe.enqueue(
 		"verenigingen_perf.api.testing.probe_job",
-		statements=_whole_number(statements, "statements", MAX_STATEMENTS),
-		fail=_whole_number(fail, "fail", 1),
-		chain=_whole_number(chain, "chain", 1),
+		statements=arguments.whole_number(statements, "statements", 0, MAX_STATEMENTS),
+		fail=arguments.whole_number(fail, "fail", 0, 1),
+		chain=arguments.whole_number(chain, "chain", 0, 1),
 		queue="short",
 	)
 	return job.id
 
 
 def probe_job(statements: int = 0, fail: int = 0, chain: int = 0) -> None:
-	for _ in range(statements):
+	for _statement in range(statements):
 		frappe.db.sql("select 1")
 	if chain:
 		frappe.enqueue("verenigingen_perf.api.testing.probe_job", statements=1, queue="short")
