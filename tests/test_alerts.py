@@ -703,7 +703,7 @@ def test_a_storm_that_arrives_over_time_notifies_each_group_once_per_group_inter
 
 
 def test_a_record_that_cannot_be_evaluated_is_skipped_and_the_others_still_alert(
-	site, alerting, receiver, run_background_jobs
+	site, alerting, receiver, run_background_jobs, planted_failures
 ):
 	"""A maintenance window on 30 February, a silence and a rule stored broken, and a database snapshot
 	that cannot be read: each is skipped and reported (counted among the app's own failures), and the

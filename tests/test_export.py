@@ -4,7 +4,6 @@ export to a local OTLP/HTTP receiver (up and down)."""
 
 import gzip
 import http.server
-import importlib.util
 import math
 import shutil
 import socket
@@ -37,16 +36,14 @@ from verenigingen_perf.utils.performance.schema import (
 	METRICS_USER,
 	OVERFLOW_OPERATION,
 )
-from verenigingen_perf.utils.performance.sketch import RELATIVE_ACCURACY, Summary
+from verenigingen_perf.utils.performance.sketch import Summary
 
 API = "verenigingen_perf.api.export"
 BOUNDS_MS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
 REQUESTS = 37
 # the span export's tests need the otlp extra (not part of the test extra: see pyproject.toml)
 NEEDS_OTLP = pytest.mark.skipif(
-	importlib.util.find_spec("opentelemetry") is None
-	or importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None,
-	reason="the OTLP export is not installed (pip install -e '.[otlp]')",
+	not config.otlp_installed(), reason="the OTLP export is not installed (pip install -e '.[otlp]')"
 )
 
 
@@ -167,7 +164,7 @@ def test_a_real_prometheus_scrapes_counters_and_histograms_that_never_fall(
 
 
 def test_an_unreadable_database_snapshot_leaves_its_ratio_out_not_the_scrape(
-	site, clean_slate, http, server_url
+	site, clean_slate, http, server_url, planted_failures
 ):
 	token = rotate_token(http("Administrator"))
 	errors_before = buffer.state().capture_errors
@@ -496,9 +493,10 @@ def test_a_receiver_that_is_down_loses_nothing_from_the_database_and_the_backlog
 
 def test_the_export_is_off_by_default_and_the_drain_then_keeps_no_backlog(site, clean_slate):
 	assert not config.get_config().export.otlp_enabled
+	planted = capture.new_id()
 	buffer.add(
 		{
-			"name": capture.new_id(),
+			"name": planted,
 			"operation": "otlp.off",
 			"operation_type": "custom",
 			"started_at": time.time(),
@@ -508,6 +506,7 @@ def test_the_export_is_off_by_default_and_the_drain_then_keeps_no_backlog(site, 
 		config.get_config().monitoring,
 	)
 	buffer.flush()
-	assert buffer.drain().rows_inserted == 1
+	# a live site's own measurements may be drained with it
+	assert buffer.drain().rows_inserted >= 1 and frappe.db.exists(METRIC, planted)
 	assert otlp.backlog_state()[0] == 0
 	assert otlp.run_export().status == "disabled"

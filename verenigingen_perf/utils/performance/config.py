@@ -1067,7 +1067,7 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 			)
 	if values["otlp_enabled"] and not values["otlp_endpoint"]:
 		errors.append("otlp_enabled: the OTLP export needs otlp_endpoint (the collector's /v1/traces URL)")
-	if values["otlp_enabled"] and importlib.util.find_spec("opentelemetry") is None:
+	if values["otlp_enabled"] and not otlp_installed():
 		errors.append(
 			"otlp_enabled: the OTLP export needs the app's `otlp` extra "
 			"(pip install 'verenigingen_perf[otlp]': opentelemetry-sdk and its OTLP/HTTP exporter)"
@@ -1084,6 +1084,19 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 			f"{values['anomaly_weeks']}): that many weeks of history can never be there"
 		)
 	return errors
+
+
+# the module the span export sends with: there only with the app's `otlp` extra
+OTLP_EXPORTER_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def otlp_installed() -> bool:
+	"""Whether the OTLP span exporter can be imported (not merely some `opentelemetry` package)."""
+	try:
+		return importlib.util.find_spec(OTLP_EXPORTER_MODULE) is not None
+	except ImportError:
+		# a parent package is missing (or marked not importable)
+		return False
 
 
 def validate_overrides(environment: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
