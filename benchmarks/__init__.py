@@ -89,3 +89,22 @@ def serve(backend: str) -> Iterator[str]:
 	finally:
 		proc.terminate()
 		proc.wait(timeout=15)
+
+
+def empty_performance_tables() -> None:
+	"""Detail rows and aggregates gone, the rollup's watermark unset (a destructive benchmark's start).
+
+	Truncated, not deleted from: a DELETE leaves MariaDB's and PostgreSQL's files as large as before,
+	and an earlier run's free space would count in this run's storage figures."""
+	import frappe
+
+	from verenigingen_perf.utils.performance import rollup, schema
+
+	frappe.db.commit()
+	frappe.db.truncate(schema.METRIC)
+	frappe.db.truncate(schema.AGGREGATE)
+	frappe.db.sql(
+		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
+	)
+	rollup.ensure_state_row()
+	frappe.db.commit()

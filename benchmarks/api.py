@@ -35,7 +35,7 @@ from datetime import timedelta
 import frappe
 import psutil
 
-from benchmarks import connect_site, percentile
+from benchmarks import connect_site, empty_performance_tables, percentile
 from verenigingen_perf.utils.performance import (
 	buffer,
 	capture,
@@ -56,15 +56,7 @@ INSERT_CHUNK = 20_000
 
 
 def wipe() -> None:
-	# truncated, not deleted from: a DELETE leaves MariaDB's and PostgreSQL's files as large as
-	# before, and an earlier run's free space would count in this run's storage figures
-	frappe.db.commit()
-	frappe.db.truncate(schema.METRIC)
-	frappe.db.truncate(schema.AGGREGATE)
-	frappe.db.sql(
-		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
-	)
-	frappe.db.commit()
+	empty_performance_tables()
 	dashboard.clear_dashboard_cache()
 
 

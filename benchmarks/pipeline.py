@@ -35,7 +35,7 @@ from datetime import timedelta
 import frappe
 import requests
 
-from benchmarks import connect_site, serve
+from benchmarks import connect_site, empty_performance_tables, serve
 from verenigingen_perf.utils.performance import buffer, capture, config, redis_store, rollup, schema, timeutil
 
 OPERATION = "frappe.auth.get_logged_user"
@@ -43,14 +43,7 @@ COLUMNS = ("capture_us", "query_count", "name", "operation", "operation_type", "
 
 
 def wipe() -> None:
-	frappe.db.commit()
-	frappe.db.truncate(schema.METRIC)
-	frappe.db.truncate(schema.AGGREGATE)
-	frappe.db.sql(
-		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
-	)
-	rollup.ensure_state_row()
-	frappe.db.commit()
+	empty_performance_tables()
 	buffer.redis_client().delete(buffer.buffer_key(), buffer.claims_key(), redis_store.lock_key("rollup"))
 
 

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import frappe
 import numpy as np
 
-from benchmarks import connect_site, peak_rss_kb, reset_peak_rss_kb
+from benchmarks import connect_site, empty_performance_tables, peak_rss_kb, reset_peak_rss_kb
 from verenigingen_perf.utils.performance import (
 	buffer,
 	capture,
@@ -42,16 +42,7 @@ CHUNK = 50_000
 
 
 def wipe() -> None:
-	# truncated, not deleted from: a DELETE leaves MariaDB's and PostgreSQL's files as large as
-	# before, and an earlier run's free space would count in this run's storage figures
-	frappe.db.commit()
-	frappe.db.truncate(schema.METRIC)
-	frappe.db.truncate(schema.AGGREGATE)
-	frappe.db.sql(
-		"update `tabSingles` set value=NULL where doctype=%s and field='watermark'", (schema.ROLLUP_STATE,)
-	)
-	rollup.ensure_state_row()
-	frappe.db.commit()
+	empty_performance_tables()
 	buffer.redis_client().delete(
 		buffer.claims_key(), redis_store.lock_key("rollup"), redis_store.lock_key("retention")
 	)
