@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import verenigingen_perf
 from verenigingen_perf.utils.performance import config
 from verenigingen_perf.utils.performance.config import (
 	ENVIRONMENT_DEFAULTS,
@@ -214,7 +215,7 @@ def test_every_numeric_setting_has_an_upper_bound_and_the_settings_form_has_ever
 		if setting.kind in (int, float):
 			assert setting.maximum is not None, setting.key
 	form = (
-		Path(config.__file__).parents[2]
+		Path(verenigingen_perf.__file__).parent
 		/ "verenigingen_perf/doctype/performance_settings/performance_settings.json"
 	)
 	fields = {f["fieldname"] for f in json.loads(form.read_text())["fields"]}
@@ -241,7 +242,7 @@ def test_any_ordered_pair_is_accepted_and_a_reversed_one_rejected(warning, gap):
 def test_the_readme_documents_every_setting_with_its_bounds():
 	from pathlib import Path
 
-	readme = (Path(config.__file__).parents[3] / "README.md").read_text()
+	readme = (Path(verenigingen_perf.__file__).parents[1] / "README.md").read_text()
 	for key, setting in SETTINGS.items():
 		row = next((line for line in readme.splitlines() if line.startswith(f"| `{key}` |")), None)
 		assert row is not None, key

@@ -16,13 +16,14 @@ import requests
 import yaml
 from vperf_devruntime.pytest_plugin import BENCH_SITE
 
+import verenigingen_perf
 from tests.prometheus_server import PROMETHEUS, query, wait_for
 from tests.test_export import roll_up_now, rotate_token
 from verenigingen_perf.utils.performance import buffer, capture, config, monitoring, rollup, timeutil
 from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
 from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT, MONITOR_SAMPLE, OPEN, REGRESSION
 
-PROMETHEUS_DIR = Path(config.__file__).resolve().parents[2] / "prometheus"
+PROMETHEUS_DIR = Path(verenigingen_perf.__file__).resolve().parent / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
 DASHBOARD = PROMETHEUS_DIR / "grafana-dashboard.json"
 OPERATION = "vperf.tests.prometheus_rules"
