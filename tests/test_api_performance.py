@@ -187,11 +187,16 @@ def test_bad_input_is_refused_naming_the_argument(
 
 
 def set_member_doctype_unchecked(doctype: str) -> None:
-	"""As if the configured doctype had been deleted or changed after it was saved."""
-	frappe.db.sql("delete from `tabSingles` where doctype='Performance Settings' and field='member_doctype'")
-	frappe.db.sql(
-		"insert into `tabSingles` (doctype, field, value) values ('Performance Settings', 'member_doctype', %s)",
-		(doctype,),
+	"""As if the configured doctype had been deleted or changed after it was saved (no validation runs)."""
+	overridden = config.parse_overridden(
+		frappe.db.get_single_value("Performance Settings", config.OVERRIDDEN_FIELD)
+	)
+	frappe.db.set_single_value("Performance Settings", "member_doctype", doctype, update_modified=False)
+	frappe.db.set_single_value(
+		"Performance Settings",
+		config.OVERRIDDEN_FIELD,
+		config.format_overridden(overridden | {"member_doctype"}),
+		update_modified=False,
 	)
 	frappe.db.commit()
 	config.clear_config_cache()

@@ -176,7 +176,7 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 	roles_before = frappe.db.count("Role")
 	# copies of the metrics user's documents that an earlier uninstall (before this was checked) kept
 	deleted_before = deleted_copies_of_the_metrics_user()
-	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == "0.42"
+	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == 0.42
 
 	job_types = frappe.get_all(
 		"Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")}, pluck="name"
@@ -221,7 +221,9 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 			assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
 		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
 		assert frappe.db.exists("User", METRICS_USER)
-		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") in (None, "")
+		# the 0.42 override went with the app: nothing stored overrides the environment
+		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") != 0.42
+		assert config.read_stored_settings()[1] == {}
 		watermark = frappe.db.sql(
 			"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
 		)

@@ -7,6 +7,7 @@ The package's layers, each importing only those above it:
 - `table`: every setting a site may override, its place and its range, and the rules across settings;
 - `defaults`: each environment's defaults;
 - `validation`: coercion, ranges and rules, the environment's detection, building the configuration;
+- `form`: how Performance Settings' typed fields hold the settings, and which ones a save overrides;
 - `loading`: Performance Settings, the site config and the environment through Frappe, cached in Redis.
 
 All but `loading` are pure Python and need no site. Every numeric setting has a minimum and a maximum
@@ -19,6 +20,14 @@ from __future__ import annotations
 from verenigingen_perf.utils.performance.config.defaults import (
 	ENVIRONMENT_DEFAULTS,
 	ENVIRONMENTS,
+)
+from verenigingen_perf.utils.performance.config.form import (
+	OVERRIDDEN_FIELD,
+	field_type,
+	field_value,
+	format_overridden,
+	overrides_from_fields,
+	parse_overridden,
 )
 from verenigingen_perf.utils.performance.config.loading import (
 	CACHE_KEY,
@@ -85,6 +94,6 @@ from verenigingen_perf.utils.performance.config.validation import (
 	detect_environment,
 	flat_values,
 	otlp_installed,
-	to_field_value,
+	range_problem,
 	validate_overrides,
 )

@@ -8,6 +8,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from verenigingen_perf.utils.performance.config.form import (
+	OVERRIDDEN_FIELD,
+	format_overridden,
+	parse_overridden,
+)
 from verenigingen_perf.utils.performance.config.model import ConfigValidationError, PerformanceConfig
 from verenigingen_perf.utils.performance.config.parsers import is_blank
 from verenigingen_perf.utils.performance.config.table import SETTINGS
@@ -32,7 +37,13 @@ def read_stored_settings() -> tuple[str | None, dict[str, Any]]:
 	import frappe
 
 	stored = frappe.db.get_singles_dict(SETTINGS_DOCTYPE)
-	overrides = {key: stored.get(key) for key in SETTINGS if not is_blank(stored.get(key))}
+	if OVERRIDDEN_FIELD in stored:
+		keys = parse_overridden(stored[OVERRIDDEN_FIELD])
+	else:
+		# saved before the fields were typed (the typed_settings patch not run yet): a blank field
+		# followed the environment, anything else overrode it
+		keys = set(SETTINGS)
+	overrides = {key: stored.get(key) for key in SETTINGS if key in keys and not is_blank(stored.get(key))}
 	return stored.get("environment") or None, overrides
 
 
@@ -174,6 +185,7 @@ def clear_config_cache() -> None:
 def update_config(values: Mapping[str, Any], environment: str | None = None) -> PerformanceConfig:
 	"""Validate and persist overrides (a blank value clears one); nothing changes if any rule is broken.
 
+	A value equal to the environment's default is no override: the setting follows the environment.
 	`environment` sets the explicit environment ("" clears it); None leaves it as it is. Returns the
 	configuration as saved (the shared cache takes it when the caller's transaction commits)."""
 	import frappe
@@ -186,8 +198,13 @@ def update_config(values: Mapping[str, Any], environment: str | None = None) -> 
 	doc = frappe.get_single(SETTINGS_DOCTYPE)
 	if environment is not None:
 		doc.environment = environment
+	overridden = parse_overridden(doc.get(OVERRIDDEN_FIELD))
 	for key, value in values.items():
-		doc.set(key, value)
+		doc.set(key, None if is_blank(value) else value)
+		overridden.discard(key)
+		if not is_blank(value):
+			overridden.add(key)
+	doc.set(OVERRIDDEN_FIELD, format_overridden(overridden))
 	doc.save()
 	return load_config()
 

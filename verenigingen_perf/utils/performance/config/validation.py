@@ -65,7 +65,7 @@ def coerce(setting: Setting, value: Any) -> Any:
 	return number
 
 
-def _check_range(setting: Setting, value: Any) -> str | None:
+def range_problem(setting: Setting, value: Any) -> str | None:
 	if setting.kind in (bool, tuple, str):
 		return None
 	if setting.minimum is not None and value < setting.minimum:
@@ -104,7 +104,7 @@ def clean_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[
 		except ValueError as e:
 			errors.append(str(e))
 			continue
-		if problem := _check_range(setting, value):
+		if problem := range_problem(setting, value):
 			errors.append(problem)
 			continue
 		clean[key] = value
@@ -314,14 +314,3 @@ def describe(config: PerformanceConfig) -> dict[str, Any]:
 		"overrides": dict(config.overrides),
 		"config": config.as_dict(),
 	}
-
-
-def to_field_value(setting: Setting, value: Any) -> str:
-	"""How a clean override is stored in its Performance Settings field (blank: no override)."""
-	if value is None:
-		return ""
-	if setting.kind is bool:
-		return "Yes" if value else "No"
-	if setting.kind is tuple:
-		return "\n".join(f"{item:g}" if isinstance(item, float | int) else item for item in value)
-	return str(value)

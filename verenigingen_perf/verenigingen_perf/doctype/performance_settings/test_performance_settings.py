@@ -145,3 +145,88 @@ def test_site_config_and_environment_variable_are_consulted(settings, monkeypatc
 	monkeypatch.delitem(frappe.conf, config.SITE_CONFIG_KEY)
 	loaded = config.load_config()
 	assert (loaded.environment, loaded.environment_source) == ("staging", "environment_variable")
+
+
+def test_a_desk_save_of_the_form_as_shown_overrides_nothing(settings):
+	"""The desk loads the form with every field showing the value in effect; saving it untouched keeps
+	the site on its environment, and a changed field alone becomes an override."""
+	doc = frappe.get_single("Performance Settings")
+	doc.run_method("onload")
+	in_effect = config.flat_values(config.get_config())
+	assert doc.buffer_max_entries == in_effect["buffer_max_entries"]
+	assert doc.monitoring_enabled == (1 if in_effect["monitoring_enabled"] else 0)
+	defaults = doc.get_onload()["defaults"]
+	assert set(defaults) == set(config.ENVIRONMENTS)
+	doc.save()
+	assert config.read_stored_settings()[1] == {}
+	assert config.get_config().overrides == {}
+
+	doc = frappe.get_single("Performance Settings")
+	doc.run_method("onload")
+	doc.buffer_max_entries = in_effect["buffer_max_entries"] + 1
+	doc.save()
+	assert config.read_stored_settings()[1] == {"buffer_max_entries": str(in_effect["buffer_max_entries"] + 1)}
+	assert config.get_config().overrides == {"buffer_max_entries": in_effect["buffer_max_entries"] + 1}
+
+
+def test_a_setting_follows_a_change_of_environment_unless_overridden(settings):
+	config.update_config({"buffer_max_entries": "1234"}, environment="production")
+	doc = frappe.get_single("Performance Settings")
+	doc.environment = "development"
+	doc.save()
+	development = config.ENVIRONMENT_DEFAULTS["development"]
+	effective = config.flat_values(config.get_config())
+	assert effective["buffer_max_entries"] == 1234
+	for key in ("sampling_rate", "api_queries_warning", "monitoring_enabled", "excluded_paths"):
+		assert effective[key] == development[key], key
+	assert frappe.get_single("Performance Settings").sampling_rate == development["sampling_rate"]
+
+
+LEGACY = {
+	"sampling_rate": "0.250",
+	"buffer_max_entries": "777",
+	"monitoring_enabled": "No",
+	"capture_memory_peak": "Yes",
+	"excluded_paths": "/assets/\n/legacy/",
+	"prometheus_buckets_ms": "5\n50\n500",
+	"otlp_endpoint": "https://otel.example.org/v1/traces",
+	"member_doctype": "User",
+}
+
+
+def test_the_typed_settings_patch_keeps_every_stored_override(settings):
+	"""Settings stored before the fields were typed (text fields, "Yes"/"No", no overridden list) read
+	the same after the patch; the patch run again changes nothing."""
+	from verenigingen_perf.patches.v0_4 import typed_settings
+
+	for field in (*config.SETTINGS, config.OVERRIDDEN_FIELD):
+		frappe.db.sql("delete from `tabSingles` where doctype='Performance Settings' and field=%s", (field,))
+	for field, value in LEGACY.items():
+		frappe.db.sql(
+			"insert into `tabSingles` (doctype, field, value) values ('Performance Settings', %s, %s)",
+			(field, value),
+		)
+	# a field the old form saved blank followed the environment
+	frappe.db.sql(
+		"insert into `tabSingles` (doctype, field, value) values ('Performance Settings', 'api_queries_warning', '')"
+	)
+	config.clear_config_cache()
+	before = config.validate_overrides("production", config.read_stored_settings()[1])
+	assert set(before) == set(LEGACY)
+	assert before["monitoring_enabled"] is False and before["capture_memory_peak"] is True
+
+	typed_settings.execute()
+	after = config.read_stored_settings()[1]
+	assert config.validate_overrides("production", after) == before
+	assert config.parse_overridden(stored()[config.OVERRIDDEN_FIELD]) == set(LEGACY)
+	doc = frappe.get_single("Performance Settings")
+	assert (doc.monitoring_enabled, doc.capture_memory_peak) == (0, 1)
+	once = stored()
+	typed_settings.execute()
+	assert stored() == once
+
+	# the desk's next save of the form as shown keeps them all
+	doc.run_method("onload")
+	doc.environment = "production"
+	doc.save()
+	assert config.validate_overrides("production", config.read_stored_settings()[1]) == before
