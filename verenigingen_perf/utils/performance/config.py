@@ -4,9 +4,9 @@ The first half is pure Python (dataclasses, environment defaults, validation) an
 The second half (`get_config`, `update_config`, caching) reads Performance Settings, the site config
 and the process environment through Frappe, imported lazily.
 
-Every numeric setting has a minimum and a maximum (the README's configuration table lists them): a
-value outside them is refused before anything is saved or cached, so no setting can make a job overflow
-a date, a thread sleep for years or a number fail to serialise.
+Every numeric setting has a minimum and a maximum (docs/configuration.md lists them, generated from
+this module by `bench vperf docs`): a value outside them is refused before anything is saved or cached,
+so no setting can make a job overflow a date, a thread sleep for years or a number fail to serialise.
 """
 
 from __future__ import annotations
@@ -710,7 +710,7 @@ _RETENTION_DEFAULTS = {
 	"rollup_fold_rows": 50_000,
 }
 
-# Production levels are set from what a healthy real Frappe v15 site measured (see the README,
+# Production levels are set from what a healthy real Frappe v15 site measured (see docs/configuration.md,
 # "Where the production levels come from": API p95 42 ms and 13 statements a call, page loads p95
 # 55 ms and 14 statements): a healthy site sits well inside its warning levels, a site ten times
 # slower than that warns.
