@@ -469,7 +469,11 @@ def docs_command(check: bool) -> None:
 		for page in stale:
 			click.echo(f"{page}: out of date (run `bench vperf docs`)", err=True)
 		sys.exit(1 if stale else 0)
-	changed = reference.write()
+	try:
+		changed = reference.write()
+	except (OSError, ValueError) as e:
+		# an installed copy without the checkout's docs/, or a page that lost its markers
+		raise click.ClickException(f"cannot regenerate the reference pages: {e}") from None
 	click.echo("\n".join(f"wrote {page}" for page in changed) or "the reference pages are up to date")
 
 

@@ -343,7 +343,7 @@ def api_reference() -> str:
 	for method in methods:
 		if method["module"] != module:
 			module = method["module"]
-			lines += ["", f"### `{module}`", ""]
+			lines += ["", f"### `{module}`", ""] if lines[-1] else [f"### `{module}`", ""]
 			if method["module_doc"]:
 				lines += [method["module_doc"], ""]
 		roles = ", ".join(method["roles"]) if method["roles"] else "(no role check found: see its text)"
