@@ -239,12 +239,12 @@ def test_any_ordered_pair_is_accepted_and_a_reversed_one_rejected(warning, gap):
 		validate_overrides("production", reversed_pair)
 
 
-def test_the_readme_documents_every_setting_with_its_bounds():
+def test_the_configuration_reference_documents_every_setting_with_its_bounds():
 	from pathlib import Path
 
-	readme = (Path(verenigingen_perf.__file__).parents[1] / "README.md").read_text()
+	reference = (Path(verenigingen_perf.__file__).parents[1] / "docs" / "configuration.md").read_text()
 	for key, setting in SETTINGS.items():
-		row = next((line for line in readme.splitlines() if line.startswith(f"| `{key}` |")), None)
+		row = next((line for line in reference.splitlines() if line.startswith(f"| `{key}` |")), None)
 		assert row is not None, key
 		_low, high = config.bounds(setting)
 		if high is not None:

@@ -457,4 +457,24 @@ def pin_baseline(context, name: str, operations: tuple[str, ...]) -> None:
 	_run_job(context, f"Pinned baseline {pin!r}", lambda: reports.pin(pin, listed, get_config()))
 
 
+@vperf.command("docs")
+@click.option("--check", is_flag=True, help="write nothing; exit 1 when a generated page is out of date")
+def docs_command(check: bool) -> None:
+	"""Regenerate the manual's reference pages in the app's checkout (docs/configuration.md from the
+	settings table, docs/api.md from the whitelisted methods). Needs no site."""
+	from verenigingen_perf import reference
+
+	if check:
+		stale = reference.stale()
+		for page in stale:
+			click.echo(f"{page}: out of date (run `bench vperf docs`)", err=True)
+		sys.exit(1 if stale else 0)
+	try:
+		changed = reference.write()
+	except (OSError, ValueError) as e:
+		# an installed copy without the checkout's docs/, or a page that lost its markers
+		raise click.ClickException(f"cannot regenerate the reference pages: {e}") from None
+	click.echo("\n".join(f"wrote {page}" for page in changed) or "the reference pages are up to date")
+
+
 commands = [vperf]

@@ -128,9 +128,9 @@ def ensure_site(backend: str, fresh: bool = False, quiet: bool = True) -> dict[s
 
 
 def grant_monitoring(env: dict[str, str]) -> None:
-	"""What an operator grants the site's database user for the database health snapshot (README,
-	"Database health"): reading performance_schema (statement digests, recent statements, index usage),
-	InnoDB's index statistics (index sizes) and every connection's processlist row (PROCESS)."""
+	"""What an operator grants the site's database user for the database health snapshot
+	(docs/database-health.md): reading performance_schema (statement digests, recent statements, index
+	usage), InnoDB's index statistics (index sizes) and every connection's processlist row (PROCESS)."""
 	user = f"'{env['DB_USER']}'@'{env['DB_HOST']}'"
 	subprocess.run(
 		[
@@ -148,9 +148,9 @@ def grant_monitoring(env: dict[str, str]) -> None:
 
 
 def grant_postgres_monitoring(env: dict[str, str]) -> None:
-	"""What an operator does for the database health snapshot on PostgreSQL (README, "Database
-	health"): the statement statistics extension in the site's database (the server preloads it), and
-	the site's role may read every session's statistics and statement text (`pg_read_all_stats`)."""
+	"""What an operator does for the database health snapshot on PostgreSQL (docs/database-health.md):
+	the statement statistics extension in the site's database (the server preloads it), and the site's
+	role may read every session's statistics and statement text (`pg_read_all_stats`)."""
 	subprocess.run(
 		[
 			"psql",

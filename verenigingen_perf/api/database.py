@@ -59,6 +59,7 @@ def get_snapshot(name: Any = None) -> dict[str, Any]:
 
 @frappe.whitelist(methods=["GET", "POST"])
 def list_snapshots(limit: Any = 50) -> dict[str, Any]:
+	"""The snapshots' key figures, newest first, at most `limit`."""
 	begin_api_call(ROLE)
 	return {"snapshots": snapshot.listing(arguments.whole_number(limit, "limit", 1, MAX_LIMIT))}
 

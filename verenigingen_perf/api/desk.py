@@ -57,34 +57,40 @@ def _dashboard() -> dict[str, Any]:
 
 @frappe.whitelist(methods=["GET", "POST"])
 def health_score_card(filters: Any = None) -> dict[str, Any] | str:
+	"""The health score, as the workspace's number card shows it ("No data" without a score)."""
 	health = _dashboard()["health"]
 	return _card(health.get("score"), "Float")
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def requests_last_hour_card(filters: Any = None) -> dict[str, Any] | str:
+	"""Operations measured in the last hour, as the workspace's number card shows them."""
 	return _card(_dashboard()["windows"]["last_hour"]["count"], "Int")
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def p95_last_hour_card(filters: Any = None) -> dict[str, Any] | str:
+	"""The p95 duration (ms) of the last hour, as the workspace's number card shows it."""
 	return _card(_dashboard()["windows"]["last_hour"]["p95_ms"], "Float")
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def error_rate_last_hour_card(filters: Any = None) -> dict[str, Any] | str:
+	"""The error rate of the last hour in percent, as the workspace's number card shows it."""
 	rate = _dashboard()["windows"]["last_hour"]["error_rate"]
 	return _card(None if rate is None else round(rate * 100, 3), "Percent")
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def open_regressions_card(filters: Any = None) -> dict[str, Any] | str:
+	"""Regressions open or acknowledged, as the workspace's number card shows them (it links to their list)."""
 	count = _dashboard()["detection"]["open_regressions"]
 	return _card(count, "Int", ["List", "Performance Regression", "List"])
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def firing_alerts_card(filters: Any = None) -> dict[str, Any] | str:
+	"""Alerts firing now, as the workspace's number card shows them (it links to their list)."""
 	count = _dashboard()["alerts"]["firing"]
 	return _card(count, "Int", ["List", "Performance Alert", "List"])
 

@@ -2,9 +2,10 @@
 of Performance Settings, its encrypted secrets such as the metrics token among them), every grant of
 the app's role, and the app's metrics user.
 
-The test suite runs on real bench sites too (README, "Running the tests on a bench site"): a test that
-changes one of these restores it, `take` before and `restore` after, and the session compares the
-site at its end with the site at its start (`differences`), so that a test that forgets is caught.
+The test suite runs on real bench sites too (docs/operator-guide.md, "Running the tests on a bench
+site"): a test that changes one of these restores it, `take` before and `restore` after, and the
+session compares the site at its end with the site at its start (`differences`), so that a test that
+forgets is caught.
 Plain rows, read and written as they are stored: restoring brings back the very values, not what
 the app would make of them.
 """

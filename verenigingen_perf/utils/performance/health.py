@@ -1,6 +1,6 @@
 """The health score: recent hourly aggregates and the app's own jobs, judged against the configuration.
 
-Formula (also in the README). Every component has a measured value and a warning and a critical level
+Formula (also in docs/health.md). Every component has a measured value and a warning and a critical level
 from the configuration; the health thresholds give the score at those levels (H_w, H_c):
 
 	value <= warning:             100 - (100 - H_w) * value / warning

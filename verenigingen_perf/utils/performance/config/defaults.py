@@ -135,7 +135,7 @@ _RETENTION_DEFAULTS = {
 	"rollup_fold_rows": 50_000,
 }
 
-# Production levels are set from what a healthy real Frappe v15 site measured (see the README,
+# Production levels are set from what a healthy real Frappe v15 site measured (see docs/configuration.md,
 # "Where the production levels come from": API p95 42 ms and 13 statements a call, page loads p95
 # 55 ms and 14 statements): a healthy site sits well inside its warning levels, a site ten times
 # slower than that warns.
