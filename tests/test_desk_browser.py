@@ -487,3 +487,45 @@ def test_a_user_without_the_role_gets_neither_pages_nor_data(site, planted, make
 	desk.expect_console_problem("Traceback", required=False)
 	desk.expect_console_problem("performance_dashboard_data")
 	assert desk.console_problems == []
+
+
+def test_the_settings_form_has_typed_inputs_and_a_change_overrides_only_that_setting(
+	site, default_settings, desk_login
+):
+	"""Performance Settings in the desk: numbers in number fields, switches as checkboxes, every field
+	showing the value in effect; changing one field and saving overrides that setting alone."""
+	in_effect = config.flat_values(config.get_config())
+	# Administrator: the desk of a System Manager made by make_user does not load on the dev runtime
+	# (see test_a_system_manager_also_sees_the_database_section)
+	desk = desk_login("Administrator")
+	page = desk.page
+	page.evaluate("() => frappe.set_route('Form', 'Performance Settings')")
+	control = "[data-fieldname='{}']"
+	field_input = "input[data-fieldname='{}']"
+	page.wait_for_selector(field_input.format("buffer_max_entries"), timeout=TIMEOUT_MS)
+	fieldtypes = page.eval_on_selector_all(
+		"[data-fieldname][data-fieldtype]",
+		"els => Object.fromEntries(els.map(e => [e.dataset.fieldname, e.dataset.fieldtype]))",
+	)
+	for key, setting in config.SETTINGS.items():
+		assert fieldtypes.get(key) == config.field_type(setting), key
+	assert page.locator(field_input.format("monitoring_enabled")).get_attribute("type") == "checkbox"
+	assert page.is_checked(field_input.format("monitoring_enabled")) is in_effect["monitoring_enabled"]
+	assert not page.is_visible(control.format(config.OVERRIDDEN_FIELD))
+	shown_in_form = page.evaluate(
+		"keys => keys.map(k => cur_frm.doc[k])", ["buffer_max_entries", "sampling_rate"]
+	)
+	assert shown_in_form == [in_effect["buffer_max_entries"], in_effect["sampling_rate"]]
+	shoot(page, "performance-settings")
+
+	changed = in_effect["buffer_max_entries"] + 1
+	field = page.locator(field_input.format("buffer_max_entries"))
+	field.fill(str(changed))
+	field.press("Tab")
+	page.wait_for_function(f"() => cur_frm.doc.buffer_max_entries === {changed}", timeout=TIMEOUT_MS)
+	with page.expect_response(lambda r: "savedocs" in r.url and r.status == 200, timeout=TIMEOUT_MS):
+		page.evaluate("() => cur_frm.save()")
+	frappe.db.rollback()
+	config.clear_config_cache()
+	assert config.get_config().overrides == {"buffer_max_entries": changed}
+	assert desk.console_problems == []
