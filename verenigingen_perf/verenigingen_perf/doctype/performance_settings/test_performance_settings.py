@@ -97,13 +97,12 @@ def read_in_another_worker() -> None:
 	"""get_config in a thread with its own site connection, as another worker would."""
 	import threading
 
-	from vperf_devruntime.pytest_plugin import _init_site
-
 	errors = []
+	site, sites_path = frappe.local.site, frappe.local.sites_path
 
 	def worker():
 		try:
-			_init_site()
+			frappe.init(site=site, sites_path=sites_path, force=True)
 			frappe.connect()
 			config.get_config()
 		except Exception as e:
