@@ -10,11 +10,16 @@ import time
 
 import pytest
 
-# the fixtures live in the dev runtime layer; on a real bench they are loaded from this checkout too
+# the dev runtime's side of the fixtures (its own site; nothing on a bench) lives in its layer
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "devruntime"))
 
-# the runtime's site fixtures, and a real Prometheus for the export's tests
-pytest_plugins = ["vperf_devruntime.pytest_plugin", "tests.prometheus_server"]
+# the app's test kit (a bench site, or the site a runtime provides), the dev runtime's site and its
+# own fixtures, and a real Prometheus for the export's tests
+pytest_plugins = [
+	"verenigingen_perf.testing.fixtures",
+	"vperf_devruntime.pytest_plugin",
+	"tests.prometheus_server",
+]
 
 # `bench run-tests` runs this whole suite through that one unittest class; pytest must not run it
 collect_ignore = ["verenigingen_perf/tests/test_whole_suite.py"]
@@ -147,7 +152,7 @@ def clean_slate(default_settings):
 def member_doctypes(site):
 	"""The tests' own member, chapter and membership doctypes (clearly named custom doctypes, never
 	those of a real `verenigingen` site), created once and removed after the session."""
-	from vperf_devruntime import members
+	from verenigingen_perf.testing import members
 
 	names = members.ensure_member_doctypes(members.TEST)
 	yield names

@@ -251,9 +251,9 @@ def batch_phase(db: str) -> None:
 	"""In its own process: peak RSS growth of one 10-member batch analysis."""
 	connect_site(db)
 	from faker import Faker
-	from vperf_devruntime import members
 
 	from verenigingen_perf.api import performance
+	from verenigingen_perf.testing import members
 
 	doctypes = members.ensure_member_doctypes(members.DEMO)
 	names = frappe.get_all(doctypes.member, pluck="name", limit=10, order_by="creation")

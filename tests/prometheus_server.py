@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from vperf_devruntime.pytest_plugin import BENCH_SITE
 
 from tests.test_capture import DRAIN_WAIT_S
+from verenigingen_perf.testing.fixtures import BENCH_SITE
 
 METRICS_PATH = "/api/method/verenigingen_perf.api.export.metrics"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

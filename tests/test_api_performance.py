@@ -30,7 +30,7 @@ LINKED_CHAPTERS = 7
 @pytest.fixture(scope="module")
 def members(member_doctypes):
 	"""Chapters, a member with no links and one with LINKED_CHAPTERS distinct chapter memberships."""
-	from vperf_devruntime import members as member_records
+	from verenigingen_perf.testing import members as member_records
 
 	fake = Faker()
 	Faker.seed(5)

@@ -5,8 +5,8 @@ import time
 import frappe
 import orjson
 import pytest
-from vperf_devruntime.pytest_plugin import bench_mode
 
+from verenigingen_perf.testing.fixtures import bench_mode
 from verenigingen_perf.utils.performance import buffer, capture, config, timeutil
 
 TESTING = "verenigingen_perf.api.testing"

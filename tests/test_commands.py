@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import frappe
 import pytest
-from vperf_devruntime.pytest_plugin import bench_mode
 
 from tests.planting import detail_row, detail_values
+from verenigingen_perf.testing.fixtures import bench_mode
 from verenigingen_perf.utils.performance import buffer, capture, health, timeutil
 from verenigingen_perf.utils.performance.detection.baselines import pin_exists
 from verenigingen_perf.utils.performance.schema import BASELINE, METRIC

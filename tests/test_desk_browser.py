@@ -415,7 +415,8 @@ def test_a_member_is_analysed_from_its_form(site, member_settings, make_user, de
 	"""A member with more chapter memberships than the N+1 threshold: its form loads one chapter title
 	per membership, the N+1 shape the dialog must show."""
 	from faker import Faker
-	from vperf_devruntime import members as member_records
+
+	from verenigingen_perf.testing import members as member_records
 
 	fake = Faker()
 	Faker.seed(15)

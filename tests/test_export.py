@@ -17,7 +17,6 @@ import pytest
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-from vperf_devruntime.pytest_plugin import BENCH_SITE
 
 from tests.prometheus_server import METRICS_PATH, PROMETHEUS, query, wait_for
 from tests.test_capture import (
@@ -27,6 +26,7 @@ from tests.test_capture import (
 	wait_for_server_config,
 )
 from verenigingen_perf.install import PERFORMANCE_MANAGER
+from verenigingen_perf.testing.fixtures import BENCH_SITE
 from verenigingen_perf.utils.performance import buffer, capture, config, retention, rollup, timeutil
 from verenigingen_perf.utils.performance.export import otlp
 from verenigingen_perf.utils.performance.schema import (

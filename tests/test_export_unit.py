@@ -354,9 +354,7 @@ def test_export_settings_round_trip_through_the_cache():
 	)
 	assert built.export.prometheus_buckets_ms == (1.0, 2.5, 10.0) and built.export.otlp_enabled
 	assert config.config_from_dict(orjson.loads(orjson.dumps(built.as_dict()))) == built
-	field = config.field_value(
-		config.SETTINGS["prometheus_buckets_ms"], built.export.prometheus_buckets_ms
-	)
+	field = config.field_value(config.SETTINGS["prometheus_buckets_ms"], built.export.prometheus_buckets_ms)
 	assert config.coerce(config.SETTINGS["prometheus_buckets_ms"], field) == (1.0, 2.5, 10.0)
 
 

@@ -67,7 +67,7 @@ def test_migrate_brings_back_a_deleted_role(site):
 		frappe.db.commit()
 	finally:
 		site_state.restore(state)
-		from vperf_devruntime.members import forget_deleted
+		from verenigingen_perf.testing.members import forget_deleted
 
 		forget_deleted("Role", [PERFORMANCE_MANAGER])
 		frappe.db.commit()
@@ -207,7 +207,7 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 			install_app("verenigingen_perf")
 			frappe.db.commit()
 		# the framework's copies of what its uninstall deleted are the test's, not the site's
-		from vperf_devruntime.members import forget_deleted
+		from verenigingen_perf.testing.members import forget_deleted
 
 		forget_deleted("DocType", app_doctypes)
 		forget_deleted("Module Def", ["Verenigingen Perf"])

@@ -27,9 +27,10 @@ import orjson
 import pytest
 import requests
 from frappe.utils.password import remove_encrypted_password
-from vperf_devruntime.pytest_plugin import BenchSite, backend, bench_mode
+from vperf_devruntime.pytest_plugin import BenchSite, backend
 
 from tests import planting
+from verenigingen_perf.testing.fixtures import bench_mode
 from verenigingen_perf.utils.performance import (
 	buffer,
 	capture,

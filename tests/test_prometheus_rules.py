@@ -14,11 +14,11 @@ import frappe
 import pytest
 import requests
 import yaml
-from vperf_devruntime.pytest_plugin import BENCH_SITE
 
 import verenigingen_perf
 from tests.prometheus_server import PROMETHEUS, query, wait_for
 from tests.test_export import roll_up_now, rotate_token
+from verenigingen_perf.testing.fixtures import BENCH_SITE
 from verenigingen_perf.utils.performance import buffer, capture, config, monitoring, rollup, timeutil
 from verenigingen_perf.utils.performance.database import snapshot as database_snapshot
 from verenigingen_perf.utils.performance.schema import DATABASE_SNAPSHOT, MONITOR_SAMPLE, OPEN, REGRESSION

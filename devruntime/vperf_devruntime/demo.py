@@ -25,7 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from vperf_devruntime import members, services, site
+from vperf_devruntime import services, site
+
+from verenigingen_perf.testing import members
 
 MEMBERS = 300
 CHAPTERS = 40

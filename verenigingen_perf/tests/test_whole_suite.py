@@ -43,7 +43,7 @@ def run_module(case: unittest.TestCase, module: Path) -> None:
 	if not (CHECKOUT / "tests").is_dir():
 		case.fail(f"the app's tests are not in {CHECKOUT}: install the app from its repository")
 	try:
-		import pytest  # noqa: F401
+		import pytest
 	except ImportError:
 		case.fail(f"pytest is missing: ./env/bin/pip install -e apps/{APP}[test]")
 	# the runner's own transaction holds locks (it reads Singles for update) that the module's

@@ -164,7 +164,9 @@ def test_a_desk_save_of_the_form_as_shown_overrides_nothing(settings):
 	doc.run_method("onload")
 	doc.buffer_max_entries = in_effect["buffer_max_entries"] + 1
 	doc.save()
-	assert config.read_stored_settings()[1] == {"buffer_max_entries": str(in_effect["buffer_max_entries"] + 1)}
+	assert config.read_stored_settings()[1] == {
+		"buffer_max_entries": str(in_effect["buffer_max_entries"] + 1)
+	}
 	assert config.get_config().overrides == {"buffer_max_entries": in_effect["buffer_max_entries"] + 1}
 
 
@@ -176,8 +178,8 @@ def test_a_setting_follows_a_change_of_environment_unless_overridden(settings):
 	development = config.ENVIRONMENT_DEFAULTS["development"]
 	effective = config.flat_values(config.get_config())
 	assert effective["buffer_max_entries"] == 1234
-	for key in ("sampling_rate", "api_queries_warning", "monitoring_enabled", "excluded_paths"):
-		assert effective[key] == development[key], key
+	for name in ("sampling_rate", "api_queries_warning", "monitoring_enabled", "excluded_paths"):
+		assert effective[name] == development[name], name
 	assert frappe.get_single("Performance Settings").sampling_rate == development["sampling_rate"]
 
 

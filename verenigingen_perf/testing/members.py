@@ -1,4 +1,5 @@
-"""A member doctype with linked records, for the demo and the tests only (never shipped by the app).
+"""A member doctype with linked records, for the demo and the tests (part of the test kit: the app
+never uses it at run time).
 
 Member: a person (faker names), a primary chapter (Link) and a child table of chapter memberships,
 each a Link to a Chapter. Chapters show their title in links, so the desk's form loader fetches one
