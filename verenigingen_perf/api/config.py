@@ -19,7 +19,7 @@ def _parse_values(values: Any) -> dict[str, Any]:
 		return {}
 	if not isinstance(values, dict):
 		frappe.throw(
-			f"values: must be an object of setting name to value, got {type(values).__name__}",
+			_("values: must be an object of setting name to value, got {0}").format(type(values).__name__),
 			frappe.ValidationError,
 		)
 	return values
@@ -30,7 +30,9 @@ def _parse_environment(environment: Any) -> str | None:
 		return None
 	if not isinstance(environment, str) or (environment and environment not in config.ENVIRONMENTS):
 		frappe.throw(
-			f"environment: must be blank or one of {', '.join(config.ENVIRONMENTS)}, got {environment!r}",
+			_("environment: must be blank or one of {0}, got {1}").format(
+				", ".join(config.ENVIRONMENTS), repr(environment)
+			),
 			frappe.ValidationError,
 		)
 	return environment

@@ -303,7 +303,9 @@ def analyse_batch(
 
 
 def not_readable_reason(doctype: str, member: str) -> str:
-	return f"no {doctype} named {member!r} that you may read"
+	from frappe import _
+
+	return _("no {0} named {1} that you may read").format(doctype, repr(member))
 
 
 def batch_summary(results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
