@@ -14,6 +14,7 @@ import pytest
 
 from verenigingen_perf.install import PERFORMANCE_MANAGER
 from verenigingen_perf.testing import query_budget
+from verenigingen_perf.testing.fixtures import bench_mode
 from verenigingen_perf.utils.performance import buffer, capture, config, timeutil
 from verenigingen_perf.utils.performance.alerts import delivery, evaluate, store
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
@@ -777,7 +778,12 @@ def test_a_record_that_cannot_be_evaluated_is_skipped_and_the_others_still_alert
 	kinds = sorted(item.split(" '")[0] for item in first.skipped)
 	assert kinds == ["maintenance window", "rule", "silence", "source"]
 	assert any("30 2" in item for item in first.skipped)
-	assert buffer.state().capture_errors - errors_before == 2 * len(first.skipped)
+	counted = buffer.state().capture_errors - errors_before
+	if bench_mode():
+		# a bench's scheduler evaluates the site's rules too (every minute), skipping the same records
+		assert counted >= 2 * len(first.skipped) and counted % len(first.skipped) == 0, counted
+	else:
+		assert counted == 2 * len(first.skipped)
 	assert (first.fired, second.notifications) == (1, 1) and first.status == second.status == "ok"
 	assert [json.loads(b)["status"] for _h, b in receiver.requests] == ["firing"]
 	internal_errors.reset_rate_limit()

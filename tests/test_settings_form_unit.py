@@ -142,3 +142,20 @@ def test_each_setting_can_be_overridden_and_released(key):
 	assert save(fields) == ({key: config.coerce(setting, field_value(setting, other))}, [])
 	released = fields | {key: field_value(setting, default)}
 	assert save(released, {key}, stored=fields, shown=fields) == ({}, [])
+
+
+def test_an_untouched_override_equal_to_the_default_stays_until_it_is_changed_or_cleared():
+	"""A pin that equals this environment's default (set before the fields were typed, or made in
+	another environment) survives a save that does not touch it; a change releases it."""
+	fields = fields_showing(PRODUCTION)
+	pinned = {"monitoring_enabled", "drain_batch_size"}
+	assert save(fields, pinned, stored=fields, shown=fields) == (
+		{"monitoring_enabled": True, "drain_batch_size": PRODUCTION["drain_batch_size"]},
+		[],
+	)
+	changed = fields | {"monitoring_enabled": 0, "drain_batch_size": None}
+	assert save(changed, pinned, stored=fields, shown=fields) == ({"monitoring_enabled": False}, [])
+	assert config.equals_default(
+		SETTINGS["drain_batch_size"], str(PRODUCTION["drain_batch_size"]), PRODUCTION["drain_batch_size"]
+	)
+	assert not config.equals_default(SETTINGS["otlp_endpoint"], "https://x.example/", "")

@@ -24,6 +24,7 @@ from verenigingen_perf.utils.performance.config.defaults import (
 )
 from verenigingen_perf.utils.performance.config.form import (
 	OVERRIDDEN_FIELD,
+	equals_default,
 	field_type,
 	field_value,
 	format_overridden,

@@ -60,6 +60,11 @@ def _same(setting: Setting, value: Any, other: Any) -> bool:
 		return False
 
 
+def equals_default(setting: Setting, value: Any, default: Any) -> bool:
+	"""`value` (as given, not yet checked) is the environment's default: setting it is no override."""
+	return _same(setting, default, value)
+
+
 def overrides_from_fields(
 	fields: Mapping[str, Any],
 	overridden: set[str],
@@ -69,11 +74,12 @@ def overrides_from_fields(
 ) -> tuple[dict[str, Any], list[str]]:
 	"""The overrides a save of Performance Settings stands for, and what is wrong with them.
 
-	A setting is overridden when its field is not blank, its value is not the environment's default,
-	and it was overridden already or its value differs both from the stored one and from the one in
-	effect (what the form showed): so a save of an untouched form overrides nothing, whether it was
-	loaded by the desk (fields showing the values in effect) or by code (fields as stored). Clearing
-	a field, or setting it to the environment's default, makes it follow the environment again."""
+	A setting is overridden when its field is not blank and either it was overridden and the save left
+	its value as stored, or its value is not the environment's default and it was overridden already or
+	differs both from the stored value and from the one in effect (what the form showed). So a save of
+	an untouched form overrides nothing new and releases nothing, whether it was loaded by the desk
+	(fields showing the values in effect) or by code (fields as stored). Clearing a field, or changing
+	it to the environment's default, makes it follow the environment again."""
 	clean: dict[str, Any] = {}
 	errors: list[str] = []
 	for key, setting in SETTINGS.items():
@@ -85,11 +91,13 @@ def overrides_from_fields(
 			problem = range_problem(setting, value)
 		except ValueError as e:
 			value, problem = raw, str(e)
-		untouched = _same(setting, value, stored.get(key)) or _same(setting, value, shown.get(key))
-		if key not in overridden and untouched:
+		as_stored = _same(setting, value, stored.get(key))
+		if key not in overridden and (as_stored or _same(setting, value, shown.get(key))):
 			continue
 		if problem:
 			errors.append(problem)
-		elif not _same(setting, value, defaults[key]):
+		elif (key in overridden and as_stored) or not _same(setting, value, defaults[key]):
+			# an override the save did not touch stays, even where it equals this environment's
+			# default (it was set so, or pinned before the fields were typed): only a change releases
 			clean[key] = value
 	return clean, errors

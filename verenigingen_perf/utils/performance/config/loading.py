@@ -8,8 +8,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from verenigingen_perf.utils.performance.config.defaults import ENVIRONMENT_DEFAULTS
 from verenigingen_perf.utils.performance.config.form import (
 	OVERRIDDEN_FIELD,
+	equals_default,
 	format_overridden,
 	parse_overridden,
 )
@@ -199,14 +201,28 @@ def update_config(values: Mapping[str, Any], environment: str | None = None) -> 
 	if environment is not None:
 		doc.environment = environment
 	overridden = parse_overridden(doc.get(OVERRIDDEN_FIELD))
+	defaults = _defaults_of(doc.environment or None)
 	for key, value in values.items():
-		doc.set(key, None if is_blank(value) else value)
+		release = is_blank(value) or (
+			defaults is not None and equals_default(SETTINGS[key], value, defaults[key])
+		)
+		doc.set(key, None if release else value)
 		overridden.discard(key)
-		if not is_blank(value):
+		if not release:
 			overridden.add(key)
 	doc.set(OVERRIDDEN_FIELD, format_overridden(overridden))
 	doc.save()
 	return load_config()
+
+
+def _defaults_of(settings_environment: str | None) -> Mapping[str, Any] | None:
+	"""The defaults of the environment in effect (None when it cannot be told: the save then names
+	the problem)."""
+	try:
+		environment, _source = detect_environment(settings_environment, *environment_fallbacks())
+	except ConfigValidationError:
+		return None
+	return ENVIRONMENT_DEFAULTS[environment]
 
 
 def reset_overrides() -> PerformanceConfig:

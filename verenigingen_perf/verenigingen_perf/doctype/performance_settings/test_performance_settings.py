@@ -192,6 +192,9 @@ LEGACY = {
 	"prometheus_buckets_ms": "5\n50\n500",
 	"otlp_endpoint": "https://otel.example.org/v1/traces",
 	"member_doctype": "User",
+	# pinned at what production's default is now: still overrides (an environment change keeps them)
+	"alert_webhook_refuse_private_addresses": "Yes",
+	"drain_batch_size": str(config.ENVIRONMENT_DEFAULTS["production"]["drain_batch_size"]),
 }
 
 
