@@ -250,6 +250,29 @@ def test_folding_many_hours_at_once_stores_what_folding_hour_by_hour_does(clean_
 		assert math.isclose(one.duration_sum_ms, other.duration_sum_ms, rel_tol=1e-9)
 
 
+def test_reading_in_small_pages_stores_what_one_page_does(clean_slate, default_settings):
+	"""Pages end where the creation time changes; a drain batch stamps hundreds of rows with one
+	creation, more than a page holds: every row is read once, whatever the page size."""
+	now = frappe.utils.now_datetime()
+	rows, _ingested = make_rows(900, now, hours=6)
+	batch_creation = timeutil.format_datetime(now - timedelta(hours=3, minutes=10))
+	# the first 450 rows as one drain batch: one creation time
+	rows = [(row[0], batch_creation, *row[2:]) for row in rows[:450]] + rows[450:]
+	fields = ["name", "count", "error_count", "query_sum", "duration_max_ms", "sketch"]
+	stored = []
+	for page_size in (100, 1_000_000):
+		clean_slate()
+		config.update_config({"aggregation_page_size": page_size})
+		insert(rows)
+		report = rollup.run_rollup(now)
+		assert report.rows_aggregated == ingested_between(now - timedelta(days=1), rollup.get_watermark())
+		stored.append(frappe.get_all(schema.AGGREGATE, fields=fields, order_by="name"))
+	assert stored[0] == stored[1]
+	assert sum(row["count"] for row in stored[0] if row.name.startswith("hour")) == 2 * sum(
+		1 for row in rows if row[1] < timeutil.format_datetime(rollup.get_watermark())
+	)
+
+
 def test_site_wide_rows_are_backfilled_as_the_rollup_writes_them(clean_slate):
 	now = frappe.utils.now_datetime()
 	insert(make_rows(600, now, hours=30)[0])

@@ -16,6 +16,7 @@ from verenigingen_perf.utils.performance.sketch import (
 	QUANTILES,
 	RELATIVE_ACCURACY,
 	Summary,
+	bin_by_group,
 	keys_of,
 	loads,
 )
@@ -189,3 +190,36 @@ def test_keys_next_to_bin_boundaries_are_the_mappings():
 	)
 	values = values[(values > mapping.min_possible) & np.isfinite(values)]
 	assert keys_of(values).tolist() == [mapping.key(float(v)) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+	rows=st.lists(
+		st.tuples(
+			st.integers(min_value=0, max_value=6),
+			st.one_of(
+				st.just(0.0),
+				st.floats(min_value=1e-12, max_value=1e9, allow_nan=False),
+				st.floats(min_value=0, max_value=1e-300),
+			),
+		),
+		min_size=1,
+		max_size=400,
+	)
+)
+def test_binning_many_groups_at_once_equals_adding_each_group_s_durations(rows):
+	"""`bin_by_group` over a page of rows of several groups gives every group the bins (and zeros)
+	that adding its own durations gives, and no group without rows."""
+	group_ids = np.array([group for group, _ in rows], dtype=np.int64)
+	durations = np.array([value for _, value in rows])
+	binned: dict[int, Summary] = {}
+	for entry in bin_by_group(group_ids, durations):
+		summary = binned.setdefault(entry.group, Summary())
+		summary.bins.add_counts(entry.keys, entry.counts)
+		summary.bins.zero_count += entry.zero_count
+	expected: dict[int, Summary] = {}
+	for group, value in rows:
+		expected.setdefault(group, Summary()).add_durations([value])
+	assert binned.keys() == expected.keys()
+	for group, summary in expected.items():
+		assert binned[group].bins.dumps() == summary.bins.dumps(), group

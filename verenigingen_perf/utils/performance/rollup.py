@@ -27,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import frappe
+import numpy as np
 import redis
 
 from verenigingen_perf.utils.performance import buffer, job_reports, redis_store
@@ -45,7 +46,7 @@ from verenigingen_perf.utils.performance.schema import (
 	OVERFLOW_OPERATION,
 	ROLLUP_STATE,
 )
-from verenigingen_perf.utils.performance.sketch import Summary
+from verenigingen_perf.utils.performance.sketch import Summary, bin_by_group
 from verenigingen_perf.utils.performance.timeutil import (
 	as_datetime,
 	floor_day,
@@ -296,9 +297,12 @@ def _fold(
 		return False
 	hourly: dict[BucketKey, Summary] = {}
 	hour_keys: dict[str, datetime] = {}
+	# each bucket's place in `buckets`, by the text the page query gives its rows (`_ROW_KEY`)
+	slots: dict[str, int] = {}
 	for row in _group_totals(start, end):
 		operation_type, operation, hour_key = row[0], row[1], row[2]
 		hour = hour_keys.get(hour_key) or hour_keys.setdefault(hour_key, _parse_hour_key(hour_key))
+		slots[f"{operation_type or ''}{_SEPARATOR}{hour_key}{_SEPARATOR}{operation}"] = len(slots)
 		hourly[(operation_type, operation, hour)] = Summary(
 			count=int(row[3]),
 			error_count=int(row[4] or 0),
@@ -312,13 +316,16 @@ def _fold(
 			memory_max_mb=operation_memory_mb(row[12], row[13]),
 		)
 	report.late_rows += sum(s.count for (_type, _op, hour), s in hourly.items() if hour < start)
+	buckets = list(hourly.values())
 	rows = 0
-	for page in _stream_durations(start, end, config.retention.aggregation_page_size):
-		groups: defaultdict[BucketKey, list[float]] = defaultdict(list)
-		for operation_type, operation, hour_key, duration, _creation, _name in page:
-			groups[(operation_type, operation, hour_keys[hour_key])].append(float(duration or 0))
-		for key, durations in groups.items():
-			hourly[key].add_durations(durations)
+	for page in _pages(start, end, config.retention.aggregation_page_size):
+		row_keys, durations = zip(*page, strict=True)
+		group_ids = np.array([slots[key] for key in row_keys], dtype=np.int64)
+		values = np.nan_to_num(np.array(durations, dtype=np.float64), nan=0.0)
+		for entry in bin_by_group(group_ids, values):
+			bins = buckets[entry.group].bins
+			bins.add_counts(entry.keys, entry.counts)
+			bins.zero_count += entry.zero_count
 		rows += len(page)
 	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
 	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
@@ -460,16 +467,33 @@ _GROUP_TOTALS_SQL = {
 		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
 		group by operation_type, convert_to(operation, 'UTF8'), hour_key""",
 }
-_PAGE_AFTER = """ and (creation > %(after_creation)s or (creation = %(after_creation)s and name > %(after_name)s))
-	order by creation, name limit %(page_size)s"""
-# the creation time comes back as text, so the driver does not convert it
-_STREAM_SQL = {
-	"mariadb": f"""select operation_type, operation, date_format(started_at, '%%Y-%%m-%%d %%H'), duration_ms,
-		cast(creation as char), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
-	"sqlite": f"""select operation_type, operation, substr(started_at, 1, 13), duration_ms,
-		cast(creation as text), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
-	"postgres": f"""select operation_type, operation, to_char(started_at, 'YYYY-MM-DD HH24'), duration_ms,
-		cast(creation as text), name from `tab{METRIC}` where {_INGESTED}{_PAGE_AFTER}""",
+# the text that names a row's bucket in a page: type, started hour, operation (last: a name may hold
+# any character; the type and the hour never hold the separator), so one text per row comes back
+# instead of three
+_SEPARATOR = "\x1f"
+_PAGE_SQL = {
+	"mariadb": f"""select concat(coalesce(operation_type, ''), char(31 using utf8mb4), date_format(started_at, '%%Y-%%m-%%d %%H'),
+		char(31 using utf8mb4), operation), duration_ms
+		from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
+	"sqlite": f"""select coalesce(operation_type, '') || char(31) || substr(started_at, 1, 13) || char(31) || operation,
+		duration_ms from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
+	"postgres": f"""select coalesce(operation_type, '') || chr(31) || to_char(started_at, 'YYYY-MM-DD HH24') || chr(31) || operation,
+		duration_ms from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
+}
+# the creation time comes back as text, so the driver does not convert it and it is passed back as it
+# is stored
+_PAGE_END_SQL = {
+	"mariadb": f"""select cast(creation as char) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
+		order by creation limit 1 offset %(page_size)s""",
+	"sqlite": f"""select cast(creation as text) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
+		order by creation limit 1 offset %(page_size)s""",
+	"postgres": f"""select cast(creation as text) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
+		order by creation limit 1 offset %(page_size)s""",
+}
+_NEXT_CREATION_SQL = {
+	"mariadb": f"select cast(min(creation) as char) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
+	"sqlite": f"select cast(min(creation) as text) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
+	"postgres": f"select cast(min(creation) as text) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
 }
 
 
@@ -481,26 +505,24 @@ def _group_totals(start: datetime, end: datetime) -> list[tuple]:
 	)
 
 
-def _stream_durations(start: datetime, end: datetime, page_size: int):
-	"""Pages of (type, operation, hour, duration, creation, name) of the rows ingested in
-	[start, end), keyset on (creation, name): bounded memory."""
-	after_creation, after_name = format_datetime(start), ""
-	while True:
-		page = frappe.db.multisql(
-			_STREAM_SQL,
-			{
-				"start": format_datetime(start),
-				"end": format_datetime(end),
-				"after_creation": after_creation,
-				"after_name": after_name,
-				"page_size": page_size,
-			},
-		)
+def _pages(start: datetime, end: datetime, page_size: int) -> Iterator[list[tuple[str, float]]]:
+	"""Pages of (bucket text, duration) of the rows ingested in [start, end): bounded memory.
+
+	Each page is the rows of a range of creation times: those before the creation of the row
+	`page_size` places on, or, where more rows than that share one creation (a drain stamps its whole
+	batch with one), that creation's rows: at most max(page_size, drain_batch_size) rows. No page
+	sorts its rows or sends their keyset columns; the range's end is found on the creation index."""
+	after, last = format_datetime(start), format_datetime(end)
+	while after is not None:
+		bound = frappe.db.multisql(_PAGE_END_SQL, {"start": after, "end": last, "page_size": page_size})
+		until = bound[0][0] if bound else last
+		if until == after:
+			following = frappe.db.multisql(_NEXT_CREATION_SQL, {"start": after, "end": last})
+			until = following[0][0] if following and following[0][0] else last
+		page = frappe.db.multisql(_PAGE_SQL, {"start": after, "end": until})
 		if page:
 			yield page
-		if len(page) < page_size:
-			return
-		after_creation, after_name = page[-1][4], page[-1][5]
+		after = until if until != last else None
 
 
 def merge_into_aggregates(granularity: str, summaries: dict[BucketKey, Summary]) -> int:

@@ -52,6 +52,47 @@ def keys_of(durations: np.ndarray) -> np.ndarray:
 	return keys
 
 
+@dataclass
+class GroupBins:
+	"""One group's share of `bin_by_group`: its values too small for the mapping (counted as zeros)
+	and the keys its other values fall in (ascending, distinct), with how many fell in each."""
+
+	group: int
+	zero_count: int
+	keys: np.ndarray
+	counts: np.ndarray
+
+
+def bin_by_group(group_ids: np.ndarray, durations: np.ndarray) -> list[GroupBins]:
+	"""The sketch bins of many groups' values at once: `group_ids[i]` is the group of `durations[i]`.
+
+	Equal to calling `Summary.add_durations` with each group's values (a rollup page holds hundreds
+	of groups; keying and counting them in one vectorised pass spares a numpy round per group)."""
+	positive = durations > _MAPPING.min_possible
+	zeros = np.bincount(group_ids[~positive])
+	groups, keys = group_ids[positive], keys_of(durations[positive])
+	found: dict[int, GroupBins] = {
+		int(group): GroupBins(int(group), int(zeros[group]), _NO_KEYS, _NO_KEYS)
+		for group in np.flatnonzero(zeros)
+	}
+	if keys.size:
+		low = int(keys.min())
+		span = int(keys.max()) - low + 1
+		combined, counts = np.unique(groups.astype(np.int64) * span + (keys - low), return_counts=True)
+		owners = combined // span
+		starts = np.flatnonzero(np.diff(owners, prepend=-1))
+		ends = np.append(starts[1:], len(owners))
+		for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+			group = int(owners[first])
+			entry = found.setdefault(group, GroupBins(group, 0, _NO_KEYS, _NO_KEYS))
+			entry.keys = combined[first:last] - group * span + low
+			entry.counts = counts[first:last]
+	return list(found.values())
+
+
+_NO_KEYS = np.zeros(0, dtype=np.int64)
+
+
 def new_sketch() -> DDSketch:
 	return DDSketch(RELATIVE_ACCURACY)
 
@@ -275,6 +316,14 @@ class StoredSketchMerger:
 		counts = np.bincount(keys - low)
 		start = self._room(low, low + len(counts))
 		self.bins[start : start + len(counts)] += counts
+
+	def add_counts(self, keys: np.ndarray, counts: np.ndarray) -> None:
+		"""Count `counts[i]` values at `keys[i]` (keys ascending and distinct, as `bin_by_group` gives)."""
+		if not keys.size:
+			return
+		low = int(keys[0])
+		start = self._room(low, int(keys[-1]) + 1)
+		self.bins[start + (keys - low)] += counts
 
 	def total(self) -> int:
 		"""The number of values, zeros included."""
