@@ -31,7 +31,7 @@ MODULES = {
 	},
 	"capture": {"capture"},
 	"buffer": {"buffer"},
-	"aggregates": {"rollup", "retention"},
+	"aggregates": {"rollup", "retention", "page_totals"},
 	"judgements": {"health", "monitoring", "dashboard", "member_analysis", "operation_view", "trace_view"},
 }
 # layer -> the packages whose every module belongs to it

@@ -653,7 +653,7 @@ def test_a_failed_rollup_is_reported_with_its_reason_and_raised(clean_slate, mon
 		raise RuntimeError("planted rollup failure")
 
 	previous = job_reports.read_stored().get("rollup")
-	monkeypatch.setattr(rollup, "_group_totals", broken)
+	monkeypatch.setattr(rollup, "_pages", broken)
 	with pytest.raises(RuntimeError):
 		rollup.rollup_job()
 	report = job_reports.read_stored()["rollup"]

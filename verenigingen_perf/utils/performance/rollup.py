@@ -33,12 +33,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import frappe
-import numpy as np
 import redis
 
 from verenigingen_perf.utils.performance import buffer, job_reports, redis_store
 from verenigingen_perf.utils.performance.bulk import BulkWrite, Kind
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.page_totals import BucketTotals, PageRow
 from verenigingen_perf.utils.performance.schema import (
 	AGGREGATE,
 	ALL_OPERATIONS,
@@ -46,7 +46,7 @@ from verenigingen_perf.utils.performance.schema import (
 	OVERFLOW_OPERATION,
 	ROLLUP_STATE,
 )
-from verenigingen_perf.utils.performance.sketch import Summary, bin_by_group
+from verenigingen_perf.utils.performance.sketch import Summary
 from verenigingen_perf.utils.performance.timeutil import (
 	as_datetime,
 	floor_day,
@@ -287,46 +287,26 @@ def _fold(
 	"""Fold the rows ingested in [start, end) (one or more whole hours) into their aggregates; move
 	the watermark; commit.
 
-	Counts, sums and extremes per (type, operation, started hour) come from one GROUP BY; the
-	durations for the sketches are streamed in pages (bounded memory). Both read the same rows: no
-	drain can add a row to an ingestion hour that is being folded (see `_oldest_drain_claim`).
+	Every (type, operation, started hour)'s counts, sums, extremes and sketch are added up from pages
+	of the rows (bounded memory; `page_totals`): no drain can add a row to an ingestion hour that is
+	being folded (see `_oldest_drain_claim`).
 	The watermark row is locked first, so a second run folding the same hour waits, then finds the
 	watermark moved and folds nothing."""
 	if not claim_watermark(watermark):
 		frappe.db.rollback()
 		return False
-	hourly: dict[BucketKey, Summary] = {}
-	hour_keys: dict[str, datetime] = {}
-	# each bucket's place in `buckets`, by the text the page query gives its rows (`_ROW_KEY`)
-	slots: dict[str, int] = {}
-	for row in _group_totals(start, end):
-		operation_type, operation, hour_key = row[0], row[1], row[2]
-		hour = hour_keys.get(hour_key) or hour_keys.setdefault(hour_key, _parse_hour_key(hour_key))
-		slots[f"{operation_type or ''}{_SEPARATOR}{hour_key}{_SEPARATOR}{operation}"] = len(slots)
-		hourly[(operation_type, operation, hour)] = Summary(
-			count=int(row[3]),
-			error_count=int(row[4] or 0),
-			client_error_count=int(row[5] or 0),
-			duration_min_ms=float(row[6] or 0),
-			duration_max_ms=float(row[7] or 0),
-			duration_sum_ms=float(row[8] or 0),
-			query_sum=int(row[9] or 0),
-			query_max=int(row[10] or 0),
-			db_time_sum_ms=float(row[11] or 0),
-			memory_max_mb=operation_memory_mb(row[12], row[13]),
-		)
-	report.late_rows += sum(s.count for (_type, _op, hour), s in hourly.items() if hour < start)
-	buckets = list(hourly.values())
+	totals = BucketTotals()
 	rows = 0
 	for page in _pages(start, end, config.retention.aggregation_page_size):
-		row_keys, durations = zip(*page, strict=True)
-		group_ids = np.array([slots[key] for key in row_keys], dtype=np.int64)
-		values = np.nan_to_num(np.array(durations, dtype=np.float64), nan=0.0)
-		for entry in bin_by_group(group_ids, values):
-			bins = buckets[entry.group].bins
-			bins.add_counts(entry.keys, entry.counts)
-			bins.zero_count += entry.zero_count
+		totals.add_page(page)
 		rows += len(page)
+	hourly: dict[BucketKey, Summary] = {}
+	hours: dict[str, datetime] = {}
+	for text, summary in totals.summaries().items():
+		operation_type, hour_key, operation = text.split(_SEPARATOR, 2)
+		hour = hours.get(hour_key) or hours.setdefault(hour_key, _parse_hour_key(hour_key))
+		hourly[(operation_type or None, operation, hour)] = summary
+	report.late_rows += sum(s.count for (_type, _op, hour), s in hourly.items() if hour < start)
 	by_hour = cap_operations(hourly, _operations_present(hourly), config.monitoring.max_operations_per_hour)
 	report.operations_over_cap += len({key[1] for key in hourly} - {key[1] for key in by_hour})
 	# what is built on every fold (the exposition's cumulative counters) grows with it, in its
@@ -347,15 +327,6 @@ def _fold(
 	report.folds += 1
 	report.buckets_written += written
 	return True
-
-
-def operation_memory_mb(rss_growth_kb: float | None, peak_alloc_kb: float | None) -> float:
-	"""The memory one run of an operation took: its peak Python allocation where that is captured,
-	else how much it raised its worker's peak RSS (the larger, where both are there).
-
-	Not the worker's RSS itself: a worker holds the framework whatever the operation, so its RSS says
-	nothing about one operation and would fail per-operation thresholds on every site."""
-	return max(float(rss_growth_kb or 0), float(peak_alloc_kb or 0)) / 1024
 
 
 def cap_operations(
@@ -449,36 +420,27 @@ def _parse_hour_key(key: str) -> datetime:
 	return datetime.strptime(key, "%Y-%m-%d %H")
 
 
-_TOTALS = """count(*), sum(case when status = 'error' then 1 else 0 end),
-	sum(case when status = 'client_error' then 1 else 0 end), min(duration_ms), max(duration_ms),
-	sum(duration_ms), sum(query_count), max(query_count), sum(db_time_ms), max(rss_growth_kb),
-	max(peak_alloc_kb)"""
 _INGESTED = "creation >= %(start)s and creation < %(end)s"
-# per backend: the hour a row started in as text ('YYYY-MM-DD HH'; grouping by it in the database
-# spares converting every row's datetime in Python), and grouping by the name's exact bytes
-_GROUP_TOTALS_SQL = {
-	"mariadb": f"""select operation_type, min(operation), date_format(started_at, '%%Y-%%m-%%d %%H') as hour_key,
-		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
-		group by operation_type, cast(operation as binary), hour_key""",
-	"sqlite": f"""select operation_type, operation, substr(started_at, 1, 13) as hour_key,
-		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
-		group by operation_type, operation, hour_key""",
-	"postgres": f"""select operation_type, min(operation), to_char(started_at, 'YYYY-MM-DD HH24') as hour_key,
-		{_TOTALS} from `tab{METRIC}` where {_INGESTED}
-		group by operation_type, convert_to(operation, 'UTF8'), hour_key""",
-}
-# the text that names a row's bucket in a page: type, started hour, operation (last: a name may hold
-# any character; the type and the hour never hold the separator), so one text per row comes back
-# instead of three
+# a page row (`page_totals.PageRow`), per backend: the text that names the row's bucket (its type, the
+# hour it started in as 'YYYY-MM-DD HH' and its operation, apart by a separator no type or hour holds;
+# the operation last, as a name may hold any character), one text instead of three, which Python
+# groups by its exact bytes, never by the database's collation; then the duration, the outcome, the
+# statements, the database time and the larger of the RSS growth and the allocation peak
 _SEPARATOR = "\x1f"
+_OUTCOME = "case status when 'error' then 1 when 'client_error' then 2 else 0 end"
 _PAGE_SQL = {
-	"mariadb": f"""select concat(coalesce(operation_type, ''), char(31 using utf8mb4), date_format(started_at, '%%Y-%%m-%%d %%H'),
-		char(31 using utf8mb4), operation), duration_ms
-		from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
-	"sqlite": f"""select coalesce(operation_type, '') || char(31) || substr(started_at, 1, 13) || char(31) || operation,
-		duration_ms from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
-	"postgres": f"""select coalesce(operation_type, '') || chr(31) || to_char(started_at, 'YYYY-MM-DD HH24') || chr(31) || operation,
-		duration_ms from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s""",
+	"mariadb": f"""select concat(coalesce(operation_type, ''), char(31 using utf8mb4),
+		date_format(started_at, '%%Y-%%m-%%d %%H'), char(31 using utf8mb4), operation), duration_ms,
+		{_OUTCOME}, query_count, db_time_ms, greatest(coalesce(rss_growth_kb, 0), coalesce(peak_alloc_kb, 0))
+		from `tab{METRIC}` where {_INGESTED}""",
+	"sqlite": f"""select coalesce(operation_type, '') || char(31) || substr(started_at, 1, 13) || char(31)
+		|| operation, duration_ms, {_OUTCOME}, query_count, db_time_ms,
+		max(coalesce(rss_growth_kb, 0), coalesce(peak_alloc_kb, 0))
+		from `tab{METRIC}` where {_INGESTED}""",
+	"postgres": f"""select coalesce(operation_type, '') || chr(31) || to_char(started_at, 'YYYY-MM-DD HH24')
+		|| chr(31) || operation, duration_ms, {_OUTCOME}, query_count, db_time_ms,
+		greatest(coalesce(rss_growth_kb, 0), coalesce(peak_alloc_kb, 0))
+		from `tab{METRIC}` where {_INGESTED}""",
 }
 # the creation time comes back as text, so the driver does not convert it and it is passed back as it
 # is stored
@@ -497,16 +459,8 @@ _NEXT_CREATION_SQL = {
 }
 
 
-def _group_totals(start: datetime, end: datetime) -> list[tuple]:
-	"""Count, server and client errors, duration min/max/sum, statements sum/max, DB time and the
-	largest RSS growth and Python allocation peak per (type, operation, hour)."""
-	return frappe.db.multisql(
-		_GROUP_TOTALS_SQL, {"start": format_datetime(start), "end": format_datetime(end)}
-	)
-
-
-def _pages(start: datetime, end: datetime, page_size: int) -> Iterator[list[tuple[str, float]]]:
-	"""Pages of (bucket text, duration) of the rows ingested in [start, end): bounded memory.
+def _pages(start: datetime, end: datetime, page_size: int) -> Iterator[list[PageRow]]:
+	"""Pages of the rows ingested in [start, end) (`page_totals.PageRow`): bounded memory.
 
 	Each page is the rows of a range of creation times: those before the creation of the row
 	`page_size` places on, or, where more rows than that share one creation (a drain stamps its whole
