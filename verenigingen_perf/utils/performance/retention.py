@@ -123,20 +123,26 @@ def delete_details(cutoff: datetime, watermark: datetime, batch_size: int, repor
 		)
 		upper = format_datetime(as_datetime(edge[0][0])) if edge else bound
 		started = time.monotonic()
-		# RETURNING (MariaDB, PostgreSQL and SQLite alike) tells how many went, without a count query
-		count = len(
-			frappe.db.sql(
-				f"""delete from {table} where creation <= %(upper)s and creation < %(bound)s
-				and started_at < %(cutoff)s returning name""",
-				{"upper": upper, "bound": bound, "cutoff": format_datetime(cutoff)},
-			)
-		)
+		batch = {"upper": upper, "bound": bound, "cutoff": format_datetime(cutoff)}
+		# counted first, in the delete's transaction, over the same index range: the framework tells
+		# no statement's row count, and DELETE ... RETURNING sends every name back (on SQLite it made
+		# retention 0.85 times as fast as counting)
+		# (a dict of values each: Frappe's SQLite backend quotes the values of the dict it is given in place)
+		count = frappe.db.sql(f"select count(*) from {table} where {_BATCH}", dict(batch))[0][0]
+		if edge and not count:
+			# the edge row is in the range: nothing to delete would repeat this batch for ever
+			raise RuntimeError(f"retention: the batch up to {upper} holds no row; it would never end")
+		frappe.db.sql(f"delete from {table} where {_BATCH}", dict(batch))
 		frappe.db.commit()
 		report.batches += 1
 		report.max_batch_s = max(report.max_batch_s, round(time.monotonic() - started, 4))
 		deleted += count
 		if not edge:
 			return deleted
+
+
+# one batch of detail rows: a range of the creation index, within what may go
+_BATCH = "creation <= %(upper)s and creation < %(bound)s and started_at < %(cutoff)s"
 
 
 def _delete_hourly(cutoff: datetime, batch_size: int, report: RetentionReport) -> int:
