@@ -28,6 +28,7 @@ MODULES = {
 		"levels",
 		"operations",
 		"storage",
+		"messages",
 	},
 	"capture": {"capture"},
 	"buffer": {"buffer"},

@@ -20,6 +20,7 @@ from verenigingen_perf.install import READER_ROLES
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.alerts import sources, store
 from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.messages import translated
 from verenigingen_perf.utils.performance.schema import ALERT, ALERT_RULE, ALERT_SILENCE
 
 STATES = (alert_rules.PENDING, alert_rules.FIRING, alert_rules.RESOLVED)
@@ -136,7 +137,7 @@ def test_rule(name: Any = None) -> dict[str, Any]:
 	try:
 		rule = alert_rules.validate(data)
 	except alert_rules.RuleError as error:
-		return {"rule": rule_name, "valid": False, "errors": error.errors}
+		return {"rule": rule_name, "valid": False, "errors": [translated(e, _) for e in error.errors]}
 	now = frappe.utils.now_datetime()
 	readings = sources.read([rule], get_config(), now)
 	return {
@@ -173,7 +174,7 @@ def import_rules(yaml_text: Any = None) -> dict[str, Any]:
 	except alert_rules.RuleError as error:
 		frappe.db.rollback()
 		frappe.throw(
-			"<br>".join(frappe.utils.escape_html(e) for e in error.errors),
+			"<br>".join(frappe.utils.escape_html(translated(e, _)) for e in error.errors),
 			frappe.ValidationError,
 			title=_("Invalid alert rules"),
 		)

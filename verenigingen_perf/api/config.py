@@ -7,6 +7,7 @@ from frappe import _
 
 from verenigingen_perf.api import begin_api_call
 from verenigingen_perf.utils.performance import config
+from verenigingen_perf.utils.performance.messages import translated
 
 
 def _parse_values(values: Any) -> dict[str, Any]:
@@ -54,11 +55,16 @@ def update_config(values: Any = None, environment: Any = None) -> dict[str, Any]
 	try:
 		return config.describe(config.update_config(parsed, env))
 	except config.ConfigValidationError as e:
-		frappe.throw("; ".join(e.errors), frappe.ValidationError, title=_("Invalid performance settings"))
+		frappe.throw(
+			"; ".join(translated(error, _) for error in e.errors),
+			frappe.ValidationError,
+			title=_("Invalid performance settings"),
+		)
 
 
 @frappe.whitelist(methods=["GET", "POST"])
 def validate_config(values: Any = None, environment: Any = None) -> dict[str, Any]:
 	"""Check proposed overrides without saving: {valid, errors[, environment, overrides]}."""
 	begin_api_call("System Manager")
-	return config.validation_report(_parse_values(values), _parse_environment(environment))
+	report = config.validation_report(_parse_values(values), _parse_environment(environment))
+	return {**report, "errors": [translated(error, _) for error in report["errors"]]}

@@ -27,6 +27,8 @@ from typing import Any
 
 from croniter import croniter
 
+from verenigingen_perf.utils.performance.messages import _
+
 SOURCES = ("health", "operation", "monitor", "regressions", "anomalies", "database")
 COMPARISONS = (">", ">=", "<", "<=", "level")
 LEVELS = ("warning", "critical")
@@ -128,10 +130,11 @@ class Rule:
 
 
 def parse_labels(
-	value: Any, where: str, reserved_allowed: bool = False
+	value: Any, where: str, reserved_allowed: bool = False, part: str | None = None
 ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
 	"""Labels as a mapping, a JSON object or `name=value` lines; sorted, with the errors found."""
 	errors: list[str] = []
+	part = part or _("labels")
 	if value in (None, ""):
 		return (), errors
 	items: Any = value
@@ -141,32 +144,72 @@ def parse_labels(
 			try:
 				items = json.loads(text)
 			except ValueError:
-				return (), [f"{where} labels: starts like a JSON object but is not valid JSON"]
+				return (), [
+					_(
+						"{where} {part}: starts like a JSON object but is not valid JSON",
+						where=where,
+						part=part,
+					)
+				]
 		else:
 			items = {}
 			for number, line in enumerate(text.splitlines(), 1):
 				if not line.strip():
 					continue
 				if "=" not in line:
-					errors.append(f"{where} labels: line {number} must be name=value")
+					errors.append(
+						_(
+							"{where} {part}: line {number} must be name=value",
+							where=where,
+							part=part,
+							number=number,
+						)
+					)
 					continue
-				name, _, label_value = line.partition("=")
+				name, _equals, label_value = line.partition("=")
 				items[name.strip()] = label_value.strip()
 	if not isinstance(items, Mapping):
-		return (), [f"{where} labels: must be a mapping of names to values"]
+		return (), [_("{where} {part}: must be a mapping of names to values", where=where, part=part)]
 	if len(items) > _MAX_LABELS:
-		errors.append(f"{where} labels: at most {_MAX_LABELS}, got {len(items)}")
+		errors.append(
+			_(
+				"{where} {part}: at most {limit}, got {count}",
+				where=where,
+				part=part,
+				limit=_MAX_LABELS,
+				count=len(items),
+			)
+		)
 	clean = {}
 	for name, label_value in items.items():
 		if not isinstance(name, str) or not _LABEL_NAME.match(name):
 			errors.append(
-				f"{where} labels: {str(name)[:40]!r} must be lower-case letters, digits and _ (at most 40)"
+				_(
+					"{where} {part}: {name} must be lower-case letters, digits and _ (at most 40)",
+					where=where,
+					part=part,
+					name=repr(str(name)[:40]),
+				)
 			)
 		elif name in RESERVED_LABELS and not reserved_allowed:
-			errors.append(f"{where} labels: {name!r} is set by the app ({', '.join(RESERVED_LABELS)})")
+			errors.append(
+				_(
+					"{where} {part}: {name} is set by the app ({reserved})",
+					where=where,
+					part=part,
+					name=repr(name),
+					reserved=", ".join(RESERVED_LABELS),
+				)
+			)
 		elif not isinstance(label_value, str | int | float) or len(str(label_value)) > _MAX_LABEL_VALUE:
 			errors.append(
-				f"{where} labels: the value of {name!r} must be text of at most {_MAX_LABEL_VALUE} characters"
+				_(
+					"{where} {part}: the value of {name} must be text of at most {limit} characters",
+					where=where,
+					part=part,
+					name=repr(name),
+					limit=_MAX_LABEL_VALUE,
+				)
 			)
 		else:
 			clean[name] = str(label_value)
@@ -176,45 +219,70 @@ def parse_labels(
 def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = None) -> Rule:
 	"""A rule from its fields, or RuleError naming every broken rule (field by field)."""
 	name = str(data.get("name") or "").strip()
-	where = f"rule {name[:60]!r}" if name else "rule (unnamed)"
+	where = _("rule {name}", name=repr(name[:60])) if name else _("rule (unnamed)")
 	errors: list[str] = []
 
 	def field_error(fieldname: str, message: str) -> None:
-		errors.append(f"{where}: {fieldname}: {message}")
+		errors.append(_("{where}: {field}: {message}", where=where, field=fieldname, message=message))
 
 	if not name:
-		field_error("name", "must not be empty")
+		field_error("name", _("must not be empty"))
 	elif len(name) > _MAX_RULE_NAME or re.search(r"[\x00-\x1f\x7f]", name):
-		field_error("name", f"at most {_MAX_RULE_NAME} characters, no control characters")
+		field_error("name", _("at most {limit} characters, no control characters", limit=_MAX_RULE_NAME))
 	source = data.get("source")
 	if source not in SOURCES:
-		field_error("source", f"must be one of {', '.join(SOURCES)}, got {str(source)[:40]!r}")
+		field_error(
+			"source",
+			_("must be one of {known}, got {value}", known=", ".join(SOURCES), value=repr(str(source)[:40])),
+		)
 	metric = str(data.get("metric") or "").strip()
 	if source == "operation" and metric not in OPERATION_METRICS:
 		field_error(
-			"metric", f"an operation rule watches one of {', '.join(OPERATION_METRICS)}, got {metric[:40]!r}"
+			"metric",
+			_(
+				"an operation rule watches one of {known}, got {value}",
+				known=", ".join(OPERATION_METRICS),
+				value=repr(metric[:40]),
+			),
 		)
 	elif source == "database" and metric not in DATABASE_METRICS:
 		field_error(
-			"metric", f"a database rule watches one of {', '.join(DATABASE_METRICS)}, got {metric[:40]!r}"
+			"metric",
+			_(
+				"a database rule watches one of {known}, got {value}",
+				known=", ".join(DATABASE_METRICS),
+				value=repr(metric[:40]),
+			),
 		)
 	elif source in ("health", "monitor") and not metric:
 		field_error(
-			"metric", "must name a health component (or score) or a monitor signal (a glob is allowed)"
+			"metric", _("must name a health component (or score) or a monitor signal (a glob is allowed)")
 		)
 	comparison = data.get("comparison") or ">"
 	if comparison not in COMPARISONS:
-		field_error("comparison", f"must be one of {', '.join(COMPARISONS)}, got {str(comparison)[:20]!r}")
+		field_error(
+			"comparison",
+			_(
+				"must be one of {known}, got {value}",
+				known=", ".join(COMPARISONS),
+				value=repr(str(comparison)[:20]),
+			),
+		)
 	if comparison == "level" and source not in LEVELLED_SOURCES:
 		field_error(
 			"comparison",
-			"'level' compares a health component's, a monitor signal's or the database cache ratio's level only",
+			_(
+				"'level' compares a health component's, a monitor signal's or the database cache ratio's level only"
+			),
 		)
 	elif comparison == "level" and source == "database" and metric != "cache_hit_ratio":
-		field_error("comparison", "'level' on a database rule compares cache_hit_ratio's level only")
+		field_error("comparison", _("'level' on a database rule compares cache_hit_ratio's level only"))
 	level = data.get("level") or "critical"
 	if level not in LEVELS:
-		field_error("level", f"must be one of {', '.join(LEVELS)}, got {str(level)[:20]!r}")
+		field_error(
+			"level",
+			_("must be one of {known}, got {value}", known=", ".join(LEVELS), value=repr(str(level)[:20])),
+		)
 	threshold = _number(data.get("threshold", 0), "threshold", field_error, -1e12, 1e12)
 	window = _number(
 		data.get("window_minutes", 5), "window_minutes", field_error, 1, MAX_WINDOW_MINUTES, whole=True
@@ -241,22 +309,29 @@ def validate(data: Mapping[str, Any], known_channels: Iterable[str] | None = Non
 	)
 	severity = data.get("severity") or "warning"
 	if severity not in SEVERITIES:
-		field_error("severity", f"must be one of {', '.join(SEVERITIES)}, got {str(severity)[:20]!r}")
+		field_error(
+			"severity",
+			_(
+				"must be one of {known}, got {value}",
+				known=", ".join(SEVERITIES),
+				value=repr(str(severity)[:20]),
+			),
+		)
 	operation = str(data.get("operation") or "").strip()
 	if len(operation) > _MAX_RULE_NAME:
-		field_error("operation", f"at most {_MAX_RULE_NAME} characters")
+		field_error("operation", _("at most {limit} characters", limit=_MAX_RULE_NAME))
 	labels, label_errors = parse_labels(data.get("labels"), where)
 	errors += label_errors
 	group_by = _names(data.get("group_by") or ["rule"])
 	for label in group_by:
 		if not _LABEL_NAME.match(label):
-			field_error("group_by", f"{label[:40]!r} is not a label name")
+			field_error("group_by", _("{label} is not a label name", label=repr(label[:40])))
 	channels = tuple(dict.fromkeys(_names(data.get("channels") or [])))
 	if known_channels is not None:
 		known = set(known_channels)
 		for channel in channels:
 			if channel not in known:
-				field_error("channels", f"no channel is named {channel[:60]!r}")
+				field_error("channels", _("no channel is named {channel}", channel=repr(channel[:60])))
 	if errors:
 		raise RuleError(errors)
 	return Rule(
@@ -285,7 +360,7 @@ def _number(value: Any, fieldname: str, error, low: float, high: float, whole: b
 	try:
 		number = float(value)
 	except (TypeError, ValueError):
-		error(fieldname, f"must be a number, got {str(value)[:40]!r}")
+		error(fieldname, _("must be a number, got {value}", value=repr(str(value)[:40])))
 		return low
 	if (
 		isinstance(value, bool)
@@ -293,8 +368,22 @@ def _number(value: Any, fieldname: str, error, low: float, high: float, whole: b
 		or not low <= number <= high
 		or (whole and not number.is_integer())
 	):
-		kind = "a whole number" if whole else "a number"
-		error(fieldname, f"must be {kind} from {low:g} to {high:g}, got {str(value)[:40]!r}")
+		message = (
+			_(
+				"must be a whole number from {low:g} to {high:g}, got {value}",
+				low=low,
+				high=high,
+				value=repr(str(value)[:40]),
+			)
+			if whole
+			else _(
+				"must be a number from {low:g} to {high:g}, got {value}",
+				low=low,
+				high=high,
+				value=repr(str(value)[:40]),
+			)
+		)
+		error(fieldname, message)
 		return low
 	return number
 
@@ -421,10 +510,14 @@ def step(
 
 def parse_matchers(value: Any, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
 	"""Matchers: `label=glob` lines or a JSON object; all must match (an empty set matches nothing)."""
-	matchers, errors = parse_labels(value, where, reserved_allowed=True)
-	errors = [e.replace(" labels:", " matchers:") for e in errors]
+	matchers, errors = parse_labels(value, where, reserved_allowed=True, part=_("matchers"))
 	if not matchers and not errors:
-		errors.append(f"{where} matchers: name at least one label=value (a silence of everything is refused)")
+		errors.append(
+			_(
+				"{where} matchers: name at least one label=value (a silence of everything is refused)",
+				where=where,
+			)
+		)
 	return matchers, errors
 
 
@@ -468,18 +561,21 @@ def validate_cron(expression: Any, now: datetime | None = None) -> str | None:
 	"""None when `expression` is a valid five-field cron expression that matches within
 	`CRON_HORIZON` of `now` (when given), else the reason."""
 	if not isinstance(expression, str) or not expression.strip() or len(expression) > 100:
-		return "must be a cron expression such as '0 2 * * 0' (Sundays 02:00)"
+		return _("must be a cron expression such as '0 2 * * 0' (Sundays 02:00)")
 	if len(expression.split()) != 5:
-		return "must have five fields: minute hour day-of-month month day-of-week"
+		return _("must have five fields: minute hour day-of-month month day-of-week")
 	if not croniter.is_valid(expression):
-		return f"{expression!r} is not a valid cron expression"
+		return _("{expression} is not a valid cron expression", expression=repr(expression))
 	if now is not None:
 		try:
 			first = croniter(expression, now).get_next(datetime)
 		except Exception:
 			first = None
 		if first is None or first - now > CRON_HORIZON:
-			return f"{expression!r} does not start within a year (a date that does not exist, such as 30 February?)"
+			return _(
+				"{expression} does not start within a year (a date that does not exist, such as 30 February?)",
+				expression=repr(expression),
+			)
 	return None
 
 

@@ -14,6 +14,7 @@ from frappe import _
 from verenigingen_perf.utils.performance.alerts import rules as alert_rules
 from verenigingen_perf.utils.performance.alerts import transport
 from verenigingen_perf.utils.performance.config import get_config
+from verenigingen_perf.utils.performance.messages import translated
 from verenigingen_perf.utils.performance.schema import (
 	ALERT_CHANNEL,
 	ALERT_RULE,
@@ -128,7 +129,7 @@ def maintenance_windows(
 	):
 		matchers, errors = alert_rules.parse_matchers(row["matchers"], "maintenance window")
 		if problem := alert_rules.validate_cron(row["cron"], now):
-			errors.append(f"maintenance window: cron: {problem}")
+			errors.append(_("maintenance window: cron: {0}").format(translated(problem, _)))
 		if errors:
 			_skip(skipped, "maintenance window", row["name"], errors)
 			continue
@@ -143,7 +144,7 @@ def maintenance_windows(
 
 def _refuse(errors: list[str]) -> None:
 	frappe.throw(
-		"<br>".join(frappe.utils.escape_html(e) for e in errors),
+		"<br>".join(frappe.utils.escape_html(translated(e, _)) for e in errors),
 		frappe.ValidationError,
 		title=_("Invalid alert rule"),
 	)
@@ -159,32 +160,36 @@ def validate_rule_document(doc: Any) -> None:
 
 
 def channel_errors(data: dict[str, Any]) -> list[str]:
-	where = f"channel {str(data.get('channel_name') or '')[:60]!r}"
+	where = _("channel {0}").format(repr(str(data.get("channel_name") or "")[:60]))
 	errors = []
 	kind = data.get("channel_type")
 	if kind not in ("desk", "email", "webhook"):
-		errors.append(f"{where}: channel_type: must be desk, email or webhook")
+		errors.append(_("{0}: channel_type: must be desk, email or webhook").format(where))
 	if kind == "desk" and not data.get("role"):
-		errors.append(f"{where}: role: a desk channel notifies the users of a role; name one")
+		errors.append(_("{0}: role: a desk channel notifies the users of a role; name one").format(where))
 	if kind == "email" and not (data.get("role") or (data.get("recipients") or "").strip()):
-		errors.append(f"{where}: recipients: an email channel needs a role or recipients")
+		errors.append(_("{0}: recipients: an email channel needs a role or recipients").format(where))
 	for address in (data.get("recipients") or "").split():
 		if not frappe.utils.validate_email_address(address.strip(", ")):
-			errors.append(f"{where}: recipients: {address[:60]!r} is not an email address")
+			errors.append(_("{0}: recipients: {1} is not an email address").format(where, repr(address[:60])))
 	if kind == "webhook":
 		url = urlparse(str(data.get("url") or ""))
 		if url.scheme not in ("http", "https") or not url.netloc or len(str(data.get("url"))) > 1000:
-			errors.append(f"{where}: url: must be an http:// or https:// address")
+			errors.append(_("{0}: url: must be an http:// or https:// address").format(where))
 		elif problem := private_address(str(data.get("url"))):
-			errors.append(f"{where}: url: {problem}")
+			errors.append(_("{0}: url: {1}").format(where, problem))
 		if data.get("webhook_format") not in ("generic", "slack", "pagerduty"):
-			errors.append(f"{where}: webhook_format: must be generic, slack or pagerduty")
+			errors.append(_("{0}: webhook_format: must be generic, slack or pagerduty").format(where))
 	timeout = data.get("timeout_s")
 	if not isinstance(timeout, int) or not 1 <= timeout <= MAX_CHANNEL_TIMEOUT_S:
-		errors.append(f"{where}: timeout_s: must be a whole number from 1 to {MAX_CHANNEL_TIMEOUT_S}")
+		errors.append(
+			_("{0}: timeout_s: must be a whole number from 1 to {1}").format(where, MAX_CHANNEL_TIMEOUT_S)
+		)
 	attempts = data.get("max_attempts")
 	if not isinstance(attempts, int) or not 1 <= attempts <= MAX_CHANNEL_ATTEMPTS:
-		errors.append(f"{where}: max_attempts: must be a whole number from 1 to {MAX_CHANNEL_ATTEMPTS}")
+		errors.append(
+			_("{0}: max_attempts: must be a whole number from 1 to {1}").format(where, MAX_CHANNEL_ATTEMPTS)
+		)
 	return errors
 
 
@@ -216,13 +221,15 @@ def validate_silence_document(doc: Any) -> None:
 	_matchers, errors = alert_rules.parse_matchers(doc.matchers, "silence")
 	starts, ends = as_datetime(doc.starts_at), as_datetime(doc.ends_at)
 	if ends <= starts:
-		errors.append("silence: ends_at: must be after starts_at")
+		errors.append(_("silence: ends_at: must be after starts_at"))
 	elif ends - starts > timedelta(days=MAX_SILENCE_DAYS):
 		errors.append(
-			f"silence: ends_at: a silence lasts at most {MAX_SILENCE_DAYS} days (disable the rule instead)"
+			_("silence: ends_at: a silence lasts at most {0} days (disable the rule instead)").format(
+				MAX_SILENCE_DAYS
+			)
 		)
 	if not (doc.reason or "").strip():
-		errors.append("silence: reason: say why")
+		errors.append(_("silence: reason: say why"))
 	if errors:
 		_refuse(errors)
 
@@ -230,10 +237,12 @@ def validate_silence_document(doc: Any) -> None:
 def validate_window_document(doc: Any) -> None:
 	_matchers, errors = alert_rules.parse_matchers(doc.matchers, "maintenance window")
 	if problem := alert_rules.validate_cron(doc.cron, frappe.utils.now_datetime()):
-		errors.append(f"maintenance window: cron: {problem}")
+		errors.append(_("maintenance window: cron: {0}").format(translated(problem, _)))
 	if not isinstance(doc.duration_minutes, int) or not 1 <= doc.duration_minutes <= MAX_WINDOW_MINUTES:
 		errors.append(
-			f"maintenance window: duration_minutes: must be a whole number from 1 to {MAX_WINDOW_MINUTES}"
+			_("maintenance window: duration_minutes: must be a whole number from 1 to {0}").format(
+				MAX_WINDOW_MINUTES
+			)
 		)
 	if errors:
 		_refuse(errors)
@@ -264,20 +273,28 @@ def check_yaml_shape(text: str) -> None:
 	for event in yaml.parse(text, Loader=_YAML_LOADER):
 		if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
 			raise alert_rules.RuleError(
-				[f"yaml: anchors and aliases (&name, *name) are not accepted (line {_line(event)})"]
+				[
+					_("yaml: anchors and aliases (&name, *name) are not accepted (line {0})").format(
+						_line(event)
+					)
+				]
 			)
 		if isinstance(event, yaml.CollectionStartEvent):
 			depth += 1
 			if depth > MAX_YAML_DEPTH:
 				raise alert_rules.RuleError(
-					[f"yaml: nested more than {MAX_YAML_DEPTH} levels deep (line {_line(event)})"]
+					[
+						_("yaml: nested more than {0} levels deep (line {1})").format(
+							MAX_YAML_DEPTH, _line(event)
+						)
+					]
 				)
 		elif isinstance(event, yaml.CollectionEndEvent):
 			depth -= 1
 		if isinstance(event, yaml.NodeEvent):
 			nodes += 1
 			if nodes > MAX_YAML_NODES:
-				raise alert_rules.RuleError([f"yaml: more than {MAX_YAML_NODES:,} values"])
+				raise alert_rules.RuleError([_("yaml: more than {0:,} values").format(MAX_YAML_NODES)])
 
 
 def _line(event: Any) -> int:
@@ -289,22 +306,24 @@ def import_rules(text: str) -> dict[str, Any]:
 	"""Create or update the rules of a YAML document (`rules: [...]`), all or none: one bad rule and
 	nothing changes (every error is listed)."""
 	if len(text) > MAX_YAML_CHARS:
-		raise alert_rules.RuleError([f"yaml: at most {MAX_YAML_CHARS:,} characters"])
+		raise alert_rules.RuleError([_("yaml: at most {0:,} characters").format(MAX_YAML_CHARS)])
 	try:
 		check_yaml_shape(text)
 		document = yaml.load(text, Loader=_YAML_LOADER)
 	except yaml.YAMLError as error:
-		raise alert_rules.RuleError([f"yaml: not valid YAML ({str(error).splitlines()[0][:200]})"])
+		raise alert_rules.RuleError(
+			[_("yaml: not valid YAML ({0})").format(str(error).splitlines()[0][:200])]
+		) from None
 	if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-		raise alert_rules.RuleError(["yaml: must be a mapping with a list under 'rules'"])
+		raise alert_rules.RuleError([_("yaml: must be a mapping with a list under 'rules'")])
 	items = document["rules"]
 	if len(items) > MAX_RULES:
-		raise alert_rules.RuleError([f"yaml: at most {MAX_RULES} rules"])
+		raise alert_rules.RuleError([_("yaml: at most {0} rules").format(MAX_RULES)])
 	known = set(frappe.get_all(ALERT_CHANNEL, pluck="name"))
 	parsed, errors, seen = [], [], set()
 	for index, item in enumerate(items):
 		if not isinstance(item, dict):
-			errors.append(f"rules[{index}]: must be a mapping")
+			errors.append(_("rules[{0}]: must be a mapping").format(index))
 			continue
 		try:
 			rule = alert_rules.validate(item, known)
@@ -312,7 +331,7 @@ def import_rules(text: str) -> dict[str, Any]:
 			errors += error.errors
 			continue
 		if rule.name in seen:
-			errors.append(f"rule {rule.name!r}: name: listed twice")
+			errors.append(_("rule {0}: name: listed twice").format(repr(rule.name)))
 		seen.add(rule.name)
 		parsed.append(rule)
 	if errors:

@@ -90,7 +90,8 @@ def overrides_from_fields(
 			value = coerce(setting, raw)
 			problem = range_problem(setting, value)
 		except ValueError as e:
-			value, problem = raw, str(e)
+			# the Message itself, not str(e): the Frappe side translates it
+			value, problem = raw, e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
 		as_stored = _same(setting, value, stored.get(key))
 		if key not in overridden and (as_stored or _same(setting, value, shown.get(key))):
 			continue

@@ -24,6 +24,7 @@ from verenigingen_perf.utils.performance.config.validation import (
 	detect_environment,
 	validate_overrides,
 )
+from verenigingen_perf.utils.performance.messages import _
 from verenigingen_perf.utils.performance.schema import SETTINGS as SETTINGS_DOCTYPE
 
 SITE_CONFIG_KEY = "verenigingen_perf_environment"
@@ -74,10 +75,18 @@ def validate_member_doctype(doctype: str) -> str | None:
 
 	row = frappe.db.get_value("DocType", doctype, ["issingle", "istable", "is_virtual"], as_dict=True)
 	if row is None:
-		return f"member_doctype: the doctype {doctype!r} does not exist on this site"
-	for flag, what in (("issingle", "a Single"), ("istable", "a child table"), ("is_virtual", "virtual")):
+		return _("member_doctype: the doctype {doctype} does not exist on this site", doctype=repr(doctype))
+	for flag, what in (
+		("issingle", _("a Single")),
+		("istable", _("a child table")),
+		("is_virtual", _("virtual")),
+	):
 		if row.get(flag):
-			return f"member_doctype: {doctype!r} is {what}; members are records of a plain doctype"
+			return _(
+				"member_doctype: {doctype} is {what}; members are records of a plain doctype",
+				doctype=repr(doctype),
+				what=what,
+			)
 	return None
 
 

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from verenigingen_perf.utils.performance.config.model import Setting
+from verenigingen_perf.utils.performance.messages import _
 
 # a Frappe doctype name: letters, digits, spaces, hyphens and underscores, at most 61 characters
 DOCTYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 _-]{0,60}$")
@@ -35,24 +36,52 @@ def parse_paths(setting: Setting, value: Any) -> tuple[str, ...]:
 	"""A list of path prefixes: a list, or text with one prefix per line."""
 	items = value.splitlines() if isinstance(value, str) else value
 	if not isinstance(items, list | tuple):
-		raise ValueError(f"{setting.key}: must be a list of path prefixes, got {short_repr(value)}")
+		raise ValueError(
+			_(
+				"{setting}: must be a list of path prefixes, got {value}",
+				setting=setting.key,
+				value=short_repr(value),
+			)
+		)
 	paths = []
 	for item in items:
 		if not isinstance(item, str):
-			raise ValueError(f"{setting.key}: every entry must be a path prefix, got {short_repr(item)}")
+			raise ValueError(
+				_(
+					"{setting}: every entry must be a path prefix, got {value}",
+					setting=setting.key,
+					value=short_repr(item),
+				)
+			)
 		if item.strip():
 			prefix = item.strip()
 			if not prefix.startswith("/"):
-				raise ValueError(f"{setting.key}: path prefixes start with '/', got {short_repr(prefix)}")
+				raise ValueError(
+					_(
+						"{setting}: path prefixes start with '/', got {value}",
+						setting=setting.key,
+						value=short_repr(prefix),
+					)
+				)
 			if len(prefix) > MAX_PATH_CHARS:
 				raise ValueError(
-					f"{setting.key}: a path prefix has at most {MAX_PATH_CHARS} characters, got {len(prefix)}"
+					_(
+						"{setting}: a path prefix has at most {limit} characters, got {length}",
+						setting=setting.key,
+						limit=MAX_PATH_CHARS,
+						length=len(prefix),
+					)
 				)
 			paths.append(prefix)
 	unique = tuple(dict.fromkeys(paths))
 	if len(unique) > MAX_EXCLUDED_PATHS:
 		raise ValueError(
-			f"{setting.key}: at most {MAX_EXCLUDED_PATHS} path prefixes, got {len(unique)} distinct ones"
+			_(
+				"{setting}: at most {limit} path prefixes, got {count} distinct ones",
+				setting=setting.key,
+				limit=MAX_EXCLUDED_PATHS,
+				count=len(unique),
+			)
 		)
 	return unique
 
@@ -62,26 +91,62 @@ def parse_bounds(setting: Setting, value: Any) -> tuple[float, ...]:
 	strictly ascending, each above 0 and at most a week."""
 	items = re.split(r"[,\s]+", value.strip()) if isinstance(value, str) else value
 	if not isinstance(items, list | tuple):
-		raise ValueError(f"{setting.key}: must be a list of numbers (ms), got {short_repr(value)}")
+		raise ValueError(
+			_(
+				"{setting}: must be a list of numbers (ms), got {value}",
+				setting=setting.key,
+				value=short_repr(value),
+			)
+		)
 	bounds_ms = []
 	for item in items:
 		if isinstance(item, str) and not item.strip():
 			continue
 		if isinstance(item, bool):
-			raise ValueError(f"{setting.key}: every bound must be a number, got {short_repr(item)}")
+			raise ValueError(
+				_(
+					"{setting}: every bound must be a number, got {value}",
+					setting=setting.key,
+					value=short_repr(item),
+				)
+			)
 		try:
 			number = float(item)
 		except (TypeError, ValueError, OverflowError):
-			raise ValueError(f"{setting.key}: every bound must be a number, got {short_repr(item)}") from None
+			raise ValueError(
+				_(
+					"{setting}: every bound must be a number, got {value}",
+					setting=setting.key,
+					value=short_repr(item),
+				)
+			) from None
 		if not math.isfinite(number) or not 0 < number <= MAX_BUCKET_MS:
 			raise ValueError(
-				f"{setting.key}: every bound must be above 0 and at most {MAX_BUCKET_MS:g} ms, got {short_repr(item)}"
+				_(
+					"{setting}: every bound must be above 0 and at most {limit:g} ms, got {value}",
+					setting=setting.key,
+					limit=MAX_BUCKET_MS,
+					value=short_repr(item),
+				)
 			)
 		bounds_ms.append(number)
 	if not bounds_ms or len(bounds_ms) > MAX_BUCKETS:
-		raise ValueError(f"{setting.key}: 1 to {MAX_BUCKETS} bounds, got {len(bounds_ms)}")
+		raise ValueError(
+			_(
+				"{setting}: 1 to {limit} bounds, got {count}",
+				setting=setting.key,
+				limit=MAX_BUCKETS,
+				count=len(bounds_ms),
+			)
+		)
 	if any(b <= a for a, b in itertools.pairwise(bounds_ms)):
-		raise ValueError(f"{setting.key}: the bounds must be strictly ascending, got {short_repr(value)}")
+		raise ValueError(
+			_(
+				"{setting}: the bounds must be strictly ascending, got {value}",
+				setting=setting.key,
+				value=short_repr(value),
+			)
+		)
 	return tuple(bounds_ms)
 
 
@@ -92,18 +157,30 @@ def parse_url(setting: Setting, value: Any) -> str:
 	text = value.strip() if isinstance(value, str) else None
 	if not text or len(text) > MAX_URL_CHARS or any(ord(c) < 33 for c in text):
 		raise ValueError(
-			f"{setting.key}: must be an http(s) URL of at most {MAX_URL_CHARS} characters without spaces, "
-			f"got {short_repr(value)}"
+			_(
+				"{setting}: must be an http(s) URL of at most {limit} characters without spaces, got {value}",
+				setting=setting.key,
+				limit=MAX_URL_CHARS,
+				value=short_repr(value),
+			)
 		)
 	try:
 		parts = urlsplit(text)
 		_port = parts.port
 	except ValueError:
-		raise ValueError(f"{setting.key}: not a valid URL, got {short_repr(value)}") from None
+		raise ValueError(
+			_("{setting}: not a valid URL, got {value}", setting=setting.key, value=short_repr(value))
+		) from None
 	if parts.scheme not in ("http", "https") or not parts.hostname:
 		raise ValueError(
-			f"{setting.key}: must be an http:// or https:// URL with a host, got {short_repr(value)}"
+			_(
+				"{setting}: must be an http:// or https:// URL with a host, got {value}",
+				setting=setting.key,
+				value=short_repr(value),
+			)
 		)
 	if parts.username or parts.password:
-		raise ValueError(f"{setting.key}: must not carry credentials; put them in the OTLP headers")
+		raise ValueError(
+			_("{setting}: must not carry credentials; put them in the OTLP headers", setting=setting.key)
+		)
 	return text

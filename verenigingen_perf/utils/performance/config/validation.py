@@ -27,6 +27,7 @@ from verenigingen_perf.utils.performance.config.model import (
 )
 from verenigingen_perf.utils.performance.config.parsers import DOCTYPE_NAME, is_blank, parse_paths, short_repr
 from verenigingen_perf.utils.performance.config.table import LEVEL_PAIRS, RETENTION_ORDER, SETTINGS
+from verenigingen_perf.utils.performance.messages import _
 
 
 def coerce(setting: Setting, value: Any) -> Any:
@@ -38,8 +39,12 @@ def coerce(setting: Setting, value: Any) -> Any:
 	if setting.kind is str:
 		if not isinstance(value, str) or not DOCTYPE_NAME.match(value.strip()):
 			raise ValueError(
-				f"{setting.key}: must be a doctype name (a letter, then letters, digits, spaces, '-' or '_',"
-				f" at most 61 characters), got {short_repr(value)}"
+				_(
+					"{setting}: must be a doctype name (a letter, then letters, digits, spaces, '-' or '_', "
+					"at most 61 characters), got {value}",
+					setting=setting.key,
+					value=short_repr(value),
+				)
 			)
 		return value.strip()
 	if setting.kind is bool:
@@ -49,18 +54,34 @@ def coerce(setting: Setting, value: Any) -> Any:
 			return bool(value)
 		if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "yes", "no"):
 			return value.strip().lower() in ("1", "true", "yes")
-		raise ValueError(f"{setting.key}: must be a boolean (true/false, 1/0), got {short_repr(value)}")
+		raise ValueError(
+			_(
+				"{setting}: must be a boolean (true/false, 1/0), got {value}",
+				setting=setting.key,
+				value=short_repr(value),
+			)
+		)
 	if isinstance(value, bool):
-		raise ValueError(f"{setting.key}: must be a number, got a boolean")
+		raise ValueError(_("{setting}: must be a number, got a boolean", setting=setting.key))
 	try:
 		number = float(value.strip()) if isinstance(value, str) else float(value)
 	except (TypeError, ValueError, OverflowError):
-		raise ValueError(f"{setting.key}: must be a number, got {short_repr(value)}") from None
+		raise ValueError(
+			_("{setting}: must be a number, got {value}", setting=setting.key, value=short_repr(value))
+		) from None
 	if not math.isfinite(number):
-		raise ValueError(f"{setting.key}: must be a finite number, got {short_repr(value)}")
+		raise ValueError(
+			_("{setting}: must be a finite number, got {value}", setting=setting.key, value=short_repr(value))
+		)
 	if setting.kind is int:
 		if not number.is_integer():
-			raise ValueError(f"{setting.key}: must be a whole number, got {short_repr(value)}")
+			raise ValueError(
+				_(
+					"{setting}: must be a whole number, got {value}",
+					setting=setting.key,
+					value=short_repr(value),
+				)
+			)
 		return int(number)
 	return number
 
@@ -70,13 +91,22 @@ def range_problem(setting: Setting, value: Any) -> str | None:
 		return None
 	if setting.minimum is not None and value < setting.minimum:
 		if setting.minimum == 0:
-			return f"{setting.key}: must not be negative, got {value}"
-		return f"{setting.key}: must be at least {setting.minimum:g}, got {value}"
+			return _("{setting}: must not be negative, got {value}", setting=setting.key, value=value)
+		return _(
+			"{setting}: must be at least {minimum:g}, got {value}",
+			setting=setting.key,
+			minimum=setting.minimum,
+			value=value,
+		)
 	if setting.strictly_positive and value <= 0:
-		return f"{setting.key}: must be greater than 0, got {value}"
+		return _("{setting}: must be greater than 0, got {value}", setting=setting.key, value=value)
 	if setting.maximum is not None and value > setting.maximum:
-		return (
-			f"{setting.key}: must be between {setting.minimum or 0:g} and {setting.maximum:g}, got {value:g}"
+		return _(
+			"{setting}: must be between {minimum:g} and {maximum:g}, got {value:g}",
+			setting=setting.key,
+			minimum=setting.minimum or 0,
+			maximum=setting.maximum,
+			value=value,
 		)
 	return None
 
@@ -95,14 +125,21 @@ def clean_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[
 	for key, raw in overrides.items():
 		setting = SETTINGS.get(key)
 		if setting is None:
-			errors.append(f"{str(key)[:60]}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
+			errors.append(
+				_(
+					"{setting}: unknown setting (known: {known})",
+					setting=str(key)[:60],
+					known=", ".join(sorted(SETTINGS)),
+				)
+			)
 			continue
 		if is_blank(raw):
 			continue
 		try:
 			value = coerce(setting, raw)
 		except ValueError as e:
-			errors.append(str(e))
+			# the Message itself, not str(e): the Frappe side translates it
+			errors.append(e.args[0] if e.args and isinstance(e.args[0], str) else str(e))
 			continue
 		if problem := range_problem(setting, value):
 			errors.append(problem)
@@ -118,19 +155,37 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 		warning, critical = values[warning_key], values[critical_key]
 		if higher_is_better and warning <= critical:
 			errors.append(
-				f"{warning_key}: the warning level ({warning}) must be above the critical level "
-				f"{critical_key} ({critical}), since a higher score is better"
+				_(
+					"{warning_key}: the warning level ({warning}) must be above the critical level "
+					"{critical_key} ({critical}), since a higher score is better",
+					warning_key=warning_key,
+					warning=warning,
+					critical_key=critical_key,
+					critical=critical,
+				)
 			)
 		elif not higher_is_better and warning >= critical:
 			errors.append(
-				f"{warning_key}: the warning level ({warning}) must be below the critical level "
-				f"{critical_key} ({critical})"
+				_(
+					"{warning_key}: the warning level ({warning}) must be below the critical level "
+					"{critical_key} ({critical})",
+					warning_key=warning_key,
+					warning=warning,
+					critical_key=critical_key,
+					critical=critical,
+				)
 			)
 	for shorter_key, longer_key in RETENTION_ORDER:
 		if values[longer_key] < values[shorter_key]:
 			errors.append(
-				f"{longer_key}: aggregates must be kept at least as long as the data they summarise "
-				f"({longer_key} {values[longer_key]} < {shorter_key} {values[shorter_key]})"
+				_(
+					"{longer_key}: aggregates must be kept at least as long as the data they summarise "
+					"({longer_key} {longer} < {shorter_key} {shorter})",
+					longer_key=longer_key,
+					longer=values[longer_key],
+					shorter_key=shorter_key,
+					shorter=values[shorter_key],
+				)
 			)
 	for key, days in (
 		("baseline_window_days", values["baseline_window_days"]),
@@ -138,26 +193,40 @@ def check_consistency(values: Mapping[str, Any]) -> list[str]:
 	):
 		if days > values["hourly_retention_days"]:
 			errors.append(
-				f"{key}: detection reads {days} days of hourly aggregates, but hourly_retention_days keeps "
-				f"only {values['hourly_retention_days']}"
+				_(
+					"{setting}: detection reads {days} days of hourly aggregates, but hourly_retention_days "
+					"keeps only {kept}",
+					setting=key,
+					days=days,
+					kept=values["hourly_retention_days"],
+				)
 			)
 	if values["otlp_enabled"] and not values["otlp_endpoint"]:
-		errors.append("otlp_enabled: the OTLP export needs otlp_endpoint (the collector's /v1/traces URL)")
+		errors.append(_("otlp_enabled: the OTLP export needs otlp_endpoint (the collector's /v1/traces URL)"))
 	if values["otlp_enabled"] and not otlp_installed():
 		errors.append(
-			"otlp_enabled: the OTLP export needs the app's `otlp` extra "
-			"(pip install 'verenigingen_perf[otlp]': opentelemetry-sdk and its OTLP/HTTP exporter)"
+			_(
+				"otlp_enabled: the OTLP export needs the app's `otlp` extra "
+				"(pip install 'verenigingen_perf[otlp]': opentelemetry-sdk and its OTLP/HTTP exporter)"
+			)
 		)
 	if values["regression_min_replicates"] > values["baseline_window_days"]:
 		errors.append(
-			f"regression_min_replicates: must not exceed baseline_window_days "
-			f"({values['regression_min_replicates']} > {values['baseline_window_days']}): the baseline "
-			"holds one replicate of the window's hours per day"
+			_(
+				"regression_min_replicates: must not exceed baseline_window_days ({replicates} > {days}): "
+				"the baseline holds one replicate of the window's hours per day",
+				replicates=values["regression_min_replicates"],
+				days=values["baseline_window_days"],
+			)
 		)
 	if values["anomaly_min_history"] > values["anomaly_weeks"]:
 		errors.append(
-			f"anomaly_min_history: must not exceed anomaly_weeks ({values['anomaly_min_history']} > "
-			f"{values['anomaly_weeks']}): that many weeks of history can never be there"
+			_(
+				"anomaly_min_history: must not exceed anomaly_weeks ({history} > {weeks}): that many weeks "
+				"of history can never be there",
+				history=values["anomaly_min_history"],
+				weeks=values["anomaly_weeks"],
+			)
 		)
 	return errors
 
@@ -179,7 +248,13 @@ def validate_overrides(environment: str, overrides: Mapping[str, Any]) -> dict[s
 	"""Return the clean overrides, or raise ConfigValidationError listing every broken rule."""
 	if environment not in ENVIRONMENTS:
 		raise ConfigValidationError(
-			[f"environment: must be one of {', '.join(ENVIRONMENTS)}, got {short_repr(environment)}"]
+			[
+				_(
+					"environment: must be one of {environments}, got {value}",
+					environments=", ".join(ENVIRONMENTS),
+					value=short_repr(environment),
+				)
+			]
 		)
 	clean, errors = clean_overrides(overrides)
 	if not errors:
@@ -250,7 +325,12 @@ def detect_environment(
 			if name not in ENVIRONMENTS:
 				raise ConfigValidationError(
 					[
-						f"environment ({source}): must be one of {', '.join(ENVIRONMENTS)}, got {short_repr(value)}"
+						_(
+							"environment ({source}): must be one of {environments}, got {value}",
+							source=source,
+							environments=", ".join(ENVIRONMENTS),
+							value=short_repr(value),
+						)
 					]
 				)
 			return name, source

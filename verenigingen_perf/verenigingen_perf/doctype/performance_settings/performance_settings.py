@@ -9,6 +9,7 @@ from frappe.model.document import Document
 
 from verenigingen_perf.utils.performance import config, dashboard
 from verenigingen_perf.utils.performance.export import otlp
+from verenigingen_perf.utils.performance.messages import translated
 
 
 class PerformanceSettings(Document):
@@ -192,4 +193,9 @@ def _values_in_effect() -> dict | None:
 
 
 def _refuse(errors: list[str]) -> NoReturn:
-	frappe.throw(errors, title=_("Invalid performance settings"), exc=frappe.ValidationError, as_list=True)
+	frappe.throw(
+		[translated(error, _) for error in errors],
+		title=_("Invalid performance settings"),
+		exc=frappe.ValidationError,
+		as_list=True,
+	)
