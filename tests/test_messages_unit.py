@@ -18,6 +18,7 @@ MESSAGE_MODULES = (
 	ROOT / "config" / "parsers.py",
 	ROOT / "config" / "loading.py",
 	ROOT / "alerts" / "rules.py",
+	ROOT / "export" / "otlp.py",
 )
 DUTCH = {
 	"{setting}: must be a number, got {value}": "{setting}: moet een getal zijn, niet {value}",

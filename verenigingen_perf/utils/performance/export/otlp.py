@@ -32,6 +32,7 @@ from frappe.utils.password import get_decrypted_password
 
 from verenigingen_perf.utils.performance import job_reports, redis_store
 from verenigingen_perf.utils.performance.config import PerformanceConfig, get_config
+from verenigingen_perf.utils.performance.messages import _
 from verenigingen_perf.utils.performance.redis_store import key, redis_client
 from verenigingen_perf.utils.performance.schema import SETTINGS
 from verenigingen_perf.utils.performance.timeutil import as_datetime, to_epoch
@@ -173,17 +174,27 @@ def parse_headers(text: str | None) -> dict[str, str]:
 		name, value = name.strip(), value.strip()
 		if not separator or not _HEADER_NAME.match(name) or len(name) > _MAX_HEADER_NAME:
 			raise ValueError(
-				f"otlp_headers: entry {number} must be name=value with a header name of at most "
-				f"{_MAX_HEADER_NAME} characters"
+				_(
+					"otlp_headers: entry {number} must be name=value with a header name of at most {limit} "
+					"characters",
+					number=number,
+					limit=_MAX_HEADER_NAME,
+				)
 			)
 		if len(value) > _MAX_HEADER_VALUE or any(ord(c) < 32 or ord(c) == 127 for c in value):
 			raise ValueError(
-				f"otlp_headers: the value of {name} must be at most {_MAX_HEADER_VALUE} characters "
-				"without control characters"
+				_(
+					"otlp_headers: the value of {name} must be at most {limit} characters without control "
+					"characters",
+					name=name,
+					limit=_MAX_HEADER_VALUE,
+				)
 			)
 		headers[name.lower()] = value
 	if len(headers) > _MAX_HEADERS:
-		raise ValueError(f"otlp_headers: at most {_MAX_HEADERS} headers, got {len(headers)}")
+		raise ValueError(
+			_("otlp_headers: at most {limit} headers, got {count}", limit=_MAX_HEADERS, count=len(headers))
+		)
 	return headers
 
 

@@ -168,7 +168,7 @@ class PerformanceSettings(Document):
 			try:
 				otlp.parse_headers(headers)
 			except ValueError as e:
-				_refuse([str(e)])
+				_refuse([e.args[0] if e.args and isinstance(e.args[0], str) else str(e)])
 		# every field holds the value in effect, normalised ("0.50" and "0.5" are one value)
 		in_effect = {**config.ENVIRONMENT_DEFAULTS[environment], **clean}
 		for key, setting in config.SETTINGS.items():
