@@ -444,18 +444,16 @@ _PAGE_SQL = {
 }
 # the creation time comes back as text, so the driver does not convert it and it is passed back as it
 # is stored
+_AS_TEXT = {"mariadb": "char", "sqlite": "text", "postgres": "text"}
 _PAGE_END_SQL = {
-	"mariadb": f"""select cast(creation as char) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
-		order by creation limit 1 offset %(page_size)s""",
-	"sqlite": f"""select cast(creation as text) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
-		order by creation limit 1 offset %(page_size)s""",
-	"postgres": f"""select cast(creation as text) from `tab{METRIC}` where creation >= %(start)s and creation < %(end)s
-		order by creation limit 1 offset %(page_size)s""",
+	dialect: f"""select cast(creation as {text}) from `tab{METRIC}` where {_INGESTED}
+		order by creation limit 1 offset %(page_size)s"""
+	for dialect, text in _AS_TEXT.items()
 }
 _NEXT_CREATION_SQL = {
-	"mariadb": f"select cast(min(creation) as char) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
-	"sqlite": f"select cast(min(creation) as text) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
-	"postgres": f"select cast(min(creation) as text) from `tab{METRIC}` where creation > %(start)s and creation < %(end)s",
+	dialect: f"""select cast(min(creation) as {text}) from `tab{METRIC}`
+		where creation > %(start)s and creation < %(end)s"""
+	for dialect, text in _AS_TEXT.items()
 }
 
 
