@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -150,6 +151,12 @@ class BenchSiteProvider:
 
 	def command(self, group: str, *args: str) -> tuple[list[str], str | None]:
 		bench = os.environ.get("VPERF_BENCH_COMMAND", "bench")
+		if shutil.which(bench) is None:
+			# else every command test fails with a bare FileNotFoundError (seen on a v15 bench)
+			pytest.fail(
+				f"VPERF_BENCH_COMMAND: {bench!r} is not an executable on PATH; put the bench CLI on PATH "
+				"or name it (e.g. VPERF_BENCH_COMMAND=/usr/local/bin/bench)"
+			)
 		return [bench, "--site", BENCH_SITE, group, *args], os.path.dirname(BENCH_SITES)
 
 
