@@ -15,6 +15,8 @@ from typing import Any
 import click
 from frappe.commands import get_site, pass_context
 
+from verenigingen_perf.utils.performance.timeutil import format_datetime, shown_datetime, system_zone
+
 # `report --since`: minutes, hours or days
 _SINCE = re.compile(r"^(\d{1,6})([mhd])$")
 _SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -210,6 +212,11 @@ def _echo_report(title: str, report: dict[str, Any]) -> None:
 		click.echo(f"  {key}: {shown}")
 
 
+def _site_zone() -> str:
+	"""The connected site's time zone, in which it stores its datetimes."""
+	return system_zone().key
+
+
 def _echo_json(data: Any) -> None:
 	click.echo(json.dumps(data, indent=1, default=str, sort_keys=True))
 
@@ -235,14 +242,15 @@ def status(context, as_json: bool) -> None:
 	for site, named in _each_site(context, as_json):
 		with _connected(site):
 			answer = monitoring.status(get_config(), 1)
-		_print_status(answer, as_json, named)
+			zone = _site_zone()
+		_print_status(answer, zone, as_json, named)
 
 
-def _print_status(answer: dict[str, Any], as_json: bool, site: str | None) -> None:
+def _print_status(answer: dict[str, Any], zone: str, as_json: bool, site: str | None) -> None:
 	if as_json:
 		_echo_answer_json(answer, site)
 		return
-	click.echo(f"Monitoring: {answer['level']} (measured at {answer['measured_at']})")
+	click.echo(f"Monitoring: {answer['level']} (measured at {shown_datetime(answer['measured_at'], zone)})")
 	click.echo(
 		_table(
 			[
@@ -318,13 +326,13 @@ def report(context, window: timedelta, limit: int | None, as_json: bool) -> None
 
 	from verenigingen_perf.utils.performance import health
 	from verenigingen_perf.utils.performance.config import get_config
-	from verenigingen_perf.utils.performance.timeutil import format_datetime
 
 	for site, named in _each_site(context, as_json):
 		with _connected(site):
 			since = frappe.utils.now_datetime() - window
 			operations = health.slowest_since(since, limit or get_config().analysis.slowest_operations)
-		_print_report(format_datetime(since), operations, as_json, named)
+			shown_since = format_datetime(since) if as_json else shown_datetime(since, _site_zone())
+		_print_report(shown_since, operations, as_json, named)
 
 
 def _print_report(since: str, operations: list[dict[str, Any]], as_json: bool, site: str | None) -> None:

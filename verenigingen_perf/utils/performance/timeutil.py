@@ -26,6 +26,14 @@ def format_datetime(moment: datetime) -> str:
 	return moment.isoformat(sep=" ", timespec="microseconds")
 
 
+def shown_datetime(value: Any, zone_name: str) -> str:
+	"""A stored datetime (or its text) as a person reads it on a terminal: to the second, with the
+	site's time zone named (the stored text's microseconds and unnamed zone misled operators)."""
+	if value is None:
+		return "-"
+	return f"{as_datetime(value):%Y-%m-%d %H:%M:%S} {zone_name}"
+
+
 def floor_hour(moment: datetime) -> datetime:
 	return moment.replace(minute=0, second=0, microsecond=0)
 
