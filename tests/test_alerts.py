@@ -34,6 +34,7 @@ YAML_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + 
 	f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
 )
 OP = "/api/method/test.alerts.slow"
+EVALUATION_JOB = "verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job"
 SECRET = "s3cret-for-tests"
 
 
@@ -76,8 +77,9 @@ def receiver():
 
 
 @pytest.fixture
-def alerting(clean_slate):
-	"""No alert records, test rules only (the shipped ones switched off meanwhile), a short retry."""
+def alerting(clean_slate, scheduled_jobs_paused):
+	"""No alert records, test rules only (the shipped ones switched off meanwhile), a short retry; the
+	site's scheduled evaluation paused (the tests evaluate on a clock of their own)."""
 	shipped = frappe.get_all(ALERT_RULE, filters={"enabled": 1}, pluck="name")
 
 	def wipe() -> None:
@@ -98,11 +100,23 @@ def alerting(clean_slate):
 	# the receivers of these tests listen on loopback
 	config.update_config({"alert_retry_base_s": 1, "alert_webhook_refuse_private_addresses": False})
 	frappe.db.commit()
-	yield
-	wipe()
-	for name in shipped:
-		frappe.db.set_value(ALERT_RULE, name, "enabled", 1)
-	frappe.db.commit()
+	with scheduled_jobs_paused(EVALUATION_JOB):
+		yield
+		wipe()
+		for name in shipped:
+			frappe.db.set_value(ALERT_RULE, name, "enabled", 1)
+		frappe.db.commit()
+
+
+def test_the_scheduled_evaluation_is_paused_while_a_test_evaluates_and_put_back_after(
+	site, scheduled_jobs_paused
+):
+	job = {"method": EVALUATION_JOB}
+	before = frappe.db.get_value("Scheduled Job Type", job, ["stopped", "modified"])
+	assert before[0] == 0
+	with scheduled_jobs_paused(EVALUATION_JOB):
+		assert frappe.db.get_value("Scheduled Job Type", job, "stopped") == 1
+	assert frappe.db.get_value("Scheduled Job Type", job, ["stopped", "modified"]) == before
 
 
 def channel(name: str, **fields) -> str:

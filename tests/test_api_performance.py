@@ -367,8 +367,14 @@ def test_health_says_no_data_on_an_empty_site_then_moves_with_planted_traffic(si
 		assert response["value"] == pytest.approx(slow_ms, rel=0.011)
 		assert system["slowest_operations"][0]["p95_ms"] == pytest.approx(slow_ms, rel=0.011)
 		assert len(system["slowest_operations"]) == 3
+		if label == "fast":
+			# a healthy verdict needs a monitor that sees the site: on a loaded bench the monitoring
+			# itself may be critical (its capture cost, a job's lag), and the level is then at most
+			# warning, saying why (health.with_trust)
+			trusted = system["monitoring"]["trusted"]
+			assert trusted or system["message"].startswith("warning: not trusted"), system["message"]
 	assert levels == {
-		"fast": ("healthy", "healthy"),
+		"fast": ("healthy" if trusted else "warning", "healthy"),
 		"warning": ("warning", "warning"),
 		"critical": ("critical", "critical"),
 	}

@@ -357,6 +357,39 @@ def run_scheduled_job(site: Any) -> Callable[[str], None]:
 
 
 @pytest.fixture
+def scheduled_jobs_paused(
+	site: Any, site_provider: SiteProvider, site_env: dict[str, str]
+) -> Callable[..., AbstractContextManager[None]]:
+	"""`with scheduled_jobs_paused(method, ...):` keeps the site's scheduler from running those jobs
+	meanwhile: a live bench's scheduler runs them on the real clock while a test drives them on a
+	clock of its own (seen on a v15 bench: the scheduled alert evaluation fired an alert again that the
+	test had just resolved). A run already queued is waited out; the Scheduled Job Types are put back
+	as they were, unmodified."""
+	import frappe
+
+	@contextmanager
+	def _paused(*methods: str) -> Iterator[None]:
+		names = frappe.get_all(
+			"Scheduled Job Type", filters={"method": ("in", methods), "stopped": 0}, pluck="name"
+		)
+
+		def set_stopped(stopped: int) -> None:
+			for name in names:
+				frappe.db.set_value("Scheduled Job Type", name, "stopped", stopped, update_modified=False)
+			frappe.db.commit()
+
+		set_stopped(1)
+		try:
+			site_provider.run_queued_jobs(site_env)
+			yield
+		finally:
+			frappe.db.rollback()
+			set_stopped(0)
+
+	return _paused
+
+
+@pytest.fixture
 def run_background_jobs(
 	site: Any, site_provider: SiteProvider, site_env: dict[str, str]
 ) -> Callable[[], None]:
