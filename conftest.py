@@ -44,7 +44,7 @@ def site_state_guard(site):
 	yield before
 	frappe.db.rollback()
 	after = site_state.take()
-	tests_own = {parent for _type, parent, _name in after.grants if parent.startswith(TEST_USER_PREFIX)}
+	tests_own = {parent for _type, parent, _name, _idx in after.grants if parent.startswith(TEST_USER_PREFIX)}
 	if problems := site_state.differences(before, after, ignore_users=tests_own):
 		site_state.restore(before)
 		pytest.fail("the tests changed the site and did not put it back: " + "; ".join(problems))
@@ -72,19 +72,7 @@ def default_settings(site):
 	from verenigingen_perf.utils.performance import capture, config
 
 	def retried(write):
-		for attempt in range(5):
-			try:
-				write()
-				frappe.db.commit()
-				break
-			except frappe.QueryDeadlockError:
-				# SQLite (WAL): a web server's commit between this transaction's first read and its
-				# write makes the write fail at once, and a server request that is still finishing
-				# holds the one writer's lock; a fresh transaction a little later is the cure
-				frappe.db.rollback()
-				if attempt == 4:
-					raise
-				time.sleep(2)
+		site_state.write_retried(write)
 		capture.forget_local_config()
 
 	started = frappe.utils.now_datetime()

@@ -57,16 +57,17 @@ def test_postgres_leaves_room_on_the_pages_of_the_tables_every_fold_rewrites(sit
 
 
 def test_migrate_brings_back_a_deleted_role(site):
-	"""The role is made again on migrate; the grants the deletion took are the site's, put back."""
-	state = site_state.take()
+	"""The role is made again on migrate; the role and the grants the deletion took are the site's, put
+	back exactly as they were (the v15 bench showed a re-made role's date and a grant's order changed)."""
+	role_rows = (("Role", {"name": PERFORMANCE_MANAGER}), ("Has Role", {"role": PERFORMANCE_MANAGER}))
 	try:
-		frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
-		frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
-		install.after_migrate()
-		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-		frappe.db.commit()
+		with site_state.rows_put_back(*role_rows):
+			frappe.db.delete("Has Role", {"role": PERFORMANCE_MANAGER})
+			frappe.delete_doc("Role", PERFORMANCE_MANAGER, ignore_permissions=True, force=True)
+			install.after_migrate()
+			assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+			frappe.db.commit()
 	finally:
-		site_state.restore(state)
 		from verenigingen_perf.testing.members import forget_deleted
 
 		forget_deleted("Role", [PERFORMANCE_MANAGER])
@@ -165,75 +166,88 @@ def test_uninstall_removes_what_the_app_added_and_reinstall_starts_clean(site, d
 		)
 	from frappe.installer import install_app, remove_app
 
-	state = site_state.take()
-
-	config.update_config({"sampling_rate": "0.42"})
-	frappe.db.commit()
-	plant_buffered(3)
-	user_roles_before = count_user_roles()
-	desk_records = {dt: frappe.get_all(dt, filters={"module": MODULE}, pluck="name") for dt in DESK_DOCTYPES}
-	assert all(desk_records.values()), desk_records
-	roles_before = frappe.db.count("Role")
-	# copies of the metrics user's documents that an earlier uninstall (before this was checked) kept
-	deleted_before = deleted_copies_of_the_metrics_user()
-	assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == 0.42
-
-	job_types = frappe.get_all(
-		"Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")}, pluck="name"
+	# the role and the metrics user the reinstall makes again are put back as the site had them (their
+	# dates and grants' order included), as are the settings, secrets and grants
+	kept = (
+		("Role", {"name": PERFORMANCE_MANAGER}),
+		("Has Role", {"role": PERFORMANCE_MANAGER}),
+		("User", {"name": METRICS_USER}),
+		("Has Role", {"parent": METRICS_USER}),
 	)
-	app_doctypes = frappe.get_all("DocType", filters={"module": "Verenigingen Perf"}, pluck="name")
-	try:
-		remove_app("verenigingen_perf", yes=True, no_backup=True)
-		frappe.db.commit()
-		check_nothing_is_left(roles_before, user_roles_before, deleted_before)
-		# a job that ran during the uninstall wrote its report and its (failed) log after the first
-		# sweep: the uninstall's last step sweeps it too
-		from verenigingen_perf.install import after_uninstall
+	with site_state.rows_put_back(*kept):
+		state = site_state.take()
 
-		late_job = job_types[0]
-		frappe.db.sql(
-			"insert into `tabSingles` (doctype, field, value) values (%s, 'last_monitor', '{}')",
-			(ROLLUP_STATE,),
-		)
-		frappe.get_doc(
-			{"doctype": "Scheduled Job Log", "scheduled_job_type": late_job, "status": "Failed"}
-		).db_insert()
+		config.update_config({"sampling_rate": "0.42"})
 		frappe.db.commit()
-		after_uninstall()
-		check_nothing_is_left(roles_before, user_roles_before, deleted_before)
-		assert not frappe.db.exists("Scheduled Job Log", {"scheduled_job_type": late_job})
-	finally:
-		if "verenigingen_perf" not in frappe.get_installed_apps():
-			install_app("verenigingen_perf")
+		plant_buffered(3)
+		user_roles_before = count_user_roles()
+		desk_records = {
+			dt: frappe.get_all(dt, filters={"module": MODULE}, pluck="name") for dt in DESK_DOCTYPES
+		}
+		assert all(desk_records.values()), desk_records
+		roles_before = frappe.db.count("Role")
+		# copies of the metrics user's documents that an earlier uninstall (before this was checked) kept
+		deleted_before = deleted_copies_of_the_metrics_user()
+		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") == 0.42
+
+		job_types = frappe.get_all(
+			"Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")}, pluck="name"
+		)
+		app_doctypes = frappe.get_all("DocType", filters={"module": "Verenigingen Perf"}, pluck="name")
+		try:
+			remove_app("verenigingen_perf", yes=True, no_backup=True)
 			frappe.db.commit()
-		# the framework's copies of what its uninstall deleted are the test's, not the site's
-		from verenigingen_perf.testing.members import forget_deleted
+			check_nothing_is_left(roles_before, user_roles_before, deleted_before)
+			# a job that ran during the uninstall wrote its report and its (failed) log after the first
+			# sweep: the uninstall's last step sweeps it too
+			from verenigingen_perf.install import after_uninstall
 
-		forget_deleted("DocType", app_doctypes)
-		forget_deleted("Module Def", ["Verenigingen Perf"])
-		forget_deleted("Role", [PERFORMANCE_MANAGER])
-		for doctype, names in desk_records.items():
-			forget_deleted(doctype, names)
-		frappe.db.commit()
-	try:
-		# the desk comes back with the app: pages, workspace, cards and chart
-		for doctype, names in desk_records.items():
-			assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(names)
-		assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
-		assert frappe.db.exists("User", METRICS_USER)
-		# the 0.42 override went with the app: nothing stored overrides the environment
-		assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") != 0.42
-		assert config.read_stored_settings()[1] == {}
-		watermark = frappe.db.sql(
-			"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
-		)
-		assert not watermark or watermark[0][0] is None
-		assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
-		assert config.get_config().overrides == {}
-		json.dumps(config.describe(config.get_config()))
-	finally:
-		# the site's grants of the role, its settings and its token, as they were before
-		site_state.restore(state)
+			late_job = job_types[0]
+			frappe.db.sql(
+				"insert into `tabSingles` (doctype, field, value) values (%s, 'last_monitor', '{}')",
+				(ROLLUP_STATE,),
+			)
+			frappe.get_doc(
+				{"doctype": "Scheduled Job Log", "scheduled_job_type": late_job, "status": "Failed"}
+			).db_insert()
+			frappe.db.commit()
+			after_uninstall()
+			check_nothing_is_left(roles_before, user_roles_before, deleted_before)
+			assert not frappe.db.exists("Scheduled Job Log", {"scheduled_job_type": late_job})
+		finally:
+			if "verenigingen_perf" not in frappe.get_installed_apps():
+				install_app("verenigingen_perf")
+				frappe.db.commit()
+			# the framework's copies of what its uninstall deleted are the test's, not the site's
+			from verenigingen_perf.testing.members import forget_deleted
+
+			forget_deleted("DocType", app_doctypes)
+			forget_deleted("Module Def", ["Verenigingen Perf"])
+			forget_deleted("Role", [PERFORMANCE_MANAGER])
+			for doctype, names in desk_records.items():
+				forget_deleted(doctype, names)
+			frappe.db.commit()
+		try:
+			# the desk comes back with the app: pages, workspace, cards and chart
+			for doctype, names in desk_records.items():
+				assert sorted(frappe.get_all(doctype, filters={"module": MODULE}, pluck="name")) == sorted(
+					names
+				)
+			assert frappe.db.exists("Role", PERFORMANCE_MANAGER)
+			assert frappe.db.exists("User", METRICS_USER)
+			# the 0.42 override went with the app: nothing stored overrides the environment
+			assert frappe.db.get_singles_value(SETTINGS, "sampling_rate") != 0.42
+			assert config.read_stored_settings()[1] == {}
+			watermark = frappe.db.sql(
+				"select value from `tabSingles` where doctype=%s and field='watermark'", (ROLLUP_STATE,)
+			)
+			assert not watermark or watermark[0][0] is None
+			assert frappe.get_all("Scheduled Job Type", filters={"method": ("like", "verenigingen_perf.%")})
+			assert config.get_config().overrides == {}
+			json.dumps(config.describe(config.get_config()))
+		finally:
+			# the site's grants of the role, its settings and its token, as they were before
+			site_state.restore(state)
 
 
 MODULE = "Verenigingen Perf"

@@ -12,7 +12,11 @@ the app would make of them.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import frappe
 
@@ -24,11 +28,20 @@ from verenigingen_perf.utils.performance.schema import METRICS_USER, SETTINGS
 DISPOSABLE_SITE_KEY = "vperf_disposable_site"
 
 
+# what the session compares of the role and the metrics user: their own fields and when they were last
+# saved (a test that saved them and put the values back still changed them); not what a login or a
+# scrape updates (last_active, last_login)
+ROLE_FIELDS = ["name", "desk_access", "disabled", "two_factor_auth", "modified"]
+METRICS_USER_FIELDS = ["name", "enabled", "user_type", "api_key", "modified"]
+
+
 @dataclass(frozen=True)
 class SiteState:
 	settings: tuple[tuple[str, str | None], ...]
 	secrets: tuple[tuple, ...]
-	grants: tuple[tuple[str, str, str], ...]
+	# (parenttype, parent, name, idx) of every grant of the role
+	grants: tuple[tuple[str, str, str, int], ...]
+	role: tuple | None
 	metrics_user: tuple | None
 
 
@@ -42,15 +55,17 @@ def take() -> SiteState:
 		(SETTINGS,),
 	)
 	grants = frappe.db.sql(
-		"select parenttype, parent, name from `tabHas Role` where role=%s order by parenttype, parent",
+		"select parenttype, parent, name, idx from `tabHas Role` where role=%s order by parenttype, parent",
 		(PERFORMANCE_MANAGER,),
 	)
-	user = frappe.db.get_value("User", METRICS_USER, ["name", "enabled", "user_type"])
+	role = frappe.db.get_value("Role", PERFORMANCE_MANAGER, ROLE_FIELDS)
+	user = frappe.db.get_value("User", METRICS_USER, METRICS_USER_FIELDS)
 	return SiteState(
 		tuple((field, value) for field, value in settings),
 		tuple(tuple(row) for row in secrets),
-		tuple((parenttype, parent, name) for parenttype, parent, name in grants),
-		tuple(user) if user else None,
+		tuple((parenttype, parent, name, int(idx or 0)) for parenttype, parent, name, idx in grants),
+		tuple(str(value) for value in role) if role else None,
+		tuple(str(value) for value in user) if user else None,
 	)
 
 
@@ -65,12 +80,14 @@ def differences(before: SiteState, after: SiteState, ignore_users: set[str] = fr
 		found.append("Performance Settings' secrets (the metrics token, the OTLP headers) changed")
 
 	def kept(grants: tuple) -> set:
-		return {(t, parent) for t, parent, _name in grants if parent not in ignore_users}
+		return {(t, parent, idx) for t, parent, _name, idx in grants if parent not in ignore_users}
 
 	if kept(before.grants) != kept(after.grants):
 		lost = sorted(kept(before.grants) - kept(after.grants))
 		added = sorted(kept(after.grants) - kept(before.grants))
 		found.append(f"{PERFORMANCE_MANAGER} grants changed: lost {lost}, added {added}")
+	if before.role != after.role:
+		found.append(f"the role {PERFORMANCE_MANAGER} changed: {before.role} -> {after.role}")
 	if before.metrics_user != after.metrics_user:
 		found.append(f"the metrics user changed: {before.metrics_user} -> {after.metrics_user}")
 	return found
@@ -95,10 +112,10 @@ def restore(state: SiteState) -> None:
 		)
 	present = {
 		(parenttype, parent)
-		for parenttype, parent, _name in take().grants
+		for parenttype, parent, _name, _idx in take().grants
 		if frappe.db.exists(parenttype, parent)
 	}
-	for parenttype, parent, name in state.grants:
+	for parenttype, parent, name, idx in state.grants:
 		if (parenttype, parent) in present or not frappe.db.exists(parenttype, parent):
 			continue
 		frappe.get_doc(
@@ -109,12 +126,68 @@ def restore(state: SiteState) -> None:
 				"parent": parent,
 				"parentfield": "roles",
 				"role": PERFORMANCE_MANAGER,
+				"idx": idx,
 			}
 		).db_insert()
 		if parenttype == "User":
 			frappe.clear_cache(user=parent)
 	frappe.db.commit()
 	config.clear_config_cache()
+
+
+@contextmanager
+def rows_put_back(*selections: tuple[str, dict[str, Any]]) -> Iterator[None]:
+	"""For a test that saves a record of the site (a user, a role) and changes it back: when the block
+	ends, the rows each (doctype, filters) selects are put back exactly as stored, every column (their
+	`modified` and `idx` included), rows it selects that were not there are removed, and the change
+	log (Version) written meanwhile for those records goes. Plain rows, as `restore` does."""
+	started = frappe.utils.now_datetime()
+	frappe.db.rollback()
+	saved = [
+		(doctype, filters, frappe.get_all(doctype, filters=filters, fields=["*"]))
+		for doctype, filters in selections
+	]
+	try:
+		yield
+	finally:
+		write_retried(lambda: _put_back(saved, started))
+		frappe.clear_cache()
+
+
+def _put_back(saved: list[tuple[str, dict[str, Any], list[dict[str, Any]]]], since: Any) -> None:
+	for doctype, filters, rows in saved:
+		names = {row["name"] for row in rows} | set(frappe.get_all(doctype, filters=filters, pluck="name"))
+		frappe.db.delete(doctype, filters)
+		for row in rows:
+			columns = list(row)
+			frappe.db.sql(
+				f"insert into `tab{doctype}` ({', '.join(f'`{c}`' for c in columns)}) "
+				f"values ({', '.join(['%s'] * len(columns))})",
+				[row[c] for c in columns],
+			)
+		if names:
+			frappe.db.delete(
+				"Version",
+				{"ref_doctype": doctype, "docname": ("in", sorted(names)), "creation": (">=", since)},
+			)
+
+
+def write_retried(write: Callable[[], None], attempts: int = 5) -> None:
+	"""Run `write` in a fresh transaction and commit, trying again while the database refuses it for
+	another writer: on SQLite (WAL) a web server's commit between this transaction's first read and
+	its write makes the write fail at once, and a server request that is still finishing holds the one
+	writer's lock; a fresh transaction a little later is the cure."""
+	for attempt in range(attempts):
+		frappe.db.rollback()
+		try:
+			write()
+			frappe.db.commit()
+			return
+		except frappe.QueryDeadlockError:
+			frappe.db.rollback()
+			if attempt == attempts - 1:
+				raise
+			time.sleep(2)
 
 
 def disposable() -> bool:
