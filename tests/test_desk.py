@@ -15,6 +15,7 @@ from verenigingen_perf.utils.performance.schema import ALERT
 
 DESK = "verenigingen_perf.api.desk"
 EVALUATION_JOB = "verenigingen_perf.utils.performance.alerts.evaluate.evaluation_job"
+DRAIN_JOB = "verenigingen_perf.utils.performance.buffer.drain_job"
 MODULE = "Verenigingen Perf"
 CARD_METHODS = (
 	"health_score_card",
@@ -85,15 +86,15 @@ def test_the_workspace_cards_chart_and_pages_are_installed_for_the_role(site):
 
 
 @pytest.fixture
-def alert_evaluation_paused(scheduled_jobs_paused):
-	"""The site's scheduled alert evaluation paused: a live bench's alert counts hold still."""
-	with scheduled_jobs_paused(EVALUATION_JOB):
+def site_jobs_paused(clean_slate, scheduled_jobs_paused):
+	"""The site's scheduled drain and alert evaluation paused, then a clean slate: a live bench's own
+	measurements (the tests' requests among them) and alerts stay out of what the test counts."""
+	with scheduled_jobs_paused(DRAIN_JOB, EVALUATION_JOB):
+		clean_slate()
 		yield
 
 
-def test_the_cards_and_chart_show_what_the_dashboard_shows(
-	site, clean_slate, manager, alert_evaluation_paused
-):
+def test_the_cards_and_chart_show_what_the_dashboard_shows(site, manager, site_jobs_paused):
 	now = frappe.utils.now_datetime()
 	hour = timeutil.floor_hour(now)
 	rows = []
