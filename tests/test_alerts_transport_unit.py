@@ -84,6 +84,29 @@ def test_a_dripping_receiver_is_cut_off_at_the_deadline(answer):
 		dripper.close()
 
 
+class NeverFires:
+	"""A watchdog timer that never fires: the one a loaded machine runs too late."""
+
+	def __init__(self, *_args, **_kwargs) -> None:
+		self.daemon = True
+
+	def start(self) -> None:
+		pass
+
+	def cancel(self) -> None:
+		pass
+
+
+def test_a_silent_receiver_is_the_deadline_even_when_the_socket_times_out_before_the_watchdog(monkeypatch):
+	monkeypatch.setattr(transport.threading, "Timer", NeverFires)
+	dripper = Dripper(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", interval_s=5)
+	try:
+		with pytest.raises(transport.DeadlineExceeded, match="within 1 s"):
+			transport.post(dripper.url, b"{}", {"Content-Type": "application/json"}, 1, refuse_private=False)
+	finally:
+		dripper.close()
+
+
 def test_an_answer_within_the_deadline_is_read():
 	dripper = Dripper(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", interval_s=0)
 	try:

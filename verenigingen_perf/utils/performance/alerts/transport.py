@@ -160,7 +160,9 @@ def post(
 			raise DeadlineExceeded(f"no answer within {timeout_s:g} s (connect, send and read)")
 		return answer.status
 	except (OSError, http.client.HTTPException) as error:
-		if expired.is_set():
+		# every socket timeout is set to the time left: one that fires is the deadline, even when it
+		# beats the watchdog to it (a loaded machine runs the watchdog's thread late)
+		if expired.is_set() or isinstance(error, TimeoutError):
 			raise DeadlineExceeded(f"no answer within {timeout_s:g} s (connect, send and read)") from None
 		raise DeliveryError(f"{type(error).__name__}: {error}") from error
 	finally:
